@@ -1,0 +1,322 @@
+//! The clients: one request per connection, a kept-open connection, and UDP.
+//!
+//! All sockets here are non-blocking and every wait goes through `poll`, so
+//! a timeout bounds each wait for progress (as a Python socket timeout
+//! does), nothing blocks for ever, and sending and receiving interleave:
+//! a large request never deadlocks against a server that streams its reply
+//! while we are still sending.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use libc::c_int;
+
+use crate::addr::{host_port_text, resolve, Purpose, SockAddr};
+use crate::error::{Error, Result, ERR_PROTOCOL, ERR_SHORT_REPLY};
+use crate::sys;
+
+/// Largest UDP payload we can receive (the IPv6 limit; IPv4's is 65,507).
+pub const MAX_DATAGRAM: usize = 65_535 - 8;
+
+/// Size of one read while receiving a reply.
+const CHUNK: usize = 64 * 1024;
+
+/// Milliseconds for `poll` from a remaining duration: rounded up, so a wait
+/// of 0.4 ms is one millisecond, not a busy loop; `None` waits for ever.
+fn poll_ms(remaining: Option<Duration>) -> c_int {
+    match remaining {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            c_int::try_from(ms).unwrap_or(c_int::MAX)
+        }
+    }
+}
+
+/// Waits until `fd` is ready for `events`, for at most `timeout`. Retries
+/// on EINTR with what is left of the wait. Returns the `revents`.
+fn wait(fd: &OwnedFd, events: i16, timeout: Option<Duration>, what: &dyn Fn() -> String) -> Result<i16> {
+    let start = Instant::now();
+    loop {
+        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        match sys::poll2((fd.as_raw_fd(), events), None, poll_ms(left)) {
+            Ok((0, _)) => {
+                return Err(Error::timed_out(
+                    what(),
+                    format!("timed out after {:.3} s", timeout.unwrap_or_default().as_secs_f64()),
+                ));
+            }
+            Ok((rev, _)) => return Ok(rev),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(Error::os(what(), e)),
+        }
+    }
+}
+
+/// Opens a TCP connection to `host:port`, trying every address the
+/// resolver gives, in order, until one accepts. The socket stays
+/// non-blocking. The error of the last address tried is returned.
+pub fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<(OwnedFd, SockAddr)> {
+    if port == 0 {
+        return Err(Error::invalid(
+            format!("connect to {}", host_port_text(host, port)),
+            "port 0 is not a valid destination",
+        ));
+    }
+    let addrs = resolve(host, port, libc::SOCK_STREAM, Purpose::Connect)?;
+    let mut last = None;
+    for addr in addrs {
+        match connect_one(&addr, timeout) {
+            Ok(fd) => return Ok((fd, addr)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::resolve(format!("resolve {}", host_port_text(host, port)), libc::EAI_NONAME)))
+}
+
+/// `socket()` + non-blocking `connect()` + wait for the handshake.
+fn connect_one(addr: &SockAddr, timeout: Option<Duration>) -> Result<OwnedFd> {
+    let what = || format!("connect to {addr}");
+    let fd = sys::socket(addr.family(), libc::SOCK_STREAM, true).map_err(|e| Error::os(what(), e))?;
+    match sys::connect(fd.as_fd(), addr) {
+        Ok(()) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
+            // The handshake goes on in the kernel; writable means it ended,
+            // and SO_ERROR says how.
+            wait(&fd, libc::POLLOUT, timeout, &what)?;
+            let err =
+                sys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR).map_err(|e| Error::os(what(), e))?;
+            if err != 0 {
+                return Err(Error::errno(what(), err));
+            }
+        }
+        Err(e) => return Err(Error::os(what(), e)),
+    }
+    // Small requests go out at once instead of waiting for Nagle's timer.
+    let _ = sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+    Ok(fd)
+}
+
+/// Sends `data` and receives the reply on one connection, both at once.
+/// With `half_close`, the write side is shut after the last byte and the
+/// reply is read to end of stream; otherwise exactly `data.len()` bytes
+/// are read. Returns the reply.
+fn exchange(
+    fd: &OwnedFd,
+    peer: &SockAddr,
+    data: &[u8],
+    half_close: bool,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>> {
+    let what = || format!("exchange with {peer}");
+    let mut reply: Vec<u8> = Vec::with_capacity(data.len());
+    let mut sent = 0usize;
+    let mut shut = !half_close;
+    if half_close && data.is_empty() {
+        sys::shutdown(fd.as_fd(), libc::SHUT_WR).map_err(|e| Error::os(what(), e))?;
+        shut = true;
+    }
+    loop {
+        let want_more = if half_close { true } else { reply.len() < data.len() };
+        if !want_more && sent == data.len() {
+            return Ok(reply);
+        }
+        let mut events = libc::POLLIN;
+        if sent < data.len() {
+            events |= libc::POLLOUT;
+        }
+        let rev = wait(fd, events, timeout, &what)?;
+        if sent < data.len() && rev & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+            match sys::send(fd.as_fd(), &data[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => {}
+                Err(e) => return Err(Error::os(what(), e)),
+            }
+            if sent == data.len() && !shut {
+                // Half-close: tells the server that the request is complete.
+                sys::shutdown(fd.as_fd(), libc::SHUT_WR).map_err(|e| Error::os(what(), e))?;
+                shut = true;
+            }
+        }
+        if rev & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
+            let old = reply.len();
+            let room = if half_close { CHUNK } else { data.len() - old };
+            if room == 0 {
+                continue;
+            }
+            reply.resize(old + room, 0);
+            let res = sys::recv(fd.as_fd(), &mut reply[old..]);
+            match res {
+                Ok(0) => {
+                    reply.truncate(old);
+                    if half_close && sent == data.len() {
+                        if reply.len() != data.len() {
+                            return Err(short_or_long(what(), reply.len(), data.len()));
+                        }
+                        return Ok(reply);
+                    }
+                    return Err(Error::own(
+                        ERR_SHORT_REPLY,
+                        what(),
+                        format!("connection closed after {} of {} reply bytes", old, data.len()),
+                    ));
+                }
+                Ok(n) => {
+                    reply.truncate(old + n);
+                    if half_close && reply.len() > data.len() {
+                        return Err(short_or_long(what(), reply.len(), data.len()));
+                    }
+                }
+                Err(e) => {
+                    reply.truncate(old);
+                    if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                        return Err(Error::os(what(), e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn short_or_long(what: String, got: usize, sent: usize) -> Error {
+    if got < sent {
+        Error::own(ERR_SHORT_REPLY, what, format!("reply has {got} bytes, request had {sent}"))
+    } else {
+        Error::own(ERR_PROTOCOL, what, format!("reply has more bytes ({got}+) than the request ({sent})"))
+    }
+}
+
+/// One TCP exchange: connect, send all of `data`, half-close, read the
+/// reply to end of stream, close. `timeout` bounds each wait (connect, and
+/// every wait for progress); `None` waits for ever.
+///
+/// ```no_run
+/// let reply = upcase::client::tcp_request("localhost", 12000, b"hello", Some(std::time::Duration::from_secs(5)))?;
+/// assert_eq!(reply, b"HELLO");
+/// # Ok::<(), upcase::Error>(())
+/// ```
+pub fn tcp_request(host: &str, port: u16, data: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>> {
+    let (fd, peer) = connect_tcp(host, port, timeout)?;
+    exchange(&fd, &peer, data, true, timeout)
+}
+
+/// A kept-open TCP connection: each `request` sends its bytes and returns
+/// exactly as many bytes back, so many requests share one connection.
+pub struct Connection {
+    fd: OwnedFd,
+    peer: SockAddr,
+    timeout: Option<Duration>,
+}
+
+impl Connection {
+    /// Connects to `host:port` (every resolved address tried in turn).
+    pub fn connect(host: &str, port: u16, timeout: Option<Duration>) -> Result<Connection> {
+        let (fd, peer) = connect_tcp(host, port, timeout)?;
+        Ok(Connection { fd, peer, timeout })
+    }
+
+    /// Sends `data`, returns the reply (always `data.len()` bytes).
+    pub fn request(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        exchange(&self.fd, &self.peer, data, false, self.timeout)
+    }
+
+    /// Like [`request`](Self::request), writing the reply into `out`, which
+    /// must hold at least `data.len()` bytes; returns the reply length.
+    pub fn request_into(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize> {
+        let reply = self.request(data)?;
+        out[..reply.len()].copy_from_slice(&reply);
+        Ok(reply.len())
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> &SockAddr {
+        &self.peer
+    }
+
+    /// The local address of this end.
+    pub fn local(&self) -> Result<SockAddr> {
+        sys::getsockname(self.fd.as_fd()).map_err(|e| Error::os("getsockname", e))
+    }
+
+    /// The per-wait timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Closes the connection (half-close first, so the server sees a clean
+    /// end of stream). Dropping the value closes it as well.
+    pub fn close(self) {
+        let _ = sys::shutdown(self.fd.as_fd(), libc::SHUT_WR);
+    }
+}
+
+/// One UDP exchange: send `data` as one datagram to `host:port`, wait up to
+/// `timeout` for the reply, send again up to `retries` more times. Replies
+/// from any other address are ignored. Every resolved address is tried in
+/// turn when one gets no answer.
+pub fn udp_request(host: &str, port: u16, data: &[u8], timeout: Duration, retries: u32) -> Result<Vec<u8>> {
+    if port == 0 {
+        return Err(Error::invalid(
+            format!("send to {}", host_port_text(host, port)),
+            "port 0 is not a valid destination",
+        ));
+    }
+    if data.len() > MAX_DATAGRAM {
+        return Err(Error::errno(format!("send to {}", host_port_text(host, port)), libc::EMSGSIZE)
+            .within(format!("datagram of {} bytes", data.len())));
+    }
+    let addrs = resolve(host, port, libc::SOCK_DGRAM, Purpose::Connect)?;
+    let mut last = None;
+    for addr in addrs {
+        match udp_one(&addr, data, timeout, retries) {
+            Ok(reply) => return Ok(reply),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::resolve(format!("resolve {}", host_port_text(host, port)), libc::EAI_NONAME)))
+}
+
+fn udp_one(addr: &SockAddr, data: &[u8], timeout: Duration, retries: u32) -> Result<Vec<u8>> {
+    let what = || format!("udp request to {addr}");
+    let fd = sys::socket(addr.family(), libc::SOCK_DGRAM, true).map_err(|e| Error::os(what(), e))?;
+    // Connecting a UDP socket only records the peer: the kernel then reports
+    // "port unreachable" as ECONNREFUSED instead of letting us wait it out.
+    sys::connect(fd.as_fd(), addr).map_err(|e| Error::os(what(), e))?;
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    for _attempt in 0..=retries {
+        // The socket is connected, so a plain send goes to `addr`.
+        sys::send(fd.as_fd(), data).map_err(|e| Error::os(what(), e))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match wait(&fd, libc::POLLIN, Some(left), &what) {
+                Ok(_) => {}
+                Err(e) if e.code() == -libc::ETIMEDOUT => break,
+                Err(e) => return Err(e),
+            }
+            match sys::recvfrom(fd.as_fd(), &mut buf) {
+                Ok((n, from)) => {
+                    if from != *addr {
+                        continue; // not our server: ignore it
+                    }
+                    if n > buf.len() {
+                        return Err(Error::errno(what(), libc::EMSGSIZE).within(format!("reply of {n} bytes")));
+                    }
+                    if n != data.len() {
+                        return Err(short_or_long(what(), n, data.len()));
+                    }
+                    return Ok(buf[..n].to_vec());
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
+                Err(e) => return Err(Error::os(what(), e)),
+            }
+        }
+    }
+    Err(Error::timed_out(
+        what(),
+        format!("no reply after {} attempt(s) of {:.3} s", retries as u64 + 1, timeout.as_secs_f64()),
+    ))
+}

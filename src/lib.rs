@@ -1,0 +1,56 @@
+//! # upcase
+//!
+//! The textbook socket example done properly: a client sends a line, the
+//! server sends it back in upper case, over TCP and UDP, on raw `libc`
+//! socket calls with byte order and address structures handled by our own
+//! code.
+//!
+//! Where each step of the slides lives:
+//!
+//! | slide step   | here |
+//! |--------------|------|
+//! | `socket()`   | [`sys::socket`] |
+//! | `bind()`     | [`sys::bind`], called by [`server::Server::bind`] |
+//! | `listen()`   | [`sys::listen`] |
+//! | `accept()`   | [`sys::accept4`] |
+//! | `connect()`  | [`sys::connect`], called by [`client::connect_tcp`] |
+//! | `recv()`     | [`sys::recv`] |
+//! | `send()`     | [`sys::send`] |
+//! | `sendto()`   | [`sys::sendto`] |
+//! | `recvfrom()` | [`sys::recvfrom`] |
+//! | `close()`    | dropping the [`std::os::fd::OwnedFd`] |
+//! | `htons()`    | [`endian::hton16`] |
+//!
+//! ```no_run
+//! use upcase::server::{Config, Server};
+//! let server = Server::bind(Config { port: 0, ..Config::default() })?;
+//! let port = server.port();
+//! let stopper = server.stopper();
+//! let t = std::thread::spawn(move || server.run());
+//! let reply = upcase::client::tcp_request("127.0.0.1", port, b"hello", None)?;
+//! assert_eq!(reply, b"HELLO");
+//! stopper.stop();
+//! # let _ = t.join();
+//! # Ok::<(), upcase::Error>(())
+//! ```
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::missing_safety_doc)]
+
+pub mod addr;
+pub mod client;
+pub mod endian;
+pub mod error;
+pub mod server;
+pub mod sys;
+pub mod upper;
+
+#[cfg(feature = "capi")]
+pub mod ffi;
+
+pub use error::{Error, Result};
+
+/// The crate version, as in `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,418 @@
+//! The server: `socket()`, `bind()`, `listen()` here; the loops that
+//! `accept()`, `recv()` and `send()` in [`iterative`], [`concurrent`] and
+//! [`udp`].
+//!
+//! A [`Server`] is bound when it is made (so port 0 can be read back at
+//! once), runs on the caller's thread (plus worker threads in concurrent
+//! mode) until [`Server::stop`], which is safe from any thread and from a
+//! signal handler. Once stopped, it stays stopped.
+
+mod concurrent;
+mod epoll;
+mod iterative;
+mod udp;
+mod waker;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::addr::{host_port_text, parse_numeric, resolve, IpPort, Purpose, SockAddr};
+use crate::client::MAX_DATAGRAM;
+use crate::error::{Error, Result, ERR_BUSY, ERR_STOPPED};
+use crate::sys;
+
+pub use waker::Waker;
+
+/// TCP or UDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// A byte stream: every byte comes back, in order, upper-cased.
+    Tcp,
+    /// Datagrams: one in, one back to the sender.
+    Udp,
+}
+
+/// How clients are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Many clients at once: one `epoll` loop per thread.
+    Concurrent,
+    /// The slides' server: one client at a time.
+    Iterative,
+}
+
+/// Called with each client's address: per connection (TCP) or per datagram
+/// (UDP), on the loop's thread. Keep it short.
+pub type ClientCallback = Arc<dyn Fn(&SockAddr) + Send + Sync>;
+
+/// How to run a server.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to bind: a name, a numeric address, or `""`, `"0.0.0.0"`,
+    /// `"::"` for all interfaces (`""` and `"::"` are dual-stack where IPv6
+    /// exists). Default `127.0.0.1`: the library binds loopback unless told
+    /// otherwise.
+    pub host: String,
+    /// Port; 0 lets the kernel pick a free one. Default 12000.
+    pub port: u16,
+    /// TCP (default) or UDP.
+    pub transport: Transport,
+    /// Concurrent (default) or iterative.
+    pub mode: Mode,
+    /// Loop threads in concurrent mode; 0 means one per CPU.
+    pub threads: usize,
+    /// Most TCP connections open at once; more are accepted and closed at
+    /// once, and counted as rejected. Default 10,000.
+    pub max_connections: usize,
+    /// A TCP connection with no progress for this long is closed. `None`
+    /// never closes one. Default 60 s.
+    pub idle_timeout: Option<Duration>,
+    /// `listen()` backlog. Default 1024 (the kernel caps it at somaxconn).
+    pub backlog: i32,
+    /// Largest UDP datagram answered; a larger one is dropped and counted.
+    /// Default 65,527 (the largest any IP version carries).
+    pub max_datagram: usize,
+    /// Told about each client, if set.
+    pub on_client: Option<ClientCallback>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 12000,
+            transport: Transport::Tcp,
+            mode: Mode::Concurrent,
+            threads: 0,
+            max_connections: 10_000,
+            idle_timeout: Some(Duration::from_secs(60)),
+            backlog: 1024,
+            max_datagram: MAX_DATAGRAM,
+            on_client: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("mode", &self.mode)
+            .field("threads", &self.threads)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("backlog", &self.backlog)
+            .field("max_datagram", &self.max_datagram)
+            .field("on_client", &self.on_client.is_some())
+            .finish()
+    }
+}
+
+/// A snapshot of the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// TCP connections accepted and served.
+    pub connections_accepted: u64,
+    /// TCP connections open now.
+    pub connections_active: u64,
+    /// TCP connections closed at once because `max_connections` was reached.
+    pub connections_rejected: u64,
+    /// Bytes received (TCP and UDP payload).
+    pub bytes_in: u64,
+    /// Bytes sent back.
+    pub bytes_out: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams answered.
+    pub datagrams_out: u64,
+    /// Datagrams not answered: too large, from port 0, from ourselves, or
+    /// no room to send the reply.
+    pub datagrams_dropped: u64,
+    /// Failures: resets, send errors, accept errors.
+    pub errors: u64,
+    /// TCP connections closed by the idle timeout.
+    pub idle_timeouts: u64,
+}
+
+/// The live counters: atomics, updated by the loops with relaxed ordering
+/// (each is a plain tally; nothing else is ordered by them).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub accepted: AtomicU64,
+    pub active: AtomicU64,
+    pub rejected: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub dgrams_in: AtomicU64,
+    pub dgrams_out: AtomicU64,
+    pub dgrams_dropped: AtomicU64,
+    pub errors: AtomicU64,
+    pub idle: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What the loops share.
+pub(crate) struct Shared {
+    pub socket: OwnedFd,
+    pub local: SockAddr,
+    pub waker: Waker,
+    pub stopped: AtomicBool,
+    pub running: AtomicBool,
+    pub config: Config,
+    pub counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn tell(&self, peer: &SockAddr) {
+        if let Some(cb) = &self.config.on_client {
+            cb(peer);
+        }
+    }
+}
+
+/// A bound server.
+///
+/// ```no_run
+/// use upcase::server::{Config, Server};
+/// let server = Server::bind(Config { port: 0, ..Config::default() })?;
+/// println!("listening on {}", server.local_addr());
+/// let stopper = server.stopper();
+/// std::thread::spawn(move || { std::thread::sleep(std::time::Duration::from_secs(1)); stopper.stop(); });
+/// server.run()?;
+/// # Ok::<(), upcase::Error>(())
+/// ```
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+/// A handle that stops a server from another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+}
+
+impl Stopper {
+    /// Stops the server (see [`Server::stop`]).
+    pub fn stop(&self) {
+        stop(&self.shared);
+    }
+}
+
+fn stop(shared: &Shared) {
+    shared.stopped.store(true, Ordering::Release);
+    shared.waker.wake();
+}
+
+impl Server {
+    /// `socket()`, `bind()` and, for TCP, `listen()`: the server is
+    /// reachable when this returns, and queues clients until `run`.
+    pub fn bind(config: Config) -> Result<Server> {
+        if config.max_connections == 0 {
+            return Err(Error::invalid("server config", "max_connections must be at least 1"));
+        }
+        if config.max_datagram == 0 || config.max_datagram > MAX_DATAGRAM {
+            return Err(Error::invalid("server config", format!("max_datagram must be 1 to {MAX_DATAGRAM}")));
+        }
+        if config.idle_timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid("server config", "idle_timeout must be positive (or none)"));
+        }
+        if config.backlog < 1 {
+            return Err(Error::invalid("server config", "backlog must be at least 1"));
+        }
+        let socktype = match config.transport {
+            Transport::Tcp => libc::SOCK_STREAM,
+            Transport::Udp => libc::SOCK_DGRAM,
+        };
+        let candidates = bind_candidates(&config.host, config.port, socktype)?;
+        let mut last = None;
+        for (addr, dual_stack) in candidates {
+            match open_bound(&addr, socktype, dual_stack, config.backlog) {
+                Ok(socket) => {
+                    let local = sys::getsockname(socket.as_fd()).map_err(|e| Error::os("getsockname", e))?;
+                    let waker = Waker::new().map_err(|e| Error::os("eventfd", e))?;
+                    let shared = Shared {
+                        socket,
+                        local,
+                        waker,
+                        stopped: AtomicBool::new(false),
+                        running: AtomicBool::new(false),
+                        config,
+                        counters: Counters::default(),
+                    };
+                    return Ok(Server { shared: Arc::new(shared) });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::invalid(format!("bind to {}", host_port_text(&config.host, config.port)), "no address to bind")
+        }))
+    }
+
+    /// The bound address (with the port the kernel picked for port 0).
+    pub fn local_addr(&self) -> SockAddr {
+        self.shared.local
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.shared.local.port()
+    }
+
+    /// The configuration it was bound with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Serves clients until [`stop`](Self::stop). Concurrent mode runs
+    /// `threads - 1` worker threads beside the caller's and joins them all
+    /// before returning. Fails with `ERR_STOPPED` after a stop and
+    /// `ERR_BUSY` while already running.
+    pub fn run(&self) -> Result<()> {
+        let shared = &self.shared;
+        if shared.is_stopped() {
+            return Err(Error::own(ERR_STOPPED, "run", "the server has been stopped"));
+        }
+        if shared.running.swap(true, Ordering::AcqRel) {
+            return Err(Error::own(ERR_BUSY, "run", "the server is already running"));
+        }
+        let threads = match shared.config.mode {
+            Mode::Iterative => 1,
+            Mode::Concurrent if shared.config.threads > 0 => shared.config.threads,
+            Mode::Concurrent => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let result = match (shared.config.transport, shared.config.mode) {
+            (Transport::Tcp, Mode::Iterative) => iterative::run(shared),
+            (Transport::Tcp, Mode::Concurrent) => on_threads(shared, threads, concurrent::run),
+            (Transport::Udp, _) => on_threads(shared, threads, udp::run),
+        };
+        shared.running.store(false, Ordering::Release);
+        result
+    }
+
+    /// Stops the server: sets the stop flag and wakes every loop, which
+    /// close their connections and return. Safe from any thread and from a
+    /// signal handler (an atomic store and one `write`).
+    pub fn stop(&self) {
+        stop(&self.shared);
+    }
+
+    /// True once [`stop`](Self::stop) has been called.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
+    /// A handle for stopping the server from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper { shared: Arc::clone(&self.shared) }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            connections_accepted: get(&c.accepted),
+            connections_active: get(&c.active),
+            connections_rejected: get(&c.rejected),
+            bytes_in: get(&c.bytes_in),
+            bytes_out: get(&c.bytes_out),
+            datagrams_in: get(&c.dgrams_in),
+            datagrams_out: get(&c.dgrams_out),
+            datagrams_dropped: get(&c.dgrams_dropped),
+            errors: get(&c.errors),
+            idle_timeouts: get(&c.idle),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A server dropped while a Stopper is alive must not keep loops
+        // waiting on a socket nobody will use.
+        stop(&self.shared);
+    }
+}
+
+/// Runs `f` on `n` threads (the caller's and `n - 1` more) and joins them;
+/// the first failure stops the others and is returned.
+fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared) -> Result<()>) -> Result<()> {
+    std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(n.saturating_sub(1));
+        for i in 1..n {
+            let spawned = std::thread::Builder::new().name(format!("upcase-loop-{i}")).spawn_scoped(scope, move || {
+                let r = f(shared);
+                if r.is_err() {
+                    stop(shared);
+                }
+                r
+            });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    stop(shared);
+                    return Err(Error::os("spawn a server thread", e));
+                }
+            }
+        }
+        let mut result = f(shared);
+        if result.is_err() {
+            stop(shared);
+        }
+        for h in handles {
+            let r = h.join().unwrap_or_else(|_| Err(Error::own(crate::error::ERR_PANIC, "server thread", "panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+/// The addresses to try binding, and whether each is the dual-stack IPv6
+/// wildcard. `""` means all interfaces: `[::]` dual-stack first (IPv4
+/// clients then arrive as `::ffff:a.b.c.d`), `0.0.0.0` if IPv6 is missing.
+fn bind_candidates(host: &str, port: u16, socktype: libc::c_int) -> Result<Vec<(SockAddr, bool)>> {
+    if host.is_empty() {
+        return Ok(vec![(SockAddr::v6([0; 16], port, 0), true), (SockAddr::v4([0; 4], port), false)]);
+    }
+    if let Some(IpPort::V6(ip, _, 0)) = parse_numeric(host) {
+        if ip == [0; 16] {
+            return Ok(vec![(SockAddr::v6(ip, port, 0), true)]);
+        }
+    }
+    Ok(resolve(host, port, socktype, Purpose::Bind)?.into_iter().map(|a| (a, false)).collect())
+}
+
+/// One candidate: socket, options, bind, listen.
+fn open_bound(addr: &SockAddr, socktype: libc::c_int, dual_stack: bool, backlog: i32) -> Result<OwnedFd> {
+    let what = || format!("bind to {addr}");
+    let fd = sys::socket(addr.family(), socktype, true).map_err(|e| Error::os(what(), e))?;
+    if socktype == libc::SOCK_STREAM {
+        // Rebind at once after a restart, despite old connections in TIME_WAIT.
+        sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| Error::os(what(), e))?;
+    }
+    if dual_stack {
+        // Said explicitly rather than left to the sysctl default: the IPv6
+        // wildcard also takes IPv4 clients.
+        sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0).map_err(|e| Error::os(what(), e))?;
+    }
+    sys::bind(fd.as_fd(), addr).map_err(|e| Error::os(what(), e))?;
+    if socktype == libc::SOCK_STREAM {
+        sys::listen(fd.as_fd(), backlog).map_err(|e| Error::os(format!("listen on {addr}"), e))?;
+    }
+    Ok(fd)
+}
