@@ -219,7 +219,7 @@ typedef struct upcase_server_config {
 /**
  * A snapshot of a server's counters.
  */
-typedef struct upcase_server_stats {
+typedef struct upcase_stats {
   /**
    * TCP connections accepted.
    */
@@ -261,7 +261,7 @@ typedef struct upcase_server_stats {
    * Connections closed by the idle timeout.
    */
   uint64_t idle_timeouts;
-} upcase_server_stats;
+} upcase_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -546,7 +546,7 @@ int upcase_server_stop(const struct upcase_server *server);
  * `server` must be NULL or live; `out` NULL or writable.
  */
 int upcase_server_stats(const struct upcase_server *server,
-                        struct upcase_server_stats *out);
+                        struct upcase_stats *out);
 
 /**
  * Stops the server if needed, closes its socket and frees it. NULL is

@@ -317,6 +317,6 @@ fn udp_one(addr: &SockAddr, data: &[u8], timeout: Duration, retries: u32) -> Res
     }
     Err(Error::timed_out(
         what(),
-        format!("no reply after {} attempt(s) of {:.3} s", retries as u64 + 1, timeout.as_secs_f64()),
+        format!("timed out: no reply after {} attempt(s) of {:.3} s each", retries as u64 + 1, timeout.as_secs_f64()),
     ))
 }

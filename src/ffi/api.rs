@@ -198,7 +198,8 @@ pub unsafe extern "C" fn upcase_addr_name(
     guard("upcase_addr_name", || {
         const F: &str = "upcase_addr_name";
         // SAFETY: the caller promises `len` readable bytes at `addr`.
-        let sa = unsafe { SockAddr::from_raw(addr, len) }.ok_or_else(|| Error::invalid(F, "addr is NULL or too long"))?;
+        let sa =
+            unsafe { SockAddr::from_raw(addr, len) }.ok_or_else(|| Error::invalid(F, "addr is NULL or too long"))?;
         if sa.ip_port().is_none() {
             return Err(Error::invalid(F, format!("address family {} is not IPv4 or IPv6", sa.family())));
         }
@@ -217,7 +218,8 @@ pub unsafe extern "C" fn upcase_addr_port(addr: *const sockaddr, len: socklen_t,
     guard("upcase_addr_port", || {
         const F: &str = "upcase_addr_port";
         // SAFETY: the caller promises `len` readable bytes at `addr`.
-        let sa = unsafe { SockAddr::from_raw(addr, len) }.ok_or_else(|| Error::invalid(F, "addr is NULL or too long"))?;
+        let sa =
+            unsafe { SockAddr::from_raw(addr, len) }.ok_or_else(|| Error::invalid(F, "addr is NULL or too long"))?;
         let p = match sa.ip_port() {
             Some(IpPort::V4(_, p)) | Some(IpPort::V6(_, p, _)) => p,
             None => return Err(Error::invalid(F, format!("address family {} is not IPv4 or IPv6", sa.family()))),

@@ -58,7 +58,11 @@ fn check_request(port: u16, len: usize, cap: usize, out_len: *mut usize, func: &
         // The reply is as long as the request: say so before any traffic.
         // SAFETY: checked non-NULL above; the caller promises it is writable.
         unsafe { *out_len = len };
-        return Err(Error::own(ERR_BUFFER_TOO_SMALL, func, format!("the reply will have {len} bytes, the buffer holds {cap}")));
+        return Err(Error::own(
+            ERR_BUFFER_TOO_SMALL,
+            func,
+            format!("the reply will have {len} bytes, the buffer holds {cap}"),
+        ));
     }
     Ok(())
 }

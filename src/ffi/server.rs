@@ -64,7 +64,7 @@ pub struct upcase_server_config {
 /// A snapshot of a server's counters.
 #[repr(C)]
 #[derive(Default)]
-pub struct upcase_server_stats {
+pub struct upcase_stats {
     /// TCP connections accepted.
     pub connections_accepted: u64,
     /// TCP connections open now.
@@ -299,7 +299,7 @@ pub unsafe extern "C" fn upcase_server_stop(server: *const upcase_server) -> c_i
 /// # Safety
 /// `server` must be NULL or live; `out` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn upcase_server_stats(server: *const upcase_server, out: *mut upcase_server_stats) -> c_int {
+pub unsafe extern "C" fn upcase_server_stats(server: *const upcase_server, out: *mut upcase_stats) -> c_int {
     const F: &str = "upcase_server_stats";
     guard(F, || {
         if server.is_null() || out.is_null() {
@@ -307,7 +307,7 @@ pub unsafe extern "C" fn upcase_server_stats(server: *const upcase_server, out: 
         }
         // SAFETY: non-NULL and live per the contract.
         let s = unsafe { &*server }.inner.stats();
-        let value = upcase_server_stats {
+        let value = upcase_stats {
             connections_accepted: s.connections_accepted,
             connections_active: s.connections_active,
             connections_rejected: s.connections_rejected,

@@ -310,6 +310,11 @@ impl Server {
         stop(&self.shared);
     }
 
+    /// True while [`run`](Self::run) is serving on some thread.
+    pub fn is_running(&self) -> bool {
+        self.shared.running.load(Ordering::Acquire)
+    }
+
     /// True once [`stop`](Self::stop) has been called.
     pub fn is_stopped(&self) -> bool {
         self.shared.is_stopped()

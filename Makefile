@@ -1,0 +1,96 @@
+# upcase: build, demo, test, lint, install.
+#   make          release library (target/release/libupcase.{so,a}) and the C examples (build/c/)
+#   make demo     run a TCP and a UDP server with their clients on loopback
+#   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end
+#   make lint     cargo fmt --check, clippy -D warnings, header drift check
+#   make install PREFIX=/usr/local   library, header, pkg-config file
+
+CARGO   ?= cargo
+CC      ?= cc
+PYTHON  ?= python3
+PREFIX  ?= /usr/local
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wpedantic -Werror
+LIBDIR  := $(abspath target/release)
+BUILD   := build/c
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# What a C program linking libupcase.a also needs (cargo rustc -- --print native-static-libs).
+STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+VENV    := .venv
+PYTEST  := $(VENV)/bin/pytest
+
+EXAMPLES := tcp_server tcp_client udp_server udp_client
+EXAMPLE_BINS := $(addprefix $(BUILD)/,$(EXAMPLES))
+CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan
+
+.PHONY: all lib examples demo test test-rust test-c test-e2e lint install clean FORCE
+
+all: lib examples
+
+# The release library; cargo decides whether anything changed.
+lib: FORCE
+	$(CARGO) build --release --locked
+
+$(LIBDIR)/libupcase.so $(LIBDIR)/libupcase.a: lib
+
+examples: $(EXAMPLE_BINS)
+
+$(BUILD):
+	mkdir -p $@
+
+$(BUILD)/%: examples/c/%.c include/upcase.h $(LIBDIR)/libupcase.so | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ -L$(LIBDIR) -lupcase -Wl,-rpath,$(LIBDIR)
+
+demo: all
+	bash tests/e2e/demo.sh
+
+# C test program, linked three ways.
+$(BUILD)/test_capi_shared: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupcase.so | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ -L$(LIBDIR) -lupcase -Wl,-rpath,$(LIBDIR) -lpthread
+
+$(BUILD)/test_capi_static: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupcase.a | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ $(LIBDIR)/libupcase.a $(STATIC_LIBS)
+
+$(BUILD)/test_capi_asan: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupcase.a | $(BUILD)
+	$(CC) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+		-Iinclude $< -o $@ $(LIBDIR)/libupcase.a $(STATIC_LIBS)
+
+$(PYTEST):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest pytest-timeout
+
+test: test-rust test-c test-e2e
+
+test-rust:
+	$(CARGO) test --locked
+	$(CARGO) test --locked --release
+
+test-c: all $(CTESTS)
+	$(BUILD)/test_capi_shared
+	$(BUILD)/test_capi_static
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/test_capi_asan
+	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+		--show-leak-kinds=definite $(BUILD)/test_capi_shared
+
+test-e2e: all $(PYTEST)
+	$(PYTEST) -q tests/e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) build --locked
+	git diff --exit-code -- include/upcase.h || { echo "include/upcase.h is stale: commit the regenerated header"; exit 1; }
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 0755 $(LIBDIR)/libupcase.so $(DESTDIR)$(PREFIX)/lib/libupcase.so
+	install -m 0644 $(LIBDIR)/libupcase.a $(DESTDIR)$(PREFIX)/lib/libupcase.a
+	install -m 0644 include/upcase.h $(DESTDIR)$(PREFIX)/include/upcase.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
+		upcase.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/upcase.pc
+
+clean:
+	$(CARGO) clean
+	rm -rf build
+
+FORCE:

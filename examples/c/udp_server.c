@@ -1,0 +1,123 @@
+/* UDPServer from the slides, in C, on libupcase.
+ *
+ *   serverSocket = socket(AF_INET, SOCK_DGRAM)
+ *   serverSocket.bind(('', serverPort))
+ *   print "The server is ready to receive"
+ *   while 1: message, clientAddress = recvfrom(); sendto(message.upper(), clientAddress)
+ *
+ * The library does the socket calls; this program configures it, says who
+ * sent each datagram, and stops it cleanly on Ctrl-C (SIGINT) or SIGTERM.
+ *
+ * usage: udp_server [--iterative] [PORT [HOST]]   (default: 12000, all interfaces)
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "upcase.h"
+
+static upcase_server *volatile g_server;
+
+/* Ctrl-C / SIGTERM: ask the server loop to return (async-signal-safe). */
+static void on_signal(int sig)
+{
+    (void)sig;
+    upcase_server_stop(g_server);
+}
+
+/* Called for each datagram: the clientAddress that recvfrom() gives. */
+static void on_client(void *user, const char *host, uint16_t port)
+{
+    (void)user;
+    if (strchr(host, ':'))
+        printf("datagram from [%s]:%u\n", host, (unsigned)port);
+    else
+        printf("datagram from %s:%u\n", host, (unsigned)port);
+    fflush(stdout); /* stdout is often a pipe: show each line at once */
+}
+
+/* A port number: digits only, 0 (any free port) to 65535. */
+static int parse_port(const char *s, uint16_t *out)
+{
+    unsigned long v = 0;
+    if (*s == '\0' || strlen(s) > 5)
+        return -1;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(*p - '0');
+    }
+    if (v > 65535)
+        return -1;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+static int usage(const char *why)
+{
+    fprintf(stderr, "udp_server: %s\nusage: udp_server [--iterative] [PORT [HOST]]\n", why);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    upcase_server_config cfg;
+    upcase_server_config_default(&cfg);
+    cfg.transport = UPCASE_TRANSPORT_UDP;   /* SOCK_DGRAM */
+    cfg.mode = UPCASE_MODE_CONCURRENT;      /* several loops share the socket */
+    cfg.port = 12000;                       /* serverPort = 12000 */
+    cfg.host = "";                          /* bind(('', ...)): every interface, IPv4 and
+                                               IPv6 (the library's own default is loopback) */
+    cfg.on_client = on_client;
+
+    int i = 1;
+    if (i < argc && strcmp(argv[i], "--iterative") == 0) {
+        cfg.mode = UPCASE_MODE_ITERATIVE;   /* the slide's server: one loop */
+        i++;
+    }
+    if (i < argc && parse_port(argv[i++], &cfg.port) != 0)
+        return usage("PORT must be a number from 0 to 65535");
+    if (i < argc)
+        cfg.host = argv[i++];
+    if (i < argc)
+        return usage("too many arguments");
+
+    /* serverSocket = socket(...); bind(...) */
+    upcase_server *server = NULL;
+    if (upcase_server_bind(&cfg, &server) != UPCASE_OK) {
+        fprintf(stderr, "udp_server: %s\n", upcase_last_error());
+        return 1;
+    }
+    g_server = server;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    char addr[UPCASE_ADDRSTRLEN];
+    upcase_server_address(server, addr, sizeof addr);
+    printf("The server is ready to receive\nlistening on %s\n", addr);
+    fflush(stdout);
+
+    /* while 1: recvfrom, upper, sendto -- until a signal stops it.
+       UPCASE_ERR_STOPPED: the signal came before the loop started. */
+    int rc = upcase_server_run(server);
+    if (rc != UPCASE_OK && rc != UPCASE_ERR_STOPPED) {
+        fprintf(stderr, "udp_server: %s\n", upcase_last_error());
+        return 1;
+    }
+
+    /* No signal handler may see the server once it is freed. */
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, NULL);
+    g_server = NULL;
+    upcase_server_free(server);
+    return 0;
+}

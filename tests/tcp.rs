@@ -1,0 +1,315 @@
+//! TCP server and clients, end to end, on loopback (IPv4 and IPv6).
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use upcase::client::{tcp_request, Connection};
+use upcase::server::{Config, Mode, Server, Transport};
+use upcase::sys;
+
+#[test]
+fn answers_over_ipv4_and_ipv6_in_both_modes() {
+    for host in ["127.0.0.1", "::1"] {
+        for mode in [Mode::Concurrent, Mode::Iterative] {
+            let mut s = start(config(host, Transport::Tcp, mode));
+            let reply = tcp_request(host, s.port, b"hello, world! 123", T).expect("request");
+            assert_eq!(reply, b"HELLO, WORLD! 123", "{host} {mode:?}");
+            let seen = s.seen.lock().expect("lock").clone();
+            assert_eq!(seen.len(), 1);
+            let prefix = if host == "::1" { "[::1]:" } else { "127.0.0.1:" };
+            assert!(seen[0].starts_with(prefix), "{seen:?}");
+            assert!(s.stop() < Duration::from_secs(2));
+        }
+    }
+}
+
+#[test]
+fn a_stream_of_4_mib_with_all_256_byte_values() {
+    let s = tcp("127.0.0.1");
+    let data = pattern(4 << 20);
+    let reply = tcp_request("127.0.0.1", s.port, &data, T).expect("request");
+    assert_eq!(reply.len(), data.len());
+    assert!(reply == upper(&data), "reply differs");
+    let st = s.stats();
+    assert_eq!(st.bytes_in, data.len() as u64);
+    assert_eq!(st.bytes_out, data.len() as u64);
+}
+
+#[test]
+fn iterative_mode_streams_4_mib_too() {
+    let s = start(config("::1", Transport::Tcp, Mode::Iterative));
+    let data = pattern(4 << 20);
+    let reply = tcp_request("::1", s.port, &data, T).expect("request");
+    assert!(reply == upper(&data));
+}
+
+#[test]
+fn a_thousand_exchanges_on_one_kept_open_connection() {
+    let s = tcp("::1");
+    let mut conn = Connection::connect("::1", s.port, T).expect("connect");
+    for i in 0..1000usize {
+        let msg = format!("request number {i} {}", "x".repeat(i % 97));
+        let reply = conn.request(msg.as_bytes()).expect("request");
+        assert_eq!(reply, msg.to_ascii_uppercase().as_bytes());
+    }
+    let big = pattern(300_000);
+    assert!(conn.request(&big).expect("big") == upper(&big));
+    assert_eq!(conn.request(b"").expect("empty"), b"");
+    conn.close();
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+    assert_eq!(s.stats().connections_accepted, 1);
+}
+
+#[test]
+fn empty_request_gets_an_empty_reply() {
+    let s = tcp("127.0.0.1");
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"", T).expect("request"), b"");
+}
+
+#[test]
+fn two_hundred_idle_connections_do_not_delay_a_new_client() {
+    let s = tcp("127.0.0.1");
+    let idle: Vec<_> = (0..200).map(|_| raw_connect("127.0.0.1", s.port)).collect();
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 200));
+    let t = Instant::now();
+    let reply = tcp_request("127.0.0.1", s.port, b"still here?", T).expect("request");
+    assert_eq!(reply, b"STILL HERE?");
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+    drop(idle);
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+}
+
+#[test]
+fn iterative_mode_serves_clients_strictly_one_after_another() {
+    let s = start(config("127.0.0.1", Transport::Tcp, Mode::Iterative));
+    // Client A is being served and keeps its connection open.
+    let mut a = Connection::connect("127.0.0.1", s.port, T).expect("a");
+    assert_eq!(a.request(b"first").expect("a"), b"FIRST");
+    // Client B connects (the kernel accepts it into the backlog) but is not
+    // answered while A is still being served.
+    let (tx, rx) = mpsc::channel();
+    let port = s.port;
+    let b = std::thread::spawn(move || {
+        let r = tcp_request("127.0.0.1", port, b"second", T);
+        let _ = tx.send(Instant::now());
+        r
+    });
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "B was answered while A was served");
+    assert_eq!(a.request(b"still a").expect("a"), b"STILL A");
+    let a_done = Instant::now();
+    a.close();
+    let b_done = rx.recv_timeout(Duration::from_secs(5)).expect("B answered after A left");
+    assert!(b_done >= a_done);
+    assert_eq!(b.join().expect("thread").expect("b"), b"SECOND");
+    assert_eq!(s.stats().connections_accepted, 2);
+}
+
+#[test]
+fn half_close_everything_sent_before_fin_is_answered() {
+    let s = tcp("127.0.0.1");
+    let fd = raw_connect("127.0.0.1", s.port);
+    let data = pattern(1 << 20);
+    // Send everything, then half-close, then read it all back.
+    let reader = {
+        let dup = fd.try_clone().expect("dup");
+        let n = data.len();
+        std::thread::spawn(move || recv_n(&dup, n + 1, Duration::from_secs(10)))
+    };
+    send_all(&fd, &data);
+    sys::shutdown(fd.as_fd(), libc::SHUT_WR).expect("shutdown");
+    let got = reader.join().expect("reader");
+    assert_eq!(got.len(), data.len(), "then EOF, nothing more");
+    assert!(got == upper(&data));
+}
+
+#[test]
+fn back_pressure_a_client_that_does_not_read_is_not_read_from() {
+    let s = tcp("127.0.0.1");
+    let fd = raw_connect("127.0.0.1", s.port);
+    // Push until the kernel buffers on both sides and the server's one
+    // pending chunk are full, without reading anything back.
+    let data = pattern(64 << 20);
+    let mut pushed = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = send_some(&fd, &data[pushed..]);
+        pushed += n;
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+            if send_some(&fd, &data[pushed..]) == 0 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline && pushed < data.len(), "server kept reading: {pushed} bytes");
+    }
+    // The server stopped reading: what it took is bounded by socket buffers
+    // plus one chunk, far below what we could have pushed.
+    let taken = s.stats().bytes_in;
+    assert!(taken < 32 << 20, "server read {taken} bytes from a client that does not read");
+    // Others are unaffected meanwhile.
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"other", T).expect("other"), b"OTHER");
+    // Reading now brings everything back, in order.
+    let got = recv_n(&fd, pushed, Duration::from_secs(20));
+    assert_eq!(got.len(), pushed);
+    assert!(got == upper(&data[..pushed]));
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_client_and_others_are_served() {
+    let cfg = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent)
+    };
+    let s = start(cfg);
+    let silent = raw_connect("127.0.0.1", s.port);
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"meanwhile", T).expect("served"), b"MEANWHILE");
+    assert!(closed_within(&silent, Duration::from_secs(5)), "idle client not closed");
+    assert!(s.stats().idle_timeouts >= 1);
+}
+
+#[test]
+fn idle_timeout_bounds_the_wait_in_iterative_mode() {
+    let cfg = Config {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..config("127.0.0.1", Transport::Tcp, Mode::Iterative)
+    };
+    let s = start(cfg);
+    let silent = raw_connect("127.0.0.1", s.port);
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"next", T).expect("served"), b"NEXT");
+    assert!(t.elapsed() < Duration::from_secs(3), "waited {:?}", t.elapsed());
+    assert!(closed_within(&silent, Duration::from_secs(1)));
+}
+
+#[test]
+fn connections_over_the_cap_are_refused_and_counted() {
+    let cfg = Config { max_connections: 5, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) };
+    let s = start(cfg);
+    let held: Vec<_> = (0..5).map(|_| raw_connect("127.0.0.1", s.port)).collect();
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 5));
+    let extra = raw_connect("127.0.0.1", s.port);
+    assert!(closed_within(&extra, Duration::from_secs(5)), "extra connection not closed");
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_rejected == 1));
+    drop(held);
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"room again", T).expect("served"), b"ROOM AGAIN");
+}
+
+#[test]
+fn run_after_stop_and_run_twice_are_refused() {
+    let server =
+        std::sync::Arc::new(Server::bind(config("127.0.0.1", Transport::Tcp, Mode::Concurrent)).expect("bind"));
+    let s2 = std::sync::Arc::clone(&server);
+    let t = std::thread::spawn(move || s2.run());
+    assert!(eventually(Duration::from_secs(5), || server.is_running()));
+    assert_eq!(server.run().expect_err("second run").code(), upcase::error::ERR_BUSY);
+    server.stop();
+    t.join().expect("join").expect("run");
+    assert_eq!(server.run().expect_err("after stop").code(), upcase::error::ERR_STOPPED);
+}
+
+#[test]
+fn dual_stack_wildcard_serves_ipv4_and_shows_it_as_plain_ipv4() {
+    let s = start(config("::", Transport::Tcp, Mode::Concurrent));
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"v4", T).expect("v4"), b"V4");
+    assert_eq!(tcp_request("::1", s.port, b"v6", T).expect("v6"), b"V6");
+    let seen = s.seen.lock().expect("lock").clone();
+    assert!(seen.iter().any(|a| a.starts_with("127.0.0.1:")), "{seen:?}");
+    assert!(seen.iter().any(|a| a.starts_with("[::1]:")), "{seen:?}");
+    let all = start(config("", Transport::Tcp, Mode::Concurrent));
+    assert_eq!(tcp_request("127.0.0.1", all.port, b"v4", T).expect("v4"), b"V4");
+    assert_eq!(tcp_request("::1", all.port, b"v6", T).expect("v6"), b"V6");
+    let v4only = start(config("0.0.0.0", Transport::Tcp, Mode::Concurrent));
+    assert_eq!(tcp_request("127.0.0.1", v4only.port, b"v4", T).expect("v4"), b"V4");
+}
+
+#[test]
+fn localhost_tries_every_address() {
+    // Bound to IPv4 only: "localhost" may resolve to ::1 first, which
+    // refuses; the client must go on to 127.0.0.1.
+    let s = tcp("127.0.0.1");
+    assert_eq!(tcp_request("localhost", s.port, b"name", T).expect("by name"), b"NAME");
+}
+
+#[test]
+fn failures_say_what_where_and_why() {
+    // A port nobody listens on: bind one, learn its number, close it.
+    let port = Server::bind(config("127.0.0.1", Transport::Tcp, Mode::Concurrent)).expect("bind").port();
+    let e = tcp_request("127.0.0.1", port, b"x", T).expect_err("refused");
+    assert_eq!(e.code(), -libc::ECONNREFUSED);
+    assert_eq!(e.to_string(), format!("connect to 127.0.0.1:{port}: Connection refused (os error 111)"));
+    let e = tcp_request("no-such-host.invalid", 80, b"x", T).expect_err("unknown");
+    assert!(e.gai_error().is_some(), "{e:?}");
+    assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
+    let e = tcp_request("127.0.0.1", 0, b"x", T).expect_err("port 0");
+    assert_eq!(e.code(), -libc::EINVAL);
+    let s = tcp("127.0.0.1");
+    let e = Server::bind(Config { port: s.port, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) })
+        .err()
+        .expect("in use");
+    assert_eq!(e.code(), -libc::EADDRINUSE);
+    assert!(e.to_string().contains(&format!("127.0.0.1:{}", s.port)), "{e}");
+    let e = Server::bind(Config { host: "no-such-host.invalid".into(), ..Config::default() }).err().expect("bad host");
+    assert!(e.gai_error().is_some());
+}
+
+#[test]
+fn a_client_timeout_is_bounded() {
+    // A server that accepts (the kernel does) but is never run: no reply.
+    let server = Server::bind(config("127.0.0.1", Transport::Tcp, Mode::Concurrent)).expect("bind");
+    let t = Instant::now();
+    let e = tcp_request("127.0.0.1", server.port(), b"anyone?", Some(Duration::from_millis(200))).expect_err("timeout");
+    assert_eq!(e.code(), -libc::ETIMEDOUT);
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_reset_mid_stream_is_counted_and_does_not_hurt_the_server() {
+    let s = tcp("127.0.0.1");
+    for _ in 0..20 {
+        let fd = raw_connect("127.0.0.1", s.port);
+        send_some(&fd, &pattern(500_000));
+        // Linger 0: close sends RST instead of FIN.
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: a live linger struct and its exact size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(fd);
+    }
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"alive", T).expect("alive"), b"ALIVE");
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+}
+
+#[test]
+fn many_clients_at_once() {
+    let s = tcp("127.0.0.1");
+    let port = s.port;
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let msg = format!("thread {t} message {i} {}", "abc".repeat(i));
+                    let r = tcp_request("127.0.0.1", port, msg.as_bytes(), T).expect("request");
+                    assert_eq!(r, msg.to_ascii_uppercase().as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_accepted == 800));
+}

@@ -1,0 +1,163 @@
+//! UDP server and client, on loopback (IPv4 and IPv6).
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use common::*;
+use upcase::addr::SockAddr;
+use upcase::client::udp_request;
+use upcase::server::{Config, Mode, Transport};
+use upcase::sys;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn answers_over_ipv4_and_ipv6_in_both_modes() {
+    for host in ["127.0.0.1", "::1"] {
+        for mode in [Mode::Concurrent, Mode::Iterative] {
+            let s = start(config(host, Transport::Udp, mode));
+            assert_eq!(udp_request(host, s.port, b"hello udp", SEC, 3).expect("request"), b"HELLO UDP");
+            let seen = s.seen.lock().expect("lock").clone();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert!(seen[0].starts_with(if host == "::1" { "[::1]:" } else { "127.0.0.1:" }), "{seen:?}");
+            assert!(eventually(SEC, || {
+                let st = s.stats();
+                (st.datagrams_in, st.datagrams_out, st.datagrams_dropped) == (1, 1, 0)
+            }));
+        }
+    }
+}
+
+#[test]
+fn sizes_zero_one_and_the_ipv4_limit() {
+    let s = start(config("127.0.0.1", Transport::Udp, Mode::Concurrent));
+    for n in [0usize, 1, 1024, 1025, 2048, 9000, 65_507] {
+        let data = pattern(n);
+        let reply = udp_request("127.0.0.1", s.port, &data, SEC, 3).expect("request");
+        assert!(reply == upper(&data), "size {n}");
+    }
+    // One byte more than IPv4 carries: refused by the kernel, said clearly.
+    let e = udp_request("127.0.0.1", s.port, &pattern(65_508), SEC, 0).expect_err("too big");
+    assert_eq!(e.code(), -libc::EMSGSIZE);
+}
+
+#[test]
+fn the_ipv6_limit() {
+    let s = start(config("::1", Transport::Udp, Mode::Concurrent));
+    let data = pattern(65_527);
+    assert!(udp_request("::1", s.port, &data, SEC, 3).expect("request") == upper(&data));
+}
+
+#[test]
+fn a_datagram_that_does_not_fit_is_dropped_and_counted_never_cut() {
+    let cfg = Config { max_datagram: 100, ..config("127.0.0.1", Transport::Udp, Mode::Concurrent) };
+    let s = start(cfg);
+    // Send from a raw socket and look for any answer at all.
+    let fd = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    let to = SockAddr::v4([127, 0, 0, 1], s.port);
+    sys::sendto(fd.as_fd(), &pattern(101), &to).expect("sendto");
+    sys::sendto(fd.as_fd(), &pattern(100), &to).expect("sendto");
+    // The first reply to arrive is the 100-byte one: the 101-byte datagram
+    // got no answer, not a cut copy.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = vec![0u8; 70_000];
+    let got = loop {
+        match sys::recvfrom(fd.as_fd(), &mut buf) {
+            Ok((n, _)) => break n,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "no reply at all");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    };
+    assert_eq!(got, 100);
+    assert!(eventually(Duration::from_secs(2), || s.stats().datagrams_dropped == 1));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(sys::recvfrom(fd.as_fd(), &mut buf).is_err(), "a second reply arrived");
+}
+
+#[test]
+fn replies_go_to_each_sender_many_at_once() {
+    let s = start(config("127.0.0.1", Transport::Udp, Mode::Concurrent));
+    let port = s.port;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    let msg = format!("sender {t} datagram {i}");
+                    let r = udp_request("127.0.0.1", port, msg.as_bytes(), SEC, 5).expect("reply");
+                    assert_eq!(r, msg.to_ascii_uppercase().as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("sender");
+    }
+    assert!(s.stats().datagrams_out >= 800);
+}
+
+#[test]
+fn a_client_ignores_datagrams_from_other_addresses() {
+    // A "server" that is only a raw socket: it learns the client's address
+    // from a first datagram, then a stranger writes to the client first.
+    let server = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    sys::bind(server.as_fd(), &SockAddr::v4([127, 0, 0, 1], 0)).expect("bind");
+    let port = sys::getsockname(server.as_fd()).expect("name").port();
+    let stranger = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    let client = std::thread::spawn(move || udp_request("127.0.0.1", port, b"who", Duration::from_secs(5), 0));
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let from = loop {
+        if let Ok((_, from)) = sys::recvfrom(server.as_fd(), &mut buf) {
+            break from;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    sys::sendto(stranger.as_fd(), b"FAKE", &from).expect("stranger");
+    std::thread::sleep(Duration::from_millis(50));
+    sys::sendto(server.as_fd(), b"WHO", &from).expect("reply");
+    assert_eq!(client.join().expect("client").expect("reply"), b"WHO");
+}
+
+#[test]
+fn no_answer_is_a_bounded_timeout_with_retries() {
+    // A bound socket that never answers.
+    let silent = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    sys::bind(silent.as_fd(), &SockAddr::v4([127, 0, 0, 1], 0)).expect("bind");
+    let port = sys::getsockname(silent.as_fd()).expect("name").port();
+    let t = Instant::now();
+    let e = udp_request("127.0.0.1", port, b"hello?", Duration::from_millis(100), 2).expect_err("timeout");
+    let took = t.elapsed();
+    assert_eq!(e.code(), -libc::ETIMEDOUT);
+    assert!(e.to_string().contains("3 attempt"), "{e}");
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    // All three attempts reached the socket.
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while sys::recvfrom(silent.as_fd(), &mut buf).is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn stop_is_prompt() {
+    for mode in [Mode::Concurrent, Mode::Iterative] {
+        let mut s = start(config("::1", Transport::Udp, mode));
+        assert_eq!(udp_request("::1", s.port, b"x", SEC, 3).expect("x"), b"X");
+        assert!(s.stop() < Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn dual_stack_udp_answers_ipv4_as_plain_ipv4() {
+    let s = start(config("", Transport::Udp, Mode::Concurrent));
+    assert_eq!(udp_request("127.0.0.1", s.port, b"four", SEC, 3).expect("v4"), b"FOUR");
+    assert_eq!(udp_request("::1", s.port, b"six", SEC, 3).expect("v6"), b"SIX");
+    let seen = s.seen.lock().expect("lock").clone();
+    assert!(seen.iter().any(|a| a.starts_with("127.0.0.1:")), "{seen:?}");
+}
