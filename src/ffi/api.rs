@@ -257,7 +257,9 @@ mod tests {
         assert_eq!(UPCASE_ERR_BUSY, error::ERR_BUSY);
         assert_eq!(UPCASE_ERR_PANIC, error::ERR_PANIC);
         assert_eq!(UPCASE_ERR_PROTOCOL, error::ERR_PROTOCOL);
-        assert!(UPCASE_ADDRSTRLEN > "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535".len());
+        let longest = SockAddr::v6([0xFF; 16], 65535, u32::MAX).to_string();
+        assert_eq!(longest, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535");
+        assert!(UPCASE_ADDRSTRLEN > longest.len());
     }
 
     #[test]
