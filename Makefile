@@ -29,7 +29,7 @@ all: lib examples
 
 # The release library; cargo decides whether anything changed.
 lib: FORCE
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --lib --examples
 
 $(LIBDIR)/libupcase.so $(LIBDIR)/libupcase.a: lib
 

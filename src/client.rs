@@ -6,7 +6,7 @@
 //! a large request never deadlocks against a server that streams its reply
 //! while we are still sending.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use libc::c_int;
@@ -33,18 +33,47 @@ fn poll_ms(remaining: Option<Duration>) -> c_int {
     }
 }
 
-/// Waits until `fd` is ready for `events`, for at most `timeout`. Retries
-/// on EINTR with what is left of the wait. Returns the `revents`.
-fn wait(fd: &OwnedFd, events: i16, timeout: Option<Duration>, what: &dyn Fn() -> String) -> Result<i16> {
+/// How long each wait may take, and what to run while waiting.
+#[derive(Clone, Copy, Default)]
+pub struct Waits<'a> {
+    /// Bound of each wait for progress; `None` waits for ever.
+    pub timeout: Option<Duration>,
+    /// Called at least every [`CHECK_EVERY`] while waiting (a Python
+    /// binding checks for Ctrl-C here); an error ends the operation with it.
+    pub check: Option<&'a dyn Fn() -> Result<()>>,
+}
+
+/// How often [`Waits::check`] runs during a long wait.
+pub const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+impl<'a> Waits<'a> {
+    /// Waits bounded by `timeout`, with no check.
+    pub fn timeout(timeout: Option<Duration>) -> Waits<'a> {
+        Waits { timeout, check: None }
+    }
+}
+
+/// Waits until `fd` is ready for `events`, for at most `waits.timeout`,
+/// running `waits.check` every [`CHECK_EVERY`]. Retries on EINTR with what
+/// is left of the wait. Returns the `revents`; a timeout is `ETIMEDOUT`.
+pub fn wait_fd(fd: RawFd, events: i16, waits: &Waits<'_>, what: &dyn Fn() -> String) -> Result<i16> {
     let start = Instant::now();
     loop {
-        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
-        match sys::poll2((fd.as_raw_fd(), events), None, poll_ms(left)) {
+        if let Some(check) = waits.check {
+            check()?;
+        }
+        let left = waits.timeout.map(|t| t.saturating_sub(start.elapsed()));
+        let slice = match (left, waits.check.is_some()) {
+            (Some(l), true) => Some(l.min(CHECK_EVERY)),
+            (None, true) => Some(CHECK_EVERY),
+            (l, false) => l,
+        };
+        match sys::poll2((fd, events), None, poll_ms(slice)) {
             Ok((0, _)) => {
-                return Err(Error::timed_out(
-                    what(),
-                    format!("timed out after {:.3} s", timeout.unwrap_or_default().as_secs_f64()),
-                ));
+                if left.is_some_and(|l| l <= slice.unwrap_or_default()) {
+                    let secs = waits.timeout.unwrap_or_default().as_secs_f64();
+                    return Err(Error::timed_out(what(), format!("timed out after {secs:.3} s")));
+                }
             }
             Ok((rev, _)) => return Ok(rev),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -57,6 +86,11 @@ fn wait(fd: &OwnedFd, events: i16, timeout: Option<Duration>, what: &dyn Fn() ->
 /// resolver gives, in order, until one accepts. The socket stays
 /// non-blocking. The error of the last address tried is returned.
 pub fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<(OwnedFd, SockAddr)> {
+    connect_tcp_with(host, port, &Waits::timeout(timeout))
+}
+
+/// [`connect_tcp`] with a check run while waiting.
+pub fn connect_tcp_with(host: &str, port: u16, waits: &Waits<'_>) -> Result<(OwnedFd, SockAddr)> {
     if port == 0 {
         return Err(Error::invalid(
             format!("connect to {}", host_port_text(host, port)),
@@ -66,7 +100,7 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<(
     let addrs = resolve(host, port, libc::SOCK_STREAM, Purpose::Connect)?;
     let mut last = None;
     for addr in addrs {
-        match connect_one(&addr, timeout) {
+        match connect_one(&addr, waits) {
             Ok(fd) => return Ok((fd, addr)),
             Err(e) => last = Some(e),
         }
@@ -75,7 +109,7 @@ pub fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<(
 }
 
 /// `socket()` + non-blocking `connect()` + wait for the handshake.
-fn connect_one(addr: &SockAddr, timeout: Option<Duration>) -> Result<OwnedFd> {
+fn connect_one(addr: &SockAddr, waits: &Waits<'_>) -> Result<OwnedFd> {
     let what = || format!("connect to {addr}");
     let fd = sys::socket(addr.family(), libc::SOCK_STREAM, true).map_err(|e| Error::os(what(), e))?;
     match sys::connect(fd.as_fd(), addr) {
@@ -83,7 +117,7 @@ fn connect_one(addr: &SockAddr, timeout: Option<Duration>) -> Result<OwnedFd> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
             // The handshake goes on in the kernel; writable means it ended,
             // and SO_ERROR says how.
-            wait(&fd, libc::POLLOUT, timeout, &what)?;
+            wait_fd(fd.as_raw_fd(), libc::POLLOUT, waits, &what)?;
             let err =
                 sys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR).map_err(|e| Error::os(what(), e))?;
             if err != 0 {
@@ -101,13 +135,7 @@ fn connect_one(addr: &SockAddr, timeout: Option<Duration>) -> Result<OwnedFd> {
 /// With `half_close`, the write side is shut after the last byte and the
 /// reply is read to end of stream; otherwise exactly `data.len()` bytes
 /// are read. Returns the reply.
-fn exchange(
-    fd: &OwnedFd,
-    peer: &SockAddr,
-    data: &[u8],
-    half_close: bool,
-    timeout: Option<Duration>,
-) -> Result<Vec<u8>> {
+fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, waits: &Waits<'_>) -> Result<Vec<u8>> {
     let what = || format!("exchange with {peer}");
     let mut reply: Vec<u8> = Vec::with_capacity(data.len());
     let mut sent = 0usize;
@@ -125,7 +153,7 @@ fn exchange(
         if sent < data.len() {
             events |= libc::POLLOUT;
         }
-        let rev = wait(fd, events, timeout, &what)?;
+        let rev = wait_fd(fd.as_raw_fd(), events, waits, &what)?;
         if sent < data.len() && rev & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
             match sys::send(fd.as_fd(), &data[sent..]) {
                 Ok(n) => sent += n,
@@ -196,8 +224,13 @@ fn short_or_long(what: String, got: usize, sent: usize) -> Error {
 /// # Ok::<(), upcase::Error>(())
 /// ```
 pub fn tcp_request(host: &str, port: u16, data: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>> {
-    let (fd, peer) = connect_tcp(host, port, timeout)?;
-    exchange(&fd, &peer, data, true, timeout)
+    tcp_request_with(host, port, data, &Waits::timeout(timeout))
+}
+
+/// [`tcp_request`] with a check run while waiting.
+pub fn tcp_request_with(host: &str, port: u16, data: &[u8], waits: &Waits<'_>) -> Result<Vec<u8>> {
+    let (fd, peer) = connect_tcp_with(host, port, waits)?;
+    exchange(&fd, &peer, data, true, waits)
 }
 
 /// A kept-open TCP connection: each `request` sends its bytes and returns
@@ -211,13 +244,24 @@ pub struct Connection {
 impl Connection {
     /// Connects to `host:port` (every resolved address tried in turn).
     pub fn connect(host: &str, port: u16, timeout: Option<Duration>) -> Result<Connection> {
-        let (fd, peer) = connect_tcp(host, port, timeout)?;
-        Ok(Connection { fd, peer, timeout })
+        Connection::connect_with(host, port, &Waits::timeout(timeout))
+    }
+
+    /// [`connect`](Self::connect) with a check run while waiting; the
+    /// timeout is kept for the requests.
+    pub fn connect_with(host: &str, port: u16, waits: &Waits<'_>) -> Result<Connection> {
+        let (fd, peer) = connect_tcp_with(host, port, waits)?;
+        Ok(Connection { fd, peer, timeout: waits.timeout })
     }
 
     /// Sends `data`, returns the reply (always `data.len()` bytes).
     pub fn request(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        exchange(&self.fd, &self.peer, data, false, self.timeout)
+        exchange(&self.fd, &self.peer, data, false, &Waits::timeout(self.timeout))
+    }
+
+    /// [`request`](Self::request) with a check run while waiting.
+    pub fn request_with(&mut self, data: &[u8], check: &dyn Fn() -> Result<()>) -> Result<Vec<u8>> {
+        exchange(&self.fd, &self.peer, data, false, &Waits { timeout: self.timeout, check: Some(check) })
     }
 
     /// Like [`request`](Self::request), writing the reply into `out`, which
@@ -255,6 +299,18 @@ impl Connection {
 /// from any other address are ignored. Every resolved address is tried in
 /// turn when one gets no answer.
 pub fn udp_request(host: &str, port: u16, data: &[u8], timeout: Duration, retries: u32) -> Result<Vec<u8>> {
+    udp_request_with(host, port, data, timeout, retries, None)
+}
+
+/// [`udp_request`] with a check run while waiting.
+pub fn udp_request_with(
+    host: &str,
+    port: u16,
+    data: &[u8],
+    timeout: Duration,
+    retries: u32,
+    check: Option<&dyn Fn() -> Result<()>>,
+) -> Result<Vec<u8>> {
     if port == 0 {
         return Err(Error::invalid(
             format!("send to {}", host_port_text(host, port)),
@@ -268,7 +324,7 @@ pub fn udp_request(host: &str, port: u16, data: &[u8], timeout: Duration, retrie
     let addrs = resolve(host, port, libc::SOCK_DGRAM, Purpose::Connect)?;
     let mut last = None;
     for addr in addrs {
-        match udp_one(&addr, data, timeout, retries) {
+        match udp_one(&addr, data, timeout, retries, check) {
             Ok(reply) => return Ok(reply),
             Err(e) => last = Some(e),
         }
@@ -276,7 +332,13 @@ pub fn udp_request(host: &str, port: u16, data: &[u8], timeout: Duration, retrie
     Err(last.unwrap_or_else(|| Error::resolve(format!("resolve {}", host_port_text(host, port)), libc::EAI_NONAME)))
 }
 
-fn udp_one(addr: &SockAddr, data: &[u8], timeout: Duration, retries: u32) -> Result<Vec<u8>> {
+fn udp_one(
+    addr: &SockAddr,
+    data: &[u8],
+    timeout: Duration,
+    retries: u32,
+    check: Option<&dyn Fn() -> Result<()>>,
+) -> Result<Vec<u8>> {
     let what = || format!("udp request to {addr}");
     let fd = sys::socket(addr.family(), libc::SOCK_DGRAM, true).map_err(|e| Error::os(what(), e))?;
     // Connecting a UDP socket only records the peer: the kernel then reports
@@ -292,7 +354,7 @@ fn udp_one(addr: &SockAddr, data: &[u8], timeout: Duration, retries: u32) -> Res
             if left.is_zero() {
                 break;
             }
-            match wait(&fd, libc::POLLIN, Some(left), &what) {
+            match wait_fd(fd.as_raw_fd(), libc::POLLIN, &Waits { timeout: Some(left), check }, &what) {
                 Ok(_) => {}
                 Err(e) if e.code() == -libc::ETIMEDOUT => break,
                 Err(e) => return Err(e),
