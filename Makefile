@@ -23,9 +23,9 @@ EXAMPLES := tcp_server tcp_client udp_server udp_client
 EXAMPLE_BINS := $(addprefix $(BUILD)/,$(EXAMPLES))
 CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan
 
-.PHONY: all lib examples demo test test-rust test-c test-e2e lint install clean FORCE
+.PHONY: all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
-all: lib examples
+all: lib examples python
 
 # The release library; cargo decides whether anything changed.
 lib: FORCE
@@ -55,11 +55,22 @@ $(BUILD)/test_capi_asan: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupcas
 	$(CC) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
 		-Iinclude $< -o $@ $(LIBDIR)/libupcase.a $(STATIC_LIBS)
 
-$(PYTEST):
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest pytest-timeout
 
-test: test-rust test-c test-e2e
+# The Python packages the build and the tests use, installed into .venv.
+PYDEPS := $(VENV)/.deps-1
+$(PYDEPS): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest pytest-timeout mypy "maturin>=1.5,<2"
+	touch $@
+
+# The Python module, built by maturin and installed into .venv (so that
+# `.venv/bin/python -c "import upcase"` works after `make`).
+python: $(PYDEPS) lib
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --locked -q -m bindings/python/Cargo.toml
+
+test: test-rust test-c test-e2e test-python
 
 test-rust:
 	$(CARGO) test --locked
@@ -72,8 +83,11 @@ test-c: all $(CTESTS)
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 		--show-leak-kinds=definite $(BUILD)/test_capi_shared
 
-test-e2e: all $(PYTEST)
+test-e2e: all
 	$(PYTEST) -q tests/e2e
+
+test-python: all
+	$(PYTEST) -q bindings/python/tests
 
 lint:
 	$(CARGO) fmt --all -- --check

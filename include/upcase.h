@@ -282,7 +282,7 @@ const char *upcase_errname(int code);
 /**
  * This thread's detailed message of its last failure: what was being done,
  * to which address, and the system's words, e.g.
- * `"connect to 127.0.0.1:12000: Connection refused (os error 111)"`.
+ * `"connect to 127.0.0.1:12000: Connection refused"`.
  * Empty before any failure. Owned by the library: valid until the next
  * failing `upcase_*` call on this thread. Never NULL.
  */

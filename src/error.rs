@@ -7,7 +7,7 @@
 //! number as `-ENOENT`); failures of our own sit in the `-4000` range. One
 //! table gives each code its name and a static message. The detailed message
 //! says what was being done, to which address, and the OS's own words:
-//! `connect to 127.0.0.1:12000: Connection refused (os error 111)`.
+//! `connect to 127.0.0.1:12000: Connection refused`.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -41,6 +41,8 @@ pub struct Error {
     code: c_int,
     context: String,
     detail: String,
+    /// A bad argument found by our own checks (not an OS `EINVAL`).
+    argument: bool,
 }
 
 /// The result type of this crate.
@@ -50,7 +52,13 @@ impl Error {
     /// An OS failure while doing `context` (e.g. `connect to 127.0.0.1:80`).
     pub fn os(context: impl Into<String>, err: io::Error) -> Error {
         let errno = err.raw_os_error().unwrap_or(libc::EIO);
-        Error { code: -errno, context: context.into(), detail: err.to_string() }
+        // The OS's words alone: "Connection refused", not "... (os error 111)".
+        let text = err.to_string();
+        let detail = match text.rfind(" (os error ") {
+            Some(at) if err.raw_os_error().is_some() => text[..at].to_owned(),
+            _ => text,
+        };
+        Error { code: -errno, context: context.into(), detail, argument: false }
     }
 
     /// An OS failure from a bare `errno`.
@@ -64,22 +72,22 @@ impl Error {
         if eai == libc::EAI_SYSTEM {
             detail = format!("{detail}: {}", io::Error::last_os_error());
         }
-        Error { code: EAI_BASE + eai, context: context.into(), detail }
+        Error { code: EAI_BASE + eai, context: context.into(), detail, argument: false }
     }
 
     /// A bad argument (`-EINVAL`).
     pub fn invalid(context: impl Into<String>, detail: impl Into<String>) -> Error {
-        Error { code: -libc::EINVAL, context: context.into(), detail: detail.into() }
+        Error { code: -libc::EINVAL, context: context.into(), detail: detail.into(), argument: true }
     }
 
     /// A failure of our own (one of the `ERR_*` codes).
     pub fn own(code: c_int, context: impl Into<String>, detail: impl Into<String>) -> Error {
-        Error { code, context: context.into(), detail: detail.into() }
+        Error { code, context: context.into(), detail: detail.into(), argument: false }
     }
 
     /// A wait that ran out of time (`-ETIMEDOUT`).
     pub fn timed_out(context: impl Into<String>, detail: impl Into<String>) -> Error {
-        Error { code: -libc::ETIMEDOUT, context: context.into(), detail: detail.into() }
+        Error { code: -libc::ETIMEDOUT, context: context.into(), detail: detail.into(), argument: false }
     }
 
     /// The status code (negative).
@@ -94,6 +102,13 @@ impl Error {
         } else {
             None
         }
+    }
+
+    /// True for a bad argument found by the library's own checks (a port 0
+    /// destination, an empty host, a bad limit), as opposed to an `EINVAL`
+    /// from the OS.
+    pub fn is_invalid_argument(&self) -> bool {
+        self.argument
     }
 
     /// The `EAI_*` code for a resolver failure, `None` otherwise.
@@ -283,7 +298,7 @@ mod tests {
         let o = Error::errno("connect to 127.0.0.1:1", libc::ECONNREFUSED);
         assert_eq!(o.raw_os_error(), Some(libc::ECONNREFUSED));
         assert_eq!(o.gai_error(), None);
-        assert!(o.to_string().starts_with("connect to 127.0.0.1:1: Connection refused"), "{o}");
+        assert_eq!(o.to_string(), "connect to 127.0.0.1:1: Connection refused");
         let own = Error::own(ERR_SHORT_REPLY, "x", "y");
         assert_eq!(own.raw_os_error(), None);
         assert_eq!(own.gai_error(), None);

@@ -1,0 +1,297 @@
+//! `upcase._upcase`: the native part of `import upcase`.
+//!
+//! Every function converts its arguments to Rust values first, then
+//! releases the interpreter (`Python::detach`) around the blocking call, and
+//! comes back every 50 ms to run `check_signals`, so Ctrl-C raises
+//! `KeyboardInterrupt` promptly and other Python threads keep running.
+
+mod errors;
+mod server;
+mod socket;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
+
+use errors::{interrupted, to_py};
+
+/// Data as the caller gave it: remembered so the reply has the same type.
+pub(crate) enum Data {
+    Bytes(Vec<u8>),
+    Text(String),
+}
+
+impl Data {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Bytes(b) => b,
+            Data::Text(s) => s.as_bytes(),
+        }
+    }
+
+    /// The reply, as `bytes` or (for a `str` request) `str`.
+    pub(crate) fn reply<'py>(&self, py: Python<'py>, reply: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Data::Bytes(_) => Ok(PyBytes::new(py, &reply).into_any()),
+            // Only ASCII bytes changed, so valid UTF-8 stays valid; a
+            // misbehaving server could still send something else.
+            Data::Text(_) => match String::from_utf8(reply) {
+                Ok(s) => Ok(PyString::new(py, &s).into_any()),
+                Err(e) => Err(PyValueError::new_err(format!("the reply is not valid UTF-8: {e}"))),
+            },
+        }
+    }
+}
+
+/// `str`, `bytes`, `bytearray` or `memoryview` (or another buffer through
+/// `memoryview`), else `TypeError`.
+pub(crate) fn data_arg(obj: &Bound<'_, PyAny>, text_ok: bool) -> PyResult<Data> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Data::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        if text_ok {
+            return Ok(Data::Text(s.to_cow()?.into_owned()));
+        }
+    } else if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Data::Bytes(b.to_vec()));
+    } else if let Ok(m) = obj.cast::<PyMemoryView>() {
+        let b = m.call_method0("tobytes")?;
+        return Ok(Data::Bytes(b.cast::<PyBytes>()?.as_bytes().to_vec()));
+    } else if let Ok(m) = PyMemoryView::from(obj) {
+        let b = m.call_method0("tobytes")?;
+        return Ok(Data::Bytes(b.cast::<PyBytes>()?.as_bytes().to_vec()));
+    }
+    let want = if text_ok { "a bytes-like object or str" } else { "a bytes-like object" };
+    Err(PyTypeError::new_err(format!("{want} is required, not '{}'", obj.get_type().name()?)))
+}
+
+/// A port number: 0-65535, else `OverflowError` (as the standard library).
+pub(crate) fn port_arg(port: i64) -> PyResult<u16> {
+    u16::try_from(port).map_err(|_| PyOverflowError::new_err(format!("port must be 0-65535, not {port}")))
+}
+
+/// A timeout in seconds: `None` (wait for ever) or a finite number >= 0.
+pub(crate) fn timeout_arg(timeout: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t)
+            .map(Some)
+            .map_err(|_| PyValueError::new_err(format!("{name} is out of range: {t}"))),
+        Some(t) => Err(PyValueError::new_err(format!("{name} must be a finite number >= 0 or None, not {t}"))),
+    }
+}
+
+/// Runs `f` with the interpreter released; `f` receives a check that
+/// looks for signals (Ctrl-C). A signal's exception wins over `f`'s error.
+pub(crate) fn blocking<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&dyn Fn() -> upcase::Result<()>) -> upcase::Result<T> + Send,
+) -> PyResult<T> {
+    let slot: Mutex<Option<PyErr>> = Mutex::new(None);
+    let check = || -> upcase::Result<()> {
+        Python::attach(|py| py.check_signals()).map_err(|e| {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(e);
+            }
+            interrupted()
+        })
+    };
+    let result = py.detach(|| f(&check));
+    if let Some(e) = slot.lock().ok().and_then(|mut s| s.take()) {
+        return Err(e);
+    }
+    result.map_err(|e| to_py(py, e))
+}
+
+/// upper(data) -> bytes
+///
+/// ASCII a-z become A-Z; every other byte is left as it is. Bytes-like in,
+/// bytes out; str in, str out.
+#[pyfunction]
+fn upper<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let d = data_arg(data, true)?;
+    let out = upcase::upper::upper(d.bytes());
+    d.reply(py, out)
+}
+
+/// tcp_request(host, port, data, *, timeout=5.0)
+///
+/// Connects, sends all of data, half-closes, reads the reply to the end.
+/// timeout bounds each wait (None: for ever).
+#[pyfunction]
+#[pyo3(signature = (host, port, data, *, timeout = Some(5.0)))]
+fn tcp_request<'py>(
+    py: Python<'py>,
+    host: &str,
+    port: i64,
+    data: &Bound<'py, PyAny>,
+    timeout: Option<f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let port = port_arg(port)?;
+    let d = data_arg(data, true)?;
+    let timeout = timeout_arg(timeout, "timeout")?;
+    let bytes = d.bytes();
+    let reply = blocking(py, |check| {
+        upcase::client::tcp_request_with(host, port, bytes, &upcase::client::Waits { timeout, check: Some(check) })
+    })?;
+    d.reply(py, reply)
+}
+
+/// udp_request(host, port, data, *, timeout=1.0, retries=3)
+///
+/// Sends data as one datagram and waits up to timeout for the reply,
+/// sending again up to retries more times.
+#[pyfunction]
+#[pyo3(signature = (host, port, data, *, timeout = 1.0, retries = 3))]
+fn udp_request<'py>(
+    py: Python<'py>,
+    host: &str,
+    port: i64,
+    data: &Bound<'py, PyAny>,
+    timeout: f64,
+    retries: i64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let port = port_arg(port)?;
+    let d = data_arg(data, true)?;
+    let timeout = match timeout_arg(Some(timeout), "timeout")? {
+        Some(t) if !t.is_zero() => t,
+        _ => return Err(PyValueError::new_err("timeout must be positive")),
+    };
+    let retries = u32::try_from(retries)
+        .map_err(|_| PyValueError::new_err(format!("retries must be 0 or more, not {retries}")))?;
+    let bytes = d.bytes();
+    let reply =
+        blocking(py, |check| upcase::client::udp_request_with(host, port, bytes, timeout, retries, Some(check)))?;
+    d.reply(py, reply)
+}
+
+/// A kept-open TCP connection: each request(data) returns exactly as many
+/// bytes (or characters) as it sent.
+#[pyclass(module = "upcase._upcase")]
+struct Connection {
+    inner: Mutex<Option<upcase::client::Connection>>,
+    peer: String,
+}
+
+#[pymethods]
+impl Connection {
+    #[new]
+    #[pyo3(signature = (host, port, *, timeout = Some(5.0)))]
+    fn new(py: Python<'_>, host: &str, port: i64, timeout: Option<f64>) -> PyResult<Connection> {
+        let port = port_arg(port)?;
+        let timeout = timeout_arg(timeout, "timeout")?;
+        let conn = blocking(py, |check| {
+            upcase::client::Connection::connect_with(host, port, &upcase::client::Waits { timeout, check: Some(check) })
+        })?;
+        let peer = conn.peer().to_string();
+        Ok(Connection { inner: Mutex::new(Some(conn)), peer })
+    }
+
+    /// request(data): sends data, returns the reply of the same length.
+    fn request<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let d = data_arg(data, true)?;
+        let bytes = d.bytes();
+        let reply = blocking(py, |check| {
+            let mut guard =
+                self.inner.lock().map_err(|_| upcase::Error::invalid("request", "connection lock poisoned"))?;
+            let conn =
+                guard.as_mut().ok_or_else(|| upcase::Error::errno("request on a closed connection", libc::EBADF))?;
+            conn.request_with(bytes, check)
+        })?;
+        d.reply(py, reply)
+    }
+
+    /// close(): closes the connection (again: nothing happens).
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            if let Ok(mut guard) = self.inner.lock() {
+                if let Some(conn) = guard.take() {
+                    conn.close();
+                }
+            }
+        })
+    }
+
+    /// True once closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.lock().map(|g| g.is_none()).unwrap_or(true)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { "closed" } else { "open" };
+        format!("<upcase.Connection to {} ({state})>", self.peer)
+    }
+}
+
+/// htons(x): host to network byte order, 16 bits (our own code).
+#[pyfunction]
+fn htons(x: i64) -> PyResult<u16> {
+    Ok(upcase::endian::hton16(u16_arg(x, "htons")?))
+}
+
+/// ntohs(x): network to host byte order, 16 bits.
+#[pyfunction]
+fn ntohs(x: i64) -> PyResult<u16> {
+    Ok(upcase::endian::ntoh16(u16_arg(x, "ntohs")?))
+}
+
+/// htonl(x): host to network byte order, 32 bits.
+#[pyfunction]
+fn htonl(x: i64) -> PyResult<u32> {
+    Ok(upcase::endian::hton32(u32_arg(x, "htonl")?))
+}
+
+/// ntohl(x): network to host byte order, 32 bits.
+#[pyfunction]
+fn ntohl(x: i64) -> PyResult<u32> {
+    Ok(upcase::endian::ntoh32(u32_arg(x, "ntohl")?))
+}
+
+fn u16_arg(x: i64, f: &str) -> PyResult<u16> {
+    u16::try_from(x).map_err(|_| {
+        PyOverflowError::new_err(format!("{f}: Python int too large to convert to 16-bit unsigned integer"))
+    })
+}
+
+fn u32_arg(x: i64, f: &str) -> PyResult<u32> {
+    u32::try_from(x).map_err(|_| PyOverflowError::new_err(format!("{f}: int larger than 32 bits")))
+}
+
+#[pymodule]
+fn _upcase(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(upper, m)?)?;
+    m.add_function(wrap_pyfunction!(tcp_request, m)?)?;
+    m.add_function(wrap_pyfunction!(udp_request, m)?)?;
+    m.add_function(wrap_pyfunction!(htons, m)?)?;
+    m.add_function(wrap_pyfunction!(ntohs, m)?)?;
+    m.add_function(wrap_pyfunction!(htonl, m)?)?;
+    m.add_function(wrap_pyfunction!(ntohl, m)?)?;
+    m.add_class::<Connection>()?;
+    m.add_class::<server::Server>()?;
+    m.add_class::<socket::Socket>()?;
+    // The constants at module level and on the socket class, so that the
+    // slide's `socket(socket.AF_INET, socket.SOCK_DGRAM)` works after
+    // `from upcase import *`.
+    let class = m.getattr("socket")?;
+    for (name, value) in socket::CONSTANTS {
+        m.add(*name, *value)?;
+        class.setattr(*name, *value)?;
+    }
+    m.add("__version__", upcase::VERSION)?;
+    Ok(())
+}

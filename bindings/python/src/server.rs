@@ -1,0 +1,319 @@
+//! `upcase.Server`: the core server, run on background threads.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use upcase::server::{Config, Mode, Server as Core, Transport};
+
+use crate::errors::to_py;
+use crate::{port_arg, timeout_arg};
+
+/// A running core server: the thread that runs it and its end signal.
+struct Running {
+    thread: JoinHandle<upcase::Result<()>>,
+    done: Arc<Done>,
+}
+
+/// Set by the server thread when `run` has returned.
+#[derive(Default)]
+struct Done {
+    flag: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        if let Ok(mut f) = self.flag.lock() {
+            *f = true;
+        }
+        self.cond.notify_all();
+    }
+
+    /// Waits up to `timeout`; true once set.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Ok(f) = self.flag.lock() else { return true };
+        match self.cond.wait_timeout_while(f, timeout, |done| !*done) {
+            Ok((f, _)) => *f,
+            Err(_) => true,
+        }
+    }
+}
+
+struct State {
+    core: Arc<Core>,
+    running: Option<Running>,
+}
+
+/// Server(host="127.0.0.1", port=12000, *, transport="tcp", mode="concurrent", ...)
+///
+/// Binds on construction (port 0 picks a free port: see .port). serve_forever()
+/// serves until Ctrl-C or stop(); start() serves on background threads and
+/// returns; used as a context manager it starts on enter and stops on exit.
+#[pyclass(module = "upcase._upcase")]
+pub(crate) struct Server {
+    config: Config,
+    state: Mutex<State>,
+}
+
+fn parse_transport(s: &str) -> PyResult<Transport> {
+    match s {
+        "tcp" => Ok(Transport::Tcp),
+        "udp" => Ok(Transport::Udp),
+        other => Err(PyValueError::new_err(format!("transport must be 'tcp' or 'udp', not {other:?}"))),
+    }
+}
+
+fn parse_mode(s: &str) -> PyResult<Mode> {
+    match s {
+        "concurrent" => Ok(Mode::Concurrent),
+        "iterative" => Ok(Mode::Iterative),
+        other => Err(PyValueError::new_err(format!("mode must be 'concurrent' or 'iterative', not {other:?}"))),
+    }
+}
+
+fn positive(v: i64, name: &str) -> PyResult<usize> {
+    usize::try_from(v)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| PyValueError::new_err(format!("{name} must be positive, not {v}")))
+}
+
+impl Server {
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| PyRuntimeError::new_err("server state lock poisoned"))
+    }
+
+    /// Starts serving on a background thread; rebinds first if an earlier
+    /// run was stopped (a stopped core server cannot run again). The state
+    /// lock is never held while the interpreter is released, so a thread
+    /// waiting for it with the interpreter held cannot deadlock with us.
+    fn start_inner(&self, py: Python<'_>) -> PyResult<()> {
+        let mut st = self.lock()?;
+        if st.running.is_some() {
+            return Err(PyRuntimeError::new_err("the server is already running"));
+        }
+        if st.core.is_stopped() {
+            // Same address and the port it had, so .port stays true.
+            let config = Config { port: st.core.port(), ..self.config.clone() };
+            let core = Core::bind(config).map_err(|e| to_py(py, e))?;
+            st.core = Arc::new(core);
+        }
+        let core = Arc::clone(&st.core);
+        let done = Arc::new(Done::default());
+        let done2 = Arc::clone(&done);
+        let thread = std::thread::Builder::new()
+            .name("upcase-server".into())
+            .spawn(move || {
+                let r = core.run();
+                done2.set();
+                r
+            })
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start a server thread: {e}")))?;
+        st.running = Some(Running { thread, done });
+        Ok(())
+    }
+
+    /// Stops and joins; returns the run's result.
+    fn stop_inner(&self, py: Python<'_>) -> PyResult<()> {
+        let running = {
+            let mut st = self.lock()?;
+            st.core.stop();
+            st.running.take()
+        };
+        let Some(running) = running else { return Ok(()) };
+        // The thread may be waiting for the interpreter (an on_client
+        // callback): join with the interpreter released.
+        let result = py.detach(|| running.thread.join());
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.code() == upcase::error::ERR_STOPPED => Ok(()),
+            Ok(Err(e)) => Err(to_py(py, e)),
+            Err(_) => Err(PyRuntimeError::new_err("the server thread panicked")),
+        }
+    }
+}
+
+#[pymethods]
+impl Server {
+    #[new]
+    #[pyo3(signature = (host = "127.0.0.1", port = 12000, *, transport = "tcp", mode = "concurrent", threads = None,
+                        max_connections = 10000, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
+                        on_client = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        host: &str,
+        port: i64,
+        transport: &str,
+        mode: &str,
+        threads: Option<i64>,
+        max_connections: i64,
+        idle_timeout: Option<f64>,
+        backlog: i64,
+        max_datagram: i64,
+        on_client: Option<Py<PyAny>>,
+    ) -> PyResult<Server> {
+        let port = port_arg(port)?;
+        let transport = parse_transport(transport)?;
+        let mode = parse_mode(mode)?;
+        let threads = match threads {
+            None => 0,
+            Some(n) => positive(n, "threads")?,
+        };
+        let idle_timeout = match timeout_arg(idle_timeout, "idle_timeout")? {
+            Some(t) if t.is_zero() => return Err(PyValueError::new_err("idle_timeout must be positive or None")),
+            t => t,
+        };
+        let backlog =
+            i32::try_from(positive(backlog, "backlog")?).map_err(|_| PyValueError::new_err("backlog is too large"))?;
+        if let Some(cb) = &on_client {
+            if !cb.bind(py).is_callable() {
+                return Err(pyo3::exceptions::PyTypeError::new_err("on_client must be callable"));
+            }
+        }
+        let on_client = on_client.map(|cb| {
+            Arc::new(move |peer: &upcase::addr::SockAddr| {
+                let host = peer.host_string();
+                let port = peer.port();
+                Python::attach(|py| {
+                    if let Err(e) = cb.call1(py, (host, port)) {
+                        // Nobody to raise to on a server thread: report it
+                        // the way Python reports errors in callbacks.
+                        e.write_unraisable(py, Some(cb.bind(py)));
+                    }
+                });
+            }) as upcase::server::ClientCallback
+        });
+        let config = Config {
+            host: host.to_owned(),
+            port,
+            transport,
+            mode,
+            threads,
+            max_connections: positive(max_connections, "max_connections")?,
+            idle_timeout,
+            backlog,
+            max_datagram: positive(max_datagram, "max_datagram")?,
+            on_client,
+        };
+        let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;
+        Ok(Server { config, state: Mutex::new(State { core: Arc::new(core), running: None }) })
+    }
+
+    /// The bound port (the one picked for port 0).
+    #[getter]
+    fn port(&self) -> PyResult<u16> {
+        Ok(self.lock()?.core.port())
+    }
+
+    /// The bound address as (host, port).
+    #[getter]
+    fn address(&self) -> PyResult<(String, u16)> {
+        let st = self.lock()?;
+        let local = st.core.local_addr();
+        Ok((local.host_string(), local.port()))
+    }
+
+    /// "tcp" or "udp".
+    #[getter]
+    fn transport(&self) -> &'static str {
+        match self.config.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+
+    /// "concurrent" or "iterative".
+    #[getter]
+    fn mode(&self) -> &'static str {
+        match self.config.mode {
+            Mode::Concurrent => "concurrent",
+            Mode::Iterative => "iterative",
+        }
+    }
+
+    /// True while serving.
+    #[getter]
+    fn running(&self) -> PyResult<bool> {
+        Ok(self.lock()?.running.is_some())
+    }
+
+    /// start(): serve on background threads and return at once.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        self.start_inner(py)
+    }
+
+    /// stop(): stop serving (from any thread); waits for the server
+    /// threads to finish. Stopping a stopped server does nothing.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        self.stop_inner(py)
+    }
+
+    /// serve_forever(): serve until stop() (from another thread) or a
+    /// signal; Ctrl-C stops the server and raises KeyboardInterrupt.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        self.start_inner(py)?;
+        let done = match &self.lock()?.running {
+            Some(r) => Arc::clone(&r.done),
+            None => return Ok(()),
+        };
+        loop {
+            if py.detach(|| done.wait(Duration::from_millis(50))) {
+                return self.stop_inner(py);
+            }
+            if let Err(e) = py.check_signals() {
+                self.stop_inner(py)?;
+                return Err(e);
+            }
+        }
+    }
+
+    /// stats(): the counters, as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.lock()?.core.stats();
+        let d = PyDict::new(py);
+        d.set_item("connections_accepted", s.connections_accepted)?;
+        d.set_item("connections_active", s.connections_active)?;
+        d.set_item("connections_rejected", s.connections_rejected)?;
+        d.set_item("bytes_in", s.bytes_in)?;
+        d.set_item("bytes_out", s.bytes_out)?;
+        d.set_item("datagrams_in", s.datagrams_in)?;
+        d.set_item("datagrams_out", s.datagrams_out)?;
+        d.set_item("datagrams_dropped", s.datagrams_dropped)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("idle_timeouts", s.idle_timeouts)?;
+        Ok(d)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.borrow().start_inner(slf.py())?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.stop_inner(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> PyResult<String> {
+        let st = self.lock()?;
+        let state = if st.running.is_some() { "running" } else { "stopped" };
+        Ok(format!("<upcase.Server {} {} on {} ({state})>", self.transport(), self.mode(), st.core.local_addr()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The threads end by themselves once stopped; joining here could
+        // wait for the interpreter this thread holds.
+        if let Ok(st) = self.state.lock() {
+            st.core.stop();
+        }
+    }
+}
