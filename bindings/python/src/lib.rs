@@ -123,7 +123,7 @@ fn upper<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, 
 /// Connects, sends all of data, half-closes, reads the reply to the end.
 /// timeout bounds each wait (None: for ever).
 #[pyfunction]
-#[pyo3(signature = (host, port, data, *, timeout = Some(5.0)))]
+#[pyo3(signature = (host, port, data, *, timeout = Some(5.0)), text_signature = "(host, port, data, *, timeout=5.0)")]
 fn tcp_request<'py>(
     py: Python<'py>,
     host: &str,
@@ -180,7 +180,7 @@ struct Connection {
 #[pymethods]
 impl Connection {
     #[new]
-    #[pyo3(signature = (host, port, *, timeout = Some(5.0)))]
+    #[pyo3(signature = (host, port, *, timeout = Some(5.0)), text_signature = "(host, port, *, timeout=5.0)")]
     fn new(py: Python<'_>, host: &str, port: i64, timeout: Option<f64>) -> PyResult<Connection> {
         let port = port_arg(port)?;
         let timeout = timeout_arg(timeout, "timeout")?;
