@@ -142,13 +142,13 @@ impl Socket {
         } else {
             0
         };
-        if host.is_empty() {
-            if purpose == Purpose::Bind || self.ty == libc::SOCK_DGRAM {
-                return Ok(match self.family {
-                    libc::AF_INET6 => SockAddr::v6([0; 16], port, 0),
-                    _ => SockAddr::v4([0; 4], port),
-                });
-            }
+        // '' is the wildcard address, as in Python (for a datagram's
+        // destination the kernel takes it to mean this host).
+        if host.is_empty() && (purpose == Purpose::Bind || self.ty == libc::SOCK_DGRAM) {
+            return Ok(match self.family {
+                libc::AF_INET6 => SockAddr::v6([0; 16], port, 0),
+                _ => SockAddr::v4([0; 4], port),
+            });
         }
         let host = if host == "<broadcast>" { "255.255.255.255".to_owned() } else { host };
         let family = self.family;
