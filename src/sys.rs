@@ -230,3 +230,33 @@ pub fn eventfd_signal(fd: RawFd) -> io::Result<()> {
     // SAFETY: `one` is a live 8-byte value, the size an eventfd write needs.
     syscall!(write(fd, (&one as *const u64).cast::<c_void>(), 8)).map(drop)
 }
+
+/// `recvmmsg(2)` with `MSG_DONTWAIT`: up to `msgs.len()` datagrams in one
+/// call; returns how many arrived (each `msg_len` set, `MSG_TRUNC` in
+/// `msg_hdr.msg_flags` for one that did not fit).
+///
+/// # Safety
+/// Every header in `msgs` must point at live, writable buffers of the sizes
+/// it states (iovecs, name storage), and nothing else may use them during
+/// the call.
+pub unsafe fn recvmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let n = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: the caller promises the headers describe valid buffers; the
+    // array itself holds `n` headers.
+    syscall!(recvmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), n, libc::MSG_DONTWAIT, std::ptr::null_mut()))
+        .map(|n| n as usize)
+}
+
+/// `sendmmsg(2)` with `MSG_NOSIGNAL | MSG_DONTWAIT`: sends up to
+/// `msgs.len()` datagrams, each to its own address; returns how many went.
+///
+/// # Safety
+/// Every header in `msgs` must point at live buffers and addresses of the
+/// sizes it states.
+pub unsafe fn sendmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
+    let n = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: the caller promises the headers describe valid buffers; the
+    // array itself holds `n` headers.
+    syscall!(sendmmsg(fd.as_raw_fd(), msgs.as_mut_ptr(), n, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT))
+        .map(|n| n as usize)
+}

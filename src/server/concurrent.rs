@@ -68,6 +68,7 @@ fn token(index: usize, gen: u32) -> u64 {
 
 struct Loop<'a> {
     shared: &'a Shared,
+    counters: &'a Counters,
     epoll: Epoll,
     slots: Vec<Slot>,
     free: Vec<usize>,
@@ -79,13 +80,14 @@ struct Loop<'a> {
 }
 
 /// One loop; returns when the server is stopped.
-pub(super) fn run(shared: &Shared) -> Result<()> {
+pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
     let epoll = Epoll::new(EVENTS).map_err(|e| Error::os("epoll_create1", e))?;
     let listener = shared.socket.as_raw_fd();
     epoll.add(listener, IN | EXCLUSIVE, LISTENER).map_err(|e| Error::os("epoll_ctl(listener)", e))?;
     epoll.add(shared.waker.as_fd().as_raw_fd(), IN, WAKER).map_err(|e| Error::os("epoll_ctl(waker)", e))?;
     let mut lp = Loop {
         shared,
+        counters: &shared.counters[index],
         epoll,
         slots: Vec::new(),
         free: Vec::new(),
@@ -134,7 +136,7 @@ impl Loop<'_> {
                     self.accept_paused_until = None;
                     let fd = self.shared.socket.as_raw_fd();
                     if self.epoll.add(fd, IN | EXCLUSIVE, LISTENER).is_err() {
-                        Counters::add(&self.shared.counters.errors, 1);
+                        Counters::add(&self.counters.errors, 1);
                         self.accept_paused_until = Some(self.now + FD_BACKOFF.as_millis() as u64);
                     }
                 }
@@ -150,7 +152,7 @@ impl Loop<'_> {
 
     /// `accept()`: takes the waiting clients, up to a budget.
     fn accept_batch(&mut self) {
-        let counters = &self.shared.counters;
+        let counters = self.counters;
         for _ in 0..ACCEPT_BUDGET {
             let (fd, peer) = match sys::accept4(self.shared.socket.as_fd(), true) {
                 Ok(x) => x,
@@ -173,16 +175,14 @@ impl Loop<'_> {
                     }
                 },
             };
-            let active = counters.active.fetch_add(1, Ordering::Relaxed);
+            let active = self.shared.active.fetch_add(1, Ordering::Relaxed);
             if active >= self.shared.config.max_connections as u64 {
-                counters.active.fetch_sub(1, Ordering::Relaxed);
+                self.shared.active.fetch_sub(1, Ordering::Relaxed);
                 Counters::add(&counters.rejected, 1);
                 drop(fd); // closed at once: the client sees end of stream
                 continue;
             }
             Counters::add(&counters.accepted, 1);
-            // Each reply chunk goes out at once, not after Nagle's timer.
-            let _ = sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
             self.shared.tell(&peer);
             let index = match self.free.pop() {
                 Some(i) => i,
@@ -196,7 +196,7 @@ impl Loop<'_> {
             let tok = token(index, slot.gen);
             if let Err(_e) = self.epoll.add(fd.as_raw_fd(), IN, tok) {
                 Counters::add(&counters.errors, 1);
-                counters.active.fetch_sub(1, Ordering::Relaxed);
+                self.shared.active.fetch_sub(1, Ordering::Relaxed);
                 self.free.push(index);
                 continue;
             }
@@ -232,7 +232,7 @@ impl Loop<'_> {
 
     /// `recv()`, upper-case, `send()`, for up to `READ_BUDGET` chunks.
     fn read(&mut self, index: usize, tok: u64) -> Outcome {
-        let counters = &self.shared.counters;
+        let counters = self.counters;
         let Some(conn) = self.slots[index].conn.as_mut() else { return Outcome::Keep };
         for _ in 0..READ_BUDGET {
             let n = match sys::recv(conn.fd.as_fd(), &mut self.buf) {
@@ -284,7 +284,7 @@ impl Loop<'_> {
 
     /// Sends what is pending; back to reading when it has all gone.
     fn flush(&mut self, index: usize, tok: u64) -> Outcome {
-        let counters = &self.shared.counters;
+        let counters = self.counters;
         let Some(conn) = self.slots[index].conn.as_mut() else { return Outcome::Keep };
         let Some(p) = conn.pending.as_mut() else { return Outcome::Keep };
         while p.sent < p.buf.len() {
@@ -313,7 +313,7 @@ impl Loop<'_> {
         for index in 0..self.slots.len() {
             let expired = self.slots[index].conn.as_ref().is_some_and(|c| self.now.saturating_sub(c.last) >= idle_ms);
             if expired {
-                Counters::add(&self.shared.counters.idle, 1);
+                Counters::add(&self.counters.idle, 1);
                 self.close(index, false);
             }
         }
@@ -323,10 +323,10 @@ impl Loop<'_> {
     fn close(&mut self, index: usize, failed: bool) {
         if let Some(conn) = self.slots[index].conn.take() {
             if failed {
-                Counters::add(&self.shared.counters.errors, 1);
+                Counters::add(&self.counters.errors, 1);
             }
             drop(conn);
-            self.shared.counters.active.fetch_sub(1, Ordering::Relaxed);
+            self.shared.active.fetch_sub(1, Ordering::Relaxed);
             self.free.push(index);
         }
     }

@@ -55,7 +55,8 @@ fn wait(shared: &Shared, fd: &OwnedFd, events: i16, timeout: Option<Duration>) -
     }
 }
 
-pub(super) fn run(shared: &Shared) -> Result<()> {
+pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
+    let counters = &shared.counters[index];
     let listener = &shared.socket;
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -73,38 +74,38 @@ pub(super) fn run(shared: &Shared) -> Result<()> {
                     Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
                         // Out of descriptors: wait a little (or for stop)
                         // rather than spin; the client waits in the backlog.
-                        Counters::add(&shared.counters.errors, 1);
+                        Counters::add(&counters.errors, 1);
                         let waker = (shared.waker.as_fd().as_raw_fd(), libc::POLLIN);
                         let _ = sys::poll2(waker, None, 50);
                     }
-                    _ => Counters::add(&shared.counters.errors, 1),
+                    _ => Counters::add(&counters.errors, 1),
                 }
                 continue;
             }
         };
-        Counters::add(&shared.counters.accepted, 1);
-        Counters::add(&shared.counters.active, 1);
+        Counters::add(&counters.accepted, 1);
+        shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.tell(&peer);
-        let outcome = serve_one(shared, &conn, &mut buf);
-        shared.counters.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let outcome = serve_one(shared, counters, &conn, &mut buf);
+        shared.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(conn); // close(): this client is done; the welcoming socket stays
         match outcome {
             Ok(true) => {}
             Ok(false) => return Ok(()), // stopped
-            Err(()) => Counters::add(&shared.counters.errors, 1),
+            Err(()) => Counters::add(&counters.errors, 1),
         }
     }
 }
 
 /// Serves one client to the end. `Ok(false)` when stopped meanwhile,
 /// `Err(())` when the connection failed.
-fn serve_one(shared: &Shared, conn: &OwnedFd, buf: &mut [u8]) -> std::result::Result<bool, ()> {
+fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8]) -> std::result::Result<bool, ()> {
     let idle = shared.config.idle_timeout;
     loop {
         match wait(shared, conn, libc::POLLIN, idle).map_err(|_| ())? {
             Ready::Stopped => return Ok(false),
             Ready::TimedOut => {
-                Counters::add(&shared.counters.idle, 1);
+                Counters::add(&counters.idle, 1);
                 return Ok(true);
             }
             Ready::Yes => {}
@@ -116,7 +117,7 @@ fn serve_one(shared: &Shared, conn: &OwnedFd, buf: &mut [u8]) -> std::result::Re
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
             Err(_) => return Err(()),
         };
-        Counters::add(&shared.counters.bytes_in, n as u64);
+        Counters::add(&counters.bytes_in, n as u64);
         upper_in_place(&mut buf[..n]);
         // send(): all of it, waiting for room as the client reads.
         let mut sent = 0;
@@ -124,14 +125,14 @@ fn serve_one(shared: &Shared, conn: &OwnedFd, buf: &mut [u8]) -> std::result::Re
             match sys::send(conn.as_fd(), &buf[sent..n]) {
                 Ok(k) => {
                     sent += k;
-                    Counters::add(&shared.counters.bytes_out, k as u64);
+                    Counters::add(&counters.bytes_out, k as u64);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                     match wait(shared, conn, libc::POLLOUT, idle).map_err(|_| ())? {
                         Ready::Stopped => return Ok(false),
                         Ready::TimedOut => {
-                            Counters::add(&shared.counters.idle, 1);
+                            Counters::add(&counters.idle, 1);
                             return Ok(true);
                         }
                         Ready::Yes => {}

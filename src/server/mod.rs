@@ -138,12 +138,14 @@ pub struct Stats {
     pub idle_timeouts: u64,
 }
 
-/// The live counters: atomics, updated by the loops with relaxed ordering
-/// (each is a plain tally; nothing else is ordered by them).
+/// The live counters of one loop thread: atomics, updated by that thread
+/// alone with relaxed ordering (each is a plain tally; nothing else is
+/// ordered by them) and summed by `stats`. One cache line pair each, so two
+/// loops never write to the same line.
 #[derive(Default)]
+#[repr(align(128))]
 pub(crate) struct Counters {
     pub accepted: AtomicU64,
-    pub active: AtomicU64,
     pub rejected: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -162,13 +164,22 @@ impl Counters {
 
 /// What the loops share.
 pub(crate) struct Shared {
+    /// The listening (TCP) or bound (UDP) socket.
     pub socket: OwnedFd,
+    /// UDP in concurrent mode: one more socket on the same port per extra
+    /// loop (`SO_REUSEPORT`), so each loop reads its own queue.
+    pub extra: Vec<OwnedFd>,
     pub local: SockAddr,
     pub waker: Waker,
     pub stopped: AtomicBool,
     pub running: AtomicBool,
     pub config: Config,
-    pub counters: Counters,
+    /// Loop threads `run` starts (1 in iterative mode).
+    pub threads: usize,
+    /// Connections open now, across loops (for `max_connections`).
+    pub active: AtomicU64,
+    /// One set of counters per loop.
+    pub counters: Box<[Counters]>,
 }
 
 impl Shared {
@@ -179,6 +190,15 @@ impl Shared {
     pub(crate) fn tell(&self, peer: &SockAddr) {
         if let Some(cb) = &self.config.on_client {
             cb(peer);
+        }
+    }
+
+    /// The socket loop `index` reads.
+    pub(crate) fn socket_for(&self, index: usize) -> &OwnedFd {
+        if index == 0 {
+            &self.socket
+        } else {
+            self.extra.get(index - 1).unwrap_or(&self.socket)
         }
     }
 }
@@ -236,21 +256,45 @@ impl Server {
             Transport::Tcp => libc::SOCK_STREAM,
             Transport::Udp => libc::SOCK_DGRAM,
         };
+        let threads = match config.mode {
+            Mode::Iterative => 1,
+            Mode::Concurrent if config.threads > 0 => config.threads,
+            Mode::Concurrent => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        // UDP loops each get a socket of their own on the same port.
+        let reuseport = config.transport == Transport::Udp && threads > 1;
         let candidates = bind_candidates(&config.host, config.port, socktype)?;
         let mut last = None;
         for (addr, dual_stack) in candidates {
-            match open_bound(&addr, socktype, dual_stack, config.backlog) {
+            let opts = SocketOptions { socktype, dual_stack, reuseport, backlog: config.backlog };
+            match open_bound(&addr, &opts) {
                 Ok(socket) => {
                     let local = sys::getsockname(socket.as_fd()).map_err(|e| Error::os("getsockname", e))?;
+                    let mut extra = Vec::new();
+                    if reuseport {
+                        // The same address, now with the port the first one got.
+                        let again = SockAddr::from_ip_port(match (addr.ip_port(), local.port()) {
+                            (Some(IpPort::V4(a, _)), p) => IpPort::V4(a, p),
+                            (Some(IpPort::V6(a, _, s)), p) => IpPort::V6(a, p, s),
+                            (None, _) => return Err(Error::invalid("bind", "address family changed")),
+                        });
+                        for _ in 1..threads {
+                            extra.push(open_bound(&again, &opts)?);
+                        }
+                    }
                     let waker = Waker::new().map_err(|e| Error::os("eventfd", e))?;
+                    let counters = (0..threads).map(|_| Counters::default()).collect();
                     let shared = Shared {
                         socket,
+                        extra,
                         local,
                         waker,
                         stopped: AtomicBool::new(false),
                         running: AtomicBool::new(false),
                         config,
-                        counters: Counters::default(),
+                        threads,
+                        active: AtomicU64::new(0),
+                        counters,
                     };
                     return Ok(Server { shared: Arc::new(shared) });
                 }
@@ -289,13 +333,9 @@ impl Server {
         if shared.running.swap(true, Ordering::AcqRel) {
             return Err(Error::own(ERR_BUSY, "run", "the server is already running"));
         }
-        let threads = match shared.config.mode {
-            Mode::Iterative => 1,
-            Mode::Concurrent if shared.config.threads > 0 => shared.config.threads,
-            Mode::Concurrent => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        let threads = shared.threads;
         let result = match (shared.config.transport, shared.config.mode) {
-            (Transport::Tcp, Mode::Iterative) => iterative::run(shared),
+            (Transport::Tcp, Mode::Iterative) => iterative::run(shared, 0),
             (Transport::Tcp, Mode::Concurrent) => on_threads(shared, threads, concurrent::run),
             (Transport::Udp, _) => on_threads(shared, threads, udp::run),
         };
@@ -327,20 +367,20 @@ impl Server {
 
     /// The counters now.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Stats {
-            connections_accepted: get(&c.accepted),
-            connections_active: get(&c.active),
-            connections_rejected: get(&c.rejected),
-            bytes_in: get(&c.bytes_in),
-            bytes_out: get(&c.bytes_out),
-            datagrams_in: get(&c.dgrams_in),
-            datagrams_out: get(&c.dgrams_out),
-            datagrams_dropped: get(&c.dgrams_dropped),
-            errors: get(&c.errors),
-            idle_timeouts: get(&c.idle),
+        let mut s = Stats { connections_active: get(&self.shared.active), ..Stats::default() };
+        for c in self.shared.counters.iter() {
+            s.connections_accepted += get(&c.accepted);
+            s.connections_rejected += get(&c.rejected);
+            s.bytes_in += get(&c.bytes_in);
+            s.bytes_out += get(&c.bytes_out);
+            s.datagrams_in += get(&c.dgrams_in);
+            s.datagrams_out += get(&c.dgrams_out);
+            s.datagrams_dropped += get(&c.dgrams_dropped);
+            s.errors += get(&c.errors);
+            s.idle_timeouts += get(&c.idle);
         }
+        s
     }
 }
 
@@ -354,12 +394,12 @@ impl Drop for Server {
 
 /// Runs `f` on `n` threads (the caller's and `n - 1` more) and joins them;
 /// the first failure stops the others and is returned.
-fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared) -> Result<()>) -> Result<()> {
+fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared, usize) -> Result<()>) -> Result<()> {
     std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(n.saturating_sub(1));
         for i in 1..n {
             let spawned = std::thread::Builder::new().name(format!("upcase-loop-{i}")).spawn_scoped(scope, move || {
-                let r = f(shared);
+                let r = f(shared, i);
                 if r.is_err() {
                     stop(shared);
                 }
@@ -373,7 +413,7 @@ fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared) -> Result<()>) -> R
                 }
             }
         }
-        let mut result = f(shared);
+        let mut result = f(shared, 0);
         if result.is_err() {
             stop(shared);
         }
@@ -402,22 +442,38 @@ fn bind_candidates(host: &str, port: u16, socktype: libc::c_int) -> Result<Vec<(
     Ok(resolve(host, port, socktype, Purpose::Bind)?.into_iter().map(|a| (a, false)).collect())
 }
 
+/// How to open a server socket.
+struct SocketOptions {
+    socktype: libc::c_int,
+    dual_stack: bool,
+    reuseport: bool,
+    backlog: i32,
+}
+
 /// One candidate: socket, options, bind, listen.
-fn open_bound(addr: &SockAddr, socktype: libc::c_int, dual_stack: bool, backlog: i32) -> Result<OwnedFd> {
+fn open_bound(addr: &SockAddr, opts: &SocketOptions) -> Result<OwnedFd> {
     let what = || format!("bind to {addr}");
-    let fd = sys::socket(addr.family(), socktype, true).map_err(|e| Error::os(what(), e))?;
-    if socktype == libc::SOCK_STREAM {
+    let fd = sys::socket(addr.family(), opts.socktype, true).map_err(|e| Error::os(what(), e))?;
+    let set =
+        |level, name, value| sys::setsockopt_int(fd.as_fd(), level, name, value).map_err(|e| Error::os(what(), e));
+    if opts.socktype == libc::SOCK_STREAM {
         // Rebind at once after a restart, despite old connections in TIME_WAIT.
-        sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(|e| Error::os(what(), e))?;
+        set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        // Each reply chunk goes out at once, not after Nagle's timer;
+        // accepted sockets inherit this, which saves a call per connection.
+        set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     }
-    if dual_stack {
+    if opts.reuseport {
+        set(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    if opts.dual_stack {
         // Said explicitly rather than left to the sysctl default: the IPv6
         // wildcard also takes IPv4 clients.
-        sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0).map_err(|e| Error::os(what(), e))?;
+        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
     }
     sys::bind(fd.as_fd(), addr).map_err(|e| Error::os(what(), e))?;
-    if socktype == libc::SOCK_STREAM {
-        sys::listen(fd.as_fd(), backlog).map_err(|e| Error::os(format!("listen on {addr}"), e))?;
+    if opts.socktype == libc::SOCK_STREAM {
+        sys::listen(fd.as_fd(), opts.backlog).map_err(|e| Error::os(format!("listen on {addr}"), e))?;
     }
     Ok(fd)
 }

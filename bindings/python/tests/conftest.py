@@ -150,19 +150,22 @@ def api_silent_udp() -> Iterator[std_socket.socket]:
 
 
 class ResetServer:
-    """A stdlib server that accepts one connection and closes it with
-    SO_LINGER 0, so the kernel sends RST instead of FIN."""
+    """A stdlib server that accepts one connection (once .go is set) and
+    closes it with SO_LINGER 0, so the kernel sends RST instead of FIN."""
 
     def __init__(self) -> None:
         self.sock = std_socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)
         self.address = self.sock.getsockname()
+        self.go = threading.Event()
         self.reset = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        if not self.go.wait(10):
+            return
         self.sock.settimeout(10)
         try:
             conn, _ = self.sock.accept()
@@ -173,14 +176,15 @@ class ResetServer:
         self.reset.set()
 
     def close(self) -> None:
+        self.go.set()
         self.sock.close()
         self.thread.join(5)
 
 
 @pytest.fixture
 def api_reset_server() -> Iterator[ResetServer]:
-    """A stdlib server that resets (RST) the first connection it accepts;
-    .address, and .reset is set once the RST has been sent."""
+    """A stdlib server that, once .go is set, accepts one connection and
+    resets it (RST); .address, and .reset is set once the RST has been sent."""
     srv = ResetServer()
     try:
         yield srv
