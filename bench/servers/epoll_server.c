@@ -80,8 +80,11 @@ static int flush_pending(struct conn *c)
 {
     while (c->off < c->len) {
         ssize_t n = send(c->fd, c->pend + c->off, c->len - c->off, MSG_NOSIGNAL);
-        if (n < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno == EINTR ? flush_pending(c) : -1;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        }
         c->off += (size_t)n;
     }
     c->off = c->len = 0;

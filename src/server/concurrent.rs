@@ -201,6 +201,14 @@ impl Loop<'_> {
                 continue;
             }
             slot.conn = Some(Conn { fd, pending: None, last: self.now });
+            // A client usually sends right after connecting, so its first
+            // bytes are often here already: read them now rather than after
+            // a round trip through epoll_wait.
+            match self.read(index, tok) {
+                Outcome::Keep => {}
+                Outcome::Close => self.close(index, false),
+                Outcome::Fail => self.close(index, true),
+            }
         }
     }
 
