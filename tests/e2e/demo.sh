@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The slide exchange, live: the C TCP and UDP servers on 127.0.0.1 (a free
-# port each), one client line to each, and what every side printed.
+# The slide exchange, live: the C and the Python TCP and UDP servers on
+# 127.0.0.1 (a free port each), a line to each from the C client and from the
+# Python client, and what every side printed.
 # Run from anywhere after `make all` (it is what `make demo` runs).
 set -euo pipefail
 
@@ -51,41 +52,67 @@ wait_line() {
 
 show() { sed 's/^/    | /' "$1"; }
 
+PY=.venv/bin/python
+EX=examples/python
+[[ -x $PY ]] || { echo "demo: $PY is missing: run 'make all' first" >&2; exit 1; }
+
+# The servers: C and Python (on upcase.socket), TCP and UDP.
+declare -A SERVER=(
+    [c_tcp]="$BIN/tcp_server 0 127.0.0.1"
+    [c_udp]="$BIN/udp_server 0 127.0.0.1"
+    [py_tcp]="$PY $EX/TCPServer.py 0 127.0.0.1"
+    [py_udp]="$PY $EX/UDPServer.py 0 127.0.0.1"
+)
+ORDER=(c_tcp c_udp py_tcp py_udp)
+
 # 1. The servers: serverSocket = socket(); bind(('127.0.0.1', 0)); "ready to receive"
-for proto in tcp udp; do
-    "$BIN/${proto}_server" 0 127.0.0.1 >"$TMP/$proto.out" 2>&1 &
-    PID[$proto]=$!
+for name in "${ORDER[@]}"; do
+    ${SERVER[$name]} >"$TMP/$name.out" 2>&1 &
+    PID[$name]=$!
 done
-for proto in tcp udp; do
-    PORT[$proto]=$(wait_line "$TMP/$proto.out" '^listening on ' | sed 's/.*:\([0-9]*\)$/\1/')
-    echo "== ${proto^^} server: $BIN/${proto}_server 0 127.0.0.1  (pid ${PID[$proto]}, port ${PORT[$proto]})"
-    show "$TMP/$proto.out"
+for name in "${ORDER[@]}"; do
+    PORT[$name]=$(wait_line "$TMP/$name.out" '^listening on ' | sed 's/.*:\([0-9]*\)$/\1/')
+    echo "== server: ${SERVER[$name]}  (pid ${PID[$name]}, port ${PORT[$name]})"
+    show "$TMP/$name.out"
 done
 echo
 
-# 2. One client each: a line in, the upper-cased line back.
-for proto in tcp udp; do
-    echo "== ${proto^^} client: echo \"$LINE\" | $BIN/${proto}_client 127.0.0.1 ${PORT[$proto]}"
-    reply=$(echo "$LINE" | timeout 10 "$BIN/${proto}_client" 127.0.0.1 "${PORT[$proto]}")
+# 2. Every server gets a line from the C client and from the Python client
+#    of its protocol: C and Python talking to each other.
+exchange() { # server-name client-command...
+    local name=$1
+    shift
+    echo "== client: echo \"$LINE\" | $* 127.0.0.1 ${PORT[$name]}"
+    local reply
+    reply=$(echo "$LINE" | timeout 10 "$@" 127.0.0.1 "${PORT[$name]}")
     echo "    sent:     $LINE"
     echo "    received: $reply"
-    expected="From Server: ${LINE^^}"
+    local expected="From Server: ${LINE^^}"
     [[ $reply == "$expected" ]] || { echo "demo: expected '$expected'" >&2; exit 1; }
-    # What the server saw: the client's address and port.
-    wait_line "$TMP/$proto.out" ' from ' >/dev/null
-    echo "   ${proto}_server printed:"
-    show "$TMP/$proto.out"
+}
+for name in "${ORDER[@]}"; do
+    proto=${name#*_}
+    lines_before=$(grep -c ' from ' "$TMP/$name.out" || true)
+    exchange "$name" "$BIN/${proto}_client"
+    exchange "$name" "$PY" "$EX/${proto^^}Client.py"
+    # What the server saw: each client's address and port.
+    for _ in $(seq 50); do
+        (( $(grep -c ' from ' "$TMP/$name.out" || true) >= lines_before + 2 )) && break
+        sleep 0.1
+    done
+    echo "   the server (${SERVER[$name]%% 0 *}) printed:"
+    show "$TMP/$name.out"
     echo
 done
 
 # 3. Stop them as Ctrl-C would: SIGTERM, then each frees its server and exits 0.
-for proto in tcp udp; do
-    pid=${PID[$proto]}
+for name in "${ORDER[@]}"; do
+    pid=${PID[$name]}
     kill -TERM "$pid"
-    gone_within_5s "$pid" || { echo "demo: ${proto}_server (pid $pid) did not stop within 5 s" >&2; exit 1; }
+    gone_within_5s "$pid" || { echo "demo: $name (pid $pid) did not stop within 5 s" >&2; exit 1; }
     rc=0
     wait "$pid" || rc=$?
-    unset "PID[$proto]"
-    echo "== ${proto}_server stopped by SIGTERM: exit status $rc"
+    unset "PID[$name]"
+    echo "== ${SERVER[$name]%% 0 *} stopped by SIGTERM: exit status $rc"
     [[ $rc -eq 0 ]] || exit 1
 done
