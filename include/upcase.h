@@ -17,6 +17,11 @@
 #define UPCASE_VERSION_HEX ((UPCASE_VERSION_MAJOR << 16) | (UPCASE_VERSION_MINOR << 8) | UPCASE_VERSION_PATCH)
 
 /**
+ * Datagrams moved per system call.
+ */
+#define BATCH 32
+
+/**
  * Success.
  */
 #define UPCASE_OK 0

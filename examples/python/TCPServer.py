@@ -22,7 +22,7 @@ def addrText(address):
 
 
 def stop(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends the server just as Ctrl-C does
+    raise KeyboardInterrupt  # Ctrl-C (SIGINT) and SIGTERM both end the server
 
 
 try:
@@ -34,6 +34,7 @@ except ValueError:
     sys.stderr.write('usage: TCPServer.py [PORT [HOST]]   (PORT: 0 to 65535)\n')
     sys.exit(2)
 
+signal.signal(signal.SIGINT, stop)  # also where a shell started us with Ctrl-C ignored
 signal.signal(signal.SIGTERM, stop)
 try:
     serverSocket = socket(AF_INET6 if ':' in serverName else AF_INET, SOCK_STREAM)
@@ -43,9 +44,9 @@ try:
 except OSError as e:
     sys.exit(f'TCPServer.py: cannot listen on {addrText((serverName, serverPort))}: {e}')
 
-print('The server is ready to receive', flush=True)
-print('listening on', addrText(serverSocket.getsockname()), flush=True)
-try:
+try:  # from here on, a signal is a clean stop
+    print('The server is ready to receive', flush=True)
+    print('listening on', addrText(serverSocket.getsockname()), flush=True)
     while True:
         connectionSocket, addr = serverSocket.accept()
         print('connection from', addrText(addr), flush=True)

@@ -10,9 +10,8 @@ why on stderr and exits 1.
 usage: UDPClient.py [HOST [PORT]] < line   (default: localhost 12000)
 """
 import sys
-from socket import gaierror  # the standard exception for a name that does not resolve
 
-from upcase import *
+from upcase import *  # also gaierror, the error for a name that does not resolve
 
 try:
     serverName = sys.argv[1] if len(sys.argv) > 1 else 'localhost'

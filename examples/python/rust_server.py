@@ -20,7 +20,7 @@ def addrText(host, port):
 
 
 def stop(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends the server just as Ctrl-C does
+    raise KeyboardInterrupt  # Ctrl-C (SIGINT) and SIGTERM both end the server
 
 
 args = sys.argv[1:]
@@ -43,16 +43,16 @@ def on_client(host, port):  # called for each TCP connection or UDP datagram
     print(what, 'from', addrText(host, port), flush=True)
 
 
+signal.signal(signal.SIGINT, stop)  # also where a shell started us with Ctrl-C ignored
 signal.signal(signal.SIGTERM, stop)
 try:
     server = upcase.Server(host, port, transport=transport, mode=mode, on_client=on_client)
 except OSError as e:
     sys.exit(f'rust_server.py: cannot bind {addrText(host, port)}: {e}')
 
-with server:
+try:  # from here on, a signal is a clean stop
     print('The server is ready to receive', flush=True)
     print('listening on', addrText(*server.address), flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    server.serve_forever()  # returns on stop(); a signal stops it and raises here
+except KeyboardInterrupt:
+    pass

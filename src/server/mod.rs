@@ -264,6 +264,7 @@ impl Server {
         // UDP loops each get a socket of their own on the same port.
         let reuseport = config.transport == Transport::Udp && threads > 1;
         let candidates = bind_candidates(&config.host, config.port, socktype)?;
+        let mut first: Option<Error> = None;
         let mut last = None;
         for (addr, dual_stack) in candidates {
             let opts = SocketOptions { socktype, dual_stack, reuseport, backlog: config.backlog };
@@ -298,10 +299,23 @@ impl Server {
                     };
                     return Ok(Server { shared: Arc::new(shared) });
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    if first.is_none() {
+                        first = Some(e.clone());
+                    }
+                    last = Some(e);
+                }
             }
         }
-        Err(last.unwrap_or_else(|| {
+        // The first address's failure says most (`[::]` in use is the news,
+        // not `0.0.0.0` in use after it), unless that family is missing here.
+        let missing_family =
+            |e: &Error| matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL));
+        let chosen = match first {
+            Some(f) if !missing_family(&f) => Some(f),
+            _ => last,
+        };
+        Err(chosen.unwrap_or_else(|| {
             Error::invalid(format!("bind to {}", host_port_text(&config.host, config.port)), "no address to bind")
         }))
     }

@@ -22,7 +22,8 @@ pub(crate) fn to_py(py: Python<'_>, e: Error) -> PyErr {
     let msg = e.to_string();
     if let Some(eai) = e.gai_error() {
         return match py.import("socket").and_then(|m| m.getattr("gaierror")) {
-            Ok(cls) => match cls.call1((eai, msg.clone())) {
+            // As the standard library raises it: the resolver's own words.
+            Ok(cls) => match cls.call1((eai, e.detail().to_owned())) {
                 Ok(inst) => PyErr::from_value(inst),
                 Err(err) => err,
             },

@@ -8,7 +8,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use upcase::server::{Config, Mode, Server as Core, Transport};
+use upcase::server::{Config, Mode, Server as Core, Stats, Transport};
 
 use crate::errors::to_py;
 use crate::{port_arg, timeout_arg};
@@ -45,8 +45,33 @@ impl Done {
 }
 
 struct State {
-    core: Arc<Core>,
+    /// The bound core server; `None` once stopped (its socket closed, so
+    /// new clients are refused at once), until `start` binds again.
+    core: Option<Arc<Core>>,
     running: Option<Running>,
+    /// Counters of the runs before the current core.
+    earlier: Stats,
+}
+
+thread_local! {
+    /// True on a server thread while it runs an `on_client` callback.
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `a + b`, counter by counter; `connections_active` is `b`'s (a gauge).
+fn add_stats(a: &Stats, b: &Stats) -> Stats {
+    Stats {
+        connections_accepted: a.connections_accepted + b.connections_accepted,
+        connections_active: b.connections_active,
+        connections_rejected: a.connections_rejected + b.connections_rejected,
+        bytes_in: a.bytes_in + b.bytes_in,
+        bytes_out: a.bytes_out + b.bytes_out,
+        datagrams_in: a.datagrams_in + b.datagrams_in,
+        datagrams_out: a.datagrams_out + b.datagrams_out,
+        datagrams_dropped: a.datagrams_dropped + b.datagrams_dropped,
+        errors: a.errors + b.errors,
+        idle_timeouts: a.idle_timeouts + b.idle_timeouts,
+    }
 }
 
 /// Server(host="127.0.0.1", port=12000, *, transport="tcp", mode="concurrent", ...)
@@ -57,6 +82,8 @@ struct State {
 #[pyclass(module = "upcase._upcase")]
 pub(crate) struct Server {
     config: Config,
+    /// The address bound first; a restart binds the same one again.
+    local: upcase::addr::SockAddr,
     state: Mutex<State>,
 }
 
@@ -97,13 +124,20 @@ impl Server {
         if st.running.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
-        if st.core.is_stopped() {
-            // Same address and the port it had, so .port stays true.
-            let config = Config { port: st.core.port(), ..self.config.clone() };
+        let stopped = st.core.as_ref().is_none_or(|c| c.is_stopped());
+        if stopped {
+            // A stopped core cannot run again: close its socket first, then
+            // bind the same address and port anew, so .port stays true.
+            if let Some(old) = st.core.take() {
+                st.earlier = add_stats(&st.earlier, &old.stats());
+            }
+            let config = Config { port: self.local.port(), ..self.config.clone() };
             let core = Core::bind(config).map_err(|e| to_py(py, e))?;
-            st.core = Arc::new(core);
+            st.core = Some(Arc::new(core));
         }
-        let core = Arc::clone(&st.core);
+        let Some(core) = st.core.as_ref().map(Arc::clone) else {
+            return Err(PyRuntimeError::new_err("the server has no socket"));
+        };
         let done = Arc::new(Done::default());
         let done2 = Arc::clone(&done);
         let thread = std::thread::Builder::new()
@@ -118,17 +152,34 @@ impl Server {
         Ok(())
     }
 
-    /// Stops and joins; returns the run's result.
+    /// Stops and joins, then closes the socket (keeping the counters);
+    /// returns the run's result.
     fn stop_inner(&self, py: Python<'_>) -> PyResult<()> {
         let running = {
             let mut st = self.lock()?;
-            st.core.stop();
+            if let Some(core) = &st.core {
+                core.stop();
+            }
             st.running.take()
         };
-        let Some(running) = running else { return Ok(()) };
-        // The thread may be waiting for the interpreter (an on_client
-        // callback): join with the interpreter released.
-        let result = py.detach(|| running.thread.join());
+        let result = match running {
+            None => Ok(Ok(())),
+            // Called from a callback on a server thread: joining would wait
+            // for this very thread. The run ends by itself once stopped;
+            // let its thread go.
+            Some(_) if IN_CALLBACK.with(|f| f.get()) => Ok(Ok(())),
+            // The thread may be waiting for the interpreter (an on_client
+            // callback): join with the interpreter released.
+            Some(running) => py.detach(|| running.thread.join()),
+        };
+        {
+            let mut st = self.lock()?;
+            if st.running.is_none() {
+                if let Some(core) = st.core.take() {
+                    st.earlier = add_stats(&st.earlier, &core.stats());
+                }
+            }
+        }
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) if e.code() == upcase::error::ERR_STOPPED => Ok(()),
@@ -181,6 +232,7 @@ impl Server {
             Arc::new(move |peer: &upcase::addr::SockAddr| {
                 let host = peer.host_string();
                 let port = peer.port();
+                IN_CALLBACK.with(|f| f.set(true));
                 Python::attach(|py| {
                     if let Err(e) = cb.call1(py, (host, port)) {
                         // Nobody to raise to on a server thread: report it
@@ -188,6 +240,7 @@ impl Server {
                         e.write_unraisable(py, Some(cb.bind(py)));
                     }
                 });
+                IN_CALLBACK.with(|f| f.set(false));
             }) as upcase::server::ClientCallback
         });
         let config = Config {
@@ -203,21 +256,24 @@ impl Server {
             on_client,
         };
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;
-        Ok(Server { config, state: Mutex::new(State { core: Arc::new(core), running: None }) })
+        let local = core.local_addr();
+        Ok(Server {
+            config,
+            local,
+            state: Mutex::new(State { core: Some(Arc::new(core)), running: None, earlier: Stats::default() }),
+        })
     }
 
     /// The bound port (the one picked for port 0).
     #[getter]
-    fn port(&self) -> PyResult<u16> {
-        Ok(self.lock()?.core.port())
+    fn port(&self) -> u16 {
+        self.local.port()
     }
 
     /// The bound address as (host, port).
     #[getter]
-    fn address(&self) -> PyResult<(String, u16)> {
-        let st = self.lock()?;
-        let local = st.core.local_addr();
-        Ok((local.host_string(), local.port()))
+    fn address(&self) -> (String, u16) {
+        (self.local.host_string(), self.local.port())
     }
 
     /// "tcp" or "udp".
@@ -250,15 +306,21 @@ impl Server {
     }
 
     /// stop(): stop serving (from any thread); waits for the server
-    /// threads to finish. Stopping a stopped server does nothing.
+    /// threads to finish and closes the socket, so new clients are refused.
+    /// start() binds the same address and port again. Stopping a stopped
+    /// server does nothing.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         self.stop_inner(py)
     }
 
     /// serve_forever(): serve until stop() (from another thread) or a
-    /// signal; Ctrl-C stops the server and raises KeyboardInterrupt.
+    /// signal; Ctrl-C stops the server and raises KeyboardInterrupt. Also
+    /// inside `with server:`, where it waits on the run the block started.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.start_inner(py)?;
+        // Already serving (start(), or `with server:`): wait on that run.
+        if self.lock()?.running.is_none() {
+            self.start_inner(py)?;
+        }
         let done = match &self.lock()?.running {
             Some(r) => Arc::clone(&r.done),
             None => return Ok(()),
@@ -276,7 +338,11 @@ impl Server {
 
     /// stats(): the counters, as a dict.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.lock()?.core.stats();
+        let s = {
+            let st = self.lock()?;
+            let now = st.core.as_ref().map(|c| c.stats()).unwrap_or_default();
+            add_stats(&st.earlier, &now)
+        };
         let d = PyDict::new(py);
         d.set_item("connections_accepted", s.connections_accepted)?;
         d.set_item("connections_active", s.connections_active)?;
@@ -305,7 +371,7 @@ impl Server {
     fn __repr__(&self) -> PyResult<String> {
         let st = self.lock()?;
         let state = if st.running.is_some() { "running" } else { "stopped" };
-        Ok(format!("<upcase.Server {} {} on {} ({state})>", self.transport(), self.mode(), st.core.local_addr()))
+        Ok(format!("<upcase.Server {} {} on {} ({state})>", self.transport(), self.mode(), self.local))
     }
 }
 
@@ -314,7 +380,9 @@ impl Drop for Server {
         // The threads end by themselves once stopped; joining here could
         // wait for the interpreter this thread holds.
         if let Ok(st) = self.state.lock() {
-            st.core.stop();
+            if let Some(core) = &st.core {
+                core.stop();
+            }
         }
     }
 }

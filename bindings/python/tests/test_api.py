@@ -9,14 +9,16 @@ import math
 import os
 import random
 import socket as std_socket
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 
 import pytest
 
 import upcase
-from conftest import LOOPBACKS, needs_ipv6
+from conftest import LOOPBACKS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,6 +30,18 @@ TABLE = bytes.maketrans(LOWER, UPPER)
 def expected(data: bytes) -> bytes:
     """The wire contract: ASCII a-z to A-Z, every other byte unchanged."""
     return bytes(data).translate(TABLE)
+
+
+def stats_reach(server: upcase.Server, want: dict, base: dict, timeout: float = 5.0) -> dict:
+    """The server's stats once every counter in want has moved by that much
+    from base (the loops publish their counters just after replying, so a
+    snapshot taken right after a reply may still lag), or the last snapshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = server.stats()
+        if all(now[k] - base[k] >= v for k, v in want.items()) or time.monotonic() > deadline:
+            return now
+        time.sleep(0.01)
 
 
 def request(server: upcase.Server, data, **kw):
@@ -217,6 +231,11 @@ def test_connection_context_manager_closes_on_exception(api_tcp_server):
 
 
 def test_connection_does_not_leak_descriptors(api_tcp_server, api_counts, api_settle):
+    # The server's loop threads set themselves up after start() returns:
+    # let them, and count from there.
+    for _ in range(5):
+        upcase.tcp_request("127.0.0.1", api_tcp_server.port, b"warm up")
+    time.sleep(0.2)
     base = api_counts()
     for _ in range(50):
         with upcase.Connection("127.0.0.1", api_tcp_server.port) as conn:
@@ -290,7 +309,7 @@ def test_server_stats_tcp(api_tcp_server):
         conn.request(b"abc")
         during = api_tcp_server.stats()
         assert during["connections_active"] >= 1
-    after = api_tcp_server.stats()
+    after = stats_reach(api_tcp_server, {"connections_accepted": 4, "bytes_in": 33, "bytes_out": 33}, before)
     assert after["connections_accepted"] - before["connections_accepted"] == 4
     assert after["bytes_in"] - before["bytes_in"] == 33
     assert after["bytes_out"] - before["bytes_out"] == 33
@@ -305,7 +324,8 @@ def test_server_stats_udp(api_udp_server):
     before = api_udp_server.stats()
     for _ in range(5):
         upcase.udp_request("127.0.0.1", api_udp_server.port, b"abcd")
-    after = api_udp_server.stats()
+    want = {"datagrams_in": 5, "datagrams_out": 5, "bytes_in": 20, "bytes_out": 20}
+    after = stats_reach(api_udp_server, want, before)
     assert after["datagrams_in"] - before["datagrams_in"] == 5
     assert after["datagrams_out"] - before["datagrams_out"] == 5
     assert after["bytes_in"] - before["bytes_in"] == 20
@@ -318,7 +338,8 @@ def test_server_udp_drops_datagram_above_max_datagram():
         assert upcase.udp_request("127.0.0.1", server.port, b"a" * 100) == b"A" * 100
         with pytest.raises(TimeoutError):
             upcase.udp_request("127.0.0.1", server.port, b"a" * 101, timeout=0.2, retries=0)
-        assert server.stats()["datagrams_dropped"] >= 1
+        zero = dict.fromkeys(server.stats(), 0)
+        assert stats_reach(server, {"datagrams_dropped": 1}, zero)["datagrams_dropped"] >= 1
 
 
 @pytest.mark.parametrize("transport", ["tcp", "udp"])
@@ -427,7 +448,97 @@ def test_server_serving_threads_visible_and_gone(api_counts, api_settle):
     upcase.tcp_request("127.0.0.1", server.port, b"x")
     assert api_counts()[1] >= base[1] + 1
     server.stop()
-    assert api_settle(base)[1] <= base[1]
+    del server
+    fds, threads = api_settle(base)
+    assert threads <= base[1]
+    assert fds <= base[0]
+
+
+def test_server_dropped_while_running_does_not_leak(api_counts, api_settle):
+    server = upcase.Server("127.0.0.1", 0)
+    server.start()
+    server.stop()
+    del server
+    base = api_counts()
+    for _ in range(20):
+        server = upcase.Server("127.0.0.1", 0)
+        server.start()
+        assert upcase.tcp_request("127.0.0.1", server.port, b"x") == b"X"
+        del server  # never stopped: dropping it stops it
+    fds, threads = api_settle(base)
+    assert fds <= base[0], f"descriptors: {base[0]} before, {fds} after"
+    assert threads <= base[1], f"threads: {base[1]} before, {threads} after"
+
+
+def test_server_idle_timeout():
+    with upcase.Server("127.0.0.1", 0, idle_timeout=0.3) as server:
+        conn = upcase.Connection("127.0.0.1", server.port)
+        assert conn.request(b"a") == b"A"
+        deadline = time.monotonic() + 5
+        while server.stats()["idle_timeouts"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.stats()["idle_timeouts"] == 1
+        with pytest.raises(ConnectionError):
+            conn.request(b"b")
+        conn.close()
+
+
+def test_server_max_connections():
+    with upcase.Server("127.0.0.1", 0, max_connections=1) as server:
+        with upcase.Connection("127.0.0.1", server.port) as first:
+            assert first.request(b"one") == b"ONE"
+            with pytest.raises(ConnectionError):
+                with upcase.Connection("127.0.0.1", server.port) as second:
+                    second.request(b"two")
+            zero = dict.fromkeys(server.stats(), 0)
+            assert stats_reach(server, {"connections_rejected": 1}, zero)["connections_rejected"] >= 1
+            assert first.request(b"still") == b"STILL"
+        # The server sees the first client go asynchronously.
+        deadline = time.monotonic() + 5
+        while server.stats()["connections_active"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert upcase.tcp_request("127.0.0.1", server.port, b"later") == b"LATER"
+
+
+@pytest.mark.parametrize("threads", [1, 8])
+def test_stop_from_on_client_callback(threads):
+    # stop() "from any thread" includes the server's own loop threads,
+    # inside on_client: it must stop the server, not panic (joining its own
+    # thread) or deadlock (joining the thread that waits for it). Run in a
+    # child so that a Rust panic or a hang cannot take the test run down.
+    code = textwrap.dedent(
+        """
+        import os, sys, time, upcase
+        def nthreads():
+            return len(os.listdir("/proc/self/task"))
+        base = nthreads()
+        reported = []
+        sys.unraisablehook = lambda u: reported.append(repr(u.exc_value))
+        holder = {}
+        def on_client(host, port):
+            holder["server"].stop()
+        server = upcase.Server("127.0.0.1", 0, on_client=on_client, threads=THREADS)
+        holder["server"] = server
+        server.start()
+        try:
+            upcase.tcp_request("127.0.0.1", server.port, b"x", timeout=2)
+        except OSError:
+            pass  # whether this client is served is not specified
+        deadline = time.monotonic() + 3
+        while (server.running or nthreads() > base) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("running", server.running, "threads", nthreads() - base, "reported", reported, flush=True)
+        server.stop()
+        """
+    ).replace("THREADS", str(threads))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("stop() from on_client hung the process")
+    assert "panicked" not in proc.stderr, proc.stderr[-1500:]
+    assert "PanicException" not in proc.stderr + proc.stdout, proc.stderr[-1500:]
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "running False threads 0 reported []" in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize("bad", ["sctp", "", "TCPX", "raw"])
