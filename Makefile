@@ -4,6 +4,7 @@
 #   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
+#   make bench    upcase against the reference servers (not in CI; about 5 minutes)
 
 CARGO   ?= cargo
 CC      ?= cc
@@ -23,7 +24,7 @@ EXAMPLES := tcp_server tcp_client udp_server udp_client
 EXAMPLE_BINS := $(addprefix $(BUILD)/,$(EXAMPLES))
 CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan
 
-.PHONY: all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
+.PHONY: bench all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
 all: lib examples python
 
@@ -102,6 +103,16 @@ install: all
 	install -m 0644 include/upcase.h $(DESTDIR)$(PREFIX)/include/upcase.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
 		upcase.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/upcase.pc
+
+# The benchmark: the transform's own, then every server in every mode.
+bench: all
+	$(CARGO) build --release --locked -p upcase-loadgen -p tokio-server
+	mkdir -p build/bench
+	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/epoll_server bench/servers/epoll_server.c
+	command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3; }
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
+	$(CARGO) bench --locked --bench upper | tee bench/results/upper.txt
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

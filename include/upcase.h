@@ -194,7 +194,7 @@ typedef struct upcase_server_config {
   uint32_t threads;
   /**
    * Most TCP connections open at once; more are closed at once and
-   * counted as rejected. 0: the default, 10000.
+   * counted as rejected. 0: the default, 16384.
    */
   uint32_t max_connections;
   /**
@@ -476,7 +476,7 @@ void upcase_connection_free(struct upcase_connection *conn);
 
 /**
  * The defaults: `"127.0.0.1"`, port 12000, TCP, concurrent, one thread per
- * CPU, 10000 connections, 60 s idle timeout, backlog 1024, datagrams up
+ * CPU, 16384 connections, 60 s idle timeout, backlog 1024, datagrams up
  * to 65527 bytes, no callback. NULL is ignored.
  *
  * # Safety

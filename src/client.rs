@@ -141,7 +141,7 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, waits:
     let mut sent = 0usize;
     let mut shut = !half_close;
     if half_close && data.is_empty() {
-        sys::shutdown(fd.as_fd(), libc::SHUT_WR).map_err(|e| Error::os(what(), e))?;
+        shut_write(fd, &what)?;
         shut = true;
     }
     loop {
@@ -162,7 +162,7 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, waits:
             }
             if sent == data.len() && !shut {
                 // Half-close: tells the server that the request is complete.
-                sys::shutdown(fd.as_fd(), libc::SHUT_WR).map_err(|e| Error::os(what(), e))?;
+                shut_write(fd, &what)?;
                 shut = true;
             }
         }
@@ -203,6 +203,16 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, waits:
                 }
             }
         }
+    }
+}
+
+/// `shutdown(SHUT_WR)`. A connection the peer has already torn down
+/// answers `ENOTCONN`: that is the peer's reset, and is said so.
+fn shut_write(fd: &OwnedFd, what: &dyn Fn() -> String) -> Result<()> {
+    match sys::shutdown(fd.as_fd(), libc::SHUT_WR) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(Error::errno(what(), libc::ECONNRESET)),
+        Err(e) => Err(Error::os(what(), e)),
     }
 }
 

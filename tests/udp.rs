@@ -161,3 +161,17 @@ fn dual_stack_udp_answers_ipv4_as_plain_ipv4() {
     let seen = s.seen.lock().expect("lock").clone();
     assert!(seen.iter().any(|a| a.starts_with("127.0.0.1:")), "{seen:?}");
 }
+
+#[test]
+fn a_udp_port_in_use_is_refused_not_shared() {
+    // The loops' sockets share their port (SO_REUSEPORT); a second server
+    // must still be told the port is taken, in both modes.
+    let s = start(config("127.0.0.1", Transport::Udp, Mode::Concurrent));
+    for mode in [Mode::Concurrent, Mode::Iterative] {
+        let e = upcase::server::Server::bind(Config { port: s.port, ..config("127.0.0.1", Transport::Udp, mode) })
+            .err()
+            .expect("port in use");
+        assert_eq!(e.code(), -libc::EADDRINUSE, "{mode:?}: {e}");
+    }
+    assert_eq!(udp_request("127.0.0.1", s.port, b"still mine", SEC, 3).expect("served"), b"STILL MINE");
+}

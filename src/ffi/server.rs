@@ -45,7 +45,7 @@ pub struct upcase_server_config {
     /// Loop threads in concurrent mode; 0: one per CPU. At most 1024.
     pub threads: u32,
     /// Most TCP connections open at once; more are closed at once and
-    /// counted as rejected. 0: the default, 10000.
+    /// counted as rejected. 0: the default, 16384.
     pub max_connections: u32,
     /// Close a TCP connection after this long without progress; 0: never.
     /// Default 60000.
@@ -95,7 +95,7 @@ pub struct upcase_server {
 }
 
 /// The defaults: `"127.0.0.1"`, port 12000, TCP, concurrent, one thread per
-/// CPU, 10000 connections, 60 s idle timeout, backlog 1024, datagrams up
+/// CPU, 16384 connections, 60 s idle timeout, backlog 1024, datagrams up
 /// to 65527 bytes, no callback. NULL is ignored.
 ///
 /// # Safety

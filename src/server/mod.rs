@@ -64,7 +64,8 @@ pub struct Config {
     /// Loop threads in concurrent mode; 0 means one per CPU.
     pub threads: usize,
     /// Most TCP connections open at once; more are accepted and closed at
-    /// once, and counted as rejected. Default 10,000.
+    /// once, and counted as rejected. Default 16,384 (the descriptor limit,
+    /// not this, is usually what bounds a process).
     pub max_connections: usize,
     /// A TCP connection with no progress for this long is closed. `None`
     /// never closes one. Default 60 s.
@@ -86,7 +87,7 @@ impl Default for Config {
             transport: Transport::Tcp,
             mode: Mode::Concurrent,
             threads: 0,
-            max_connections: 10_000,
+            max_connections: 16_384,
             idle_timeout: Some(Duration::from_secs(60)),
             backlog: 1024,
             max_datagram: MAX_DATAGRAM,
@@ -268,21 +269,9 @@ impl Server {
         let mut last = None;
         for (addr, dual_stack) in candidates {
             let opts = SocketOptions { socktype, dual_stack, reuseport, backlog: config.backlog };
-            match open_bound(&addr, &opts) {
-                Ok(socket) => {
+            match open_group(&addr, &opts, threads) {
+                Ok((socket, extra)) => {
                     let local = sys::getsockname(socket.as_fd()).map_err(|e| Error::os("getsockname", e))?;
-                    let mut extra = Vec::new();
-                    if reuseport {
-                        // The same address, now with the port the first one got.
-                        let again = SockAddr::from_ip_port(match (addr.ip_port(), local.port()) {
-                            (Some(IpPort::V4(a, _)), p) => IpPort::V4(a, p),
-                            (Some(IpPort::V6(a, _, s)), p) => IpPort::V6(a, p, s),
-                            (None, _) => return Err(Error::invalid("bind", "address family changed")),
-                        });
-                        for _ in 1..threads {
-                            extra.push(open_bound(&again, &opts)?);
-                        }
-                    }
                     let waker = Waker::new().map_err(|e| Error::os("eventfd", e))?;
                     let counters = (0..threads).map(|_| Counters::default()).collect();
                     let shared = Shared {
@@ -457,11 +446,35 @@ fn bind_candidates(host: &str, port: u16, socktype: libc::c_int) -> Result<Vec<(
 }
 
 /// How to open a server socket.
+#[derive(Clone, Copy)]
 struct SocketOptions {
     socktype: libc::c_int,
     dual_stack: bool,
     reuseport: bool,
     backlog: i32,
+}
+
+/// The socket (and, with `SO_REUSEPORT`, one more per extra loop) for
+/// `addr`. `SO_REUSEPORT` would let a second server bind a port that is in
+/// use and silently share its traffic, so the address is first bound
+/// without it: a port in use fails here with `EADDRINUSE`, as it should.
+/// Then the group binds the port that probe got (later servers find the
+/// group's sockets, not shareable to them, and fail the same way).
+fn open_group(addr: &SockAddr, opts: &SocketOptions, threads: usize) -> Result<(OwnedFd, Vec<OwnedFd>)> {
+    if !opts.reuseport {
+        return Ok((open_bound(addr, opts)?, Vec::new()));
+    }
+    let probe = open_bound(addr, &SocketOptions { reuseport: false, ..*opts })?;
+    let port = sys::getsockname(probe.as_fd()).map_err(|e| Error::os("getsockname", e))?.port();
+    drop(probe);
+    let again = SockAddr::from_ip_port(match addr.ip_port() {
+        Some(IpPort::V4(a, _)) => IpPort::V4(a, port),
+        Some(IpPort::V6(a, _, s)) => IpPort::V6(a, port, s),
+        None => return Err(Error::invalid(format!("bind to {addr}"), "not an IP address")),
+    });
+    let first = open_bound(&again, opts)?;
+    let extra = (1..threads).map(|_| open_bound(&again, opts)).collect::<Result<Vec<_>>>()?;
+    Ok((first, extra))
 }
 
 /// One candidate: socket, options, bind, listen.

@@ -850,7 +850,7 @@ static void test_config_default(void)
     CHECK_EQ(cfg.transport, UPCASE_TRANSPORT_TCP);
     CHECK_EQ(cfg.mode, UPCASE_MODE_CONCURRENT);
     CHECK_EQ(cfg.threads, 0);
-    CHECK_EQ(cfg.max_connections, 10000);
+    CHECK_EQ(cfg.max_connections, 16384);
     CHECK_EQ(cfg.idle_timeout_ms, 60000);
     CHECK_EQ(cfg.backlog, 1024);
     CHECK_EQ(cfg.max_datagram, 65527);

@@ -193,9 +193,9 @@ impl Server {
 impl Server {
     #[new]
     #[pyo3(signature = (host = "127.0.0.1", port = 12000, *, transport = "tcp", mode = "concurrent", threads = None,
-                        max_connections = 10000, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
+                        max_connections = 16384, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
                         on_client = None),
-           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=10000, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None)")]
+           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,

@@ -115,7 +115,7 @@ class Server:
         transport: str = "tcp",
         mode: str = "concurrent",
         threads: Optional[int] = None,
-        max_connections: int = 10000,
+        max_connections: int = 16384,
         idle_timeout: Optional[float] = 60.0,
         backlog: int = 1024,
         max_datagram: int = 65527,

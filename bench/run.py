@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""`make bench`: upcase against the servers people would pick instead.
+
+Runs the load generator (target/release/loadgen) against each server in each
+mode, one after another, on loopback, and measures for every run:
+operations/s, p50/p99 latency (from the load generator), server CPU time per
+operation (utime + stime from /proc/PID/stat, all threads) and server RSS
+(/proc/PID/status). Every reply is verified byte for byte by the load
+generator; wrong or missing bytes are reported, never ignored.
+
+Writes bench/results/latest.json, latest.md (the table) and chart.png, and
+puts the table and chart into BENCHMARKS.md. All claims are ratios to the C
+epoll reference within the same run: the machine has 2 cores shared by the
+load generator and the server, and absolute figures are noisy.
+
+usage: bench/run.py [--quick] [--only NAME,...] [--modes MODE,...]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PY = str(ROOT / ".venv" / "bin" / "python")
+LOADGEN = str(ROOT / "target" / "release" / "loadgen")
+EPOLL_BIN = str(ROOT / "build" / "bench" / "epoll_server")
+TICK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+
+# name -> (tcp command, udp command, modes); "{port}" is filled with 0.
+S = str(ROOT / "bench" / "servers")
+SERVERS = {
+    "C epoll reference": ([EPOLL_BIN, "0", HOST], [EPOLL_BIN, "--udp", "0", HOST],
+                          ["oneshot", "persistent", "stream", "udp", "hold"]),
+    "upcase (C example)": ([str(ROOT / "build/c/tcp_server"), "0", HOST], [str(ROOT / "build/c/udp_server"), "0", HOST],
+                           ["oneshot", "persistent", "stream", "udp", "hold"]),
+    "upcase.Server (Python)": ([PY, f"{S}/upcase_py_server.py", "0", HOST],
+                               [PY, f"{S}/upcase_py_server.py", "--udp", "0", HOST],
+                               ["oneshot", "persistent", "stream", "udp"]),
+    "upcase iterative": ([str(ROOT / "build/c/tcp_server"), "--iterative", "0", HOST],
+                         [str(ROOT / "build/c/udp_server"), "--iterative", "0", HOST],
+                         ["oneshot", "stream", "udp"]),
+    "tokio": ([str(ROOT / "target/release/tokio-server"), "0", HOST],
+              [str(ROOT / "target/release/tokio-server"), "--udp", "0", HOST],
+              ["oneshot", "persistent", "stream", "udp", "hold"]),
+    "asyncio": ([PY, f"{S}/asyncio_server.py", "0", HOST], [PY, f"{S}/asyncio_server.py", "--udp", "0", HOST],
+                ["oneshot", "persistent", "stream", "udp"]),
+    "ThreadingTCPServer": ([PY, f"{S}/threading_server.py", "0", HOST], [PY, f"{S}/threading_server.py", "--udp", "0", HOST],
+                           ["oneshot", "persistent", "stream", "udp"]),
+    "slide server (Python)": ([PY, f"{S}/slide_tcp_server.py", "0", HOST], [PY, f"{S}/slide_udp_server.py", "0", HOST],
+                              ["oneshot", "stream", "udp"]),
+}
+REFERENCE = "C epoll reference"
+MODES = ["oneshot", "persistent", "stream", "udp", "hold"]
+UNIT = {"oneshot": "conn", "persistent": "req", "stream": "MiB", "udp": "dgram", "hold": "probe"}
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Server:
+    def __init__(self, cmd):
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 20
+        self.port = None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("listening on "):
+                self.port = int(line.rsplit(":", 1)[1])
+                break
+        if self.port is None:
+            self.stop()
+            raise RuntimeError(f"{cmd[0]}: no 'listening on' line: {self.proc.stderr.read()[-500:]}")
+        # Keep reading what it prints (one line per client) so it never blocks on a full pipe.
+        self.sink = subprocess.Popen(["cat"], stdin=self.proc.stdout, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if hasattr(self, "sink"):
+            self.sink.wait(timeout=10)
+
+
+def loadgen(mode, port, seconds, extra=(), on_holding=None):
+    cmd = [LOADGEN, mode, "--host", HOST, "--port", str(port), "--duration", str(seconds), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if on_holding:
+        for line in proc.stderr:
+            if line.startswith("HOLDING"):
+                on_holding(int(line.split()[1]))
+                break
+    out, err = proc.communicate(timeout=seconds + 120)
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"loadgen {mode}: exit {proc.returncode}: {err[-500:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_one(name, mode, quick):
+    tcp_cmd, udp_cmd, _ = SERVERS[name]
+    srv = Server(udp_cmd if mode == "udp" else tcp_cmd)
+    try:
+        time.sleep(0.2)
+        pid = srv.proc.pid
+        rss0 = rss_kib(pid)
+        cpu0 = cpu_seconds(pid)
+        held = {}
+        secs = 2 if quick else 5
+        if mode == "oneshot":
+            r = loadgen("oneshot", srv.port, secs, ["--clients", "8", "--size", "32"])
+        elif mode == "persistent":
+            r = loadgen("persistent", srv.port, secs, ["--connections", "32", "--size", "64"])
+        elif mode == "stream":
+            size = (256 if quick else 1024) << 20
+            r = loadgen("stream", srv.port, 60, ["--bytes", str(size)])
+        elif mode == "udp":
+            r = loadgen("udp", srv.port, secs, ["--workers", "64", "--size", "64"])
+        else:
+            idle = 2000 if quick else 10000
+
+            def at_hold(n):
+                time.sleep(0.5)
+                held["rss"] = rss_kib(pid)
+                held["n"] = n
+
+            r = loadgen("hold", srv.port, 60, ["--idle", str(idle), "--hold-secs", "2", "--probes", "20"],
+                        on_holding=at_hold)
+        cpu = cpu_seconds(pid) - cpu0
+        rss = rss_kib(pid)
+    finally:
+        srv.stop()
+    ops = r.get("ops", 0)
+    if mode == "stream":
+        ops = r.get("bytes", 0) / (1 << 20)
+        rate = r.get("bytes_per_s", 0) / (1 << 20)
+    else:
+        rate = r.get("ops_per_s", 0)
+    row = {
+        "server": name, "mode": mode, "rate": rate, "unit": UNIT[mode], "ops": ops,
+        "p50_us": r.get("p50_us"), "p99_us": r.get("p99_us"), "max_us": r.get("max_us"),
+        "server_cpu_s": cpu, "cpu_us_per_op": (cpu * 1e6 / ops) if ops else None,
+        "rss_kib": rss, "rss_start_kib": rss0,
+        "errors": r.get("errors", 0), "bad_replies": r.get("bad_replies", 0), "lost": r.get("lost", 0),
+        "loadgen_cpu_s": r.get("loadgen_cpu_s"),
+    }
+    if mode == "stream":
+        row["verified"] = r.get("verified")
+    if mode == "hold":
+        n = held.get("n", 0)
+        row["idle_held"] = n
+        row["rss_per_idle_conn_bytes"] = ((held.get("rss", rss0) - rss0) * 1024 / n) if n else None
+        row["idle_alive_after_probes"] = r.get("idle_alive_after_probes")
+        row["rate"] = None  # the figure is latency, not throughput
+    return row
+
+
+def iperf3(quick):
+    if not shutil.which("iperf3"):
+        return None
+    with socket_port() as port:
+        srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        size = "256M" if quick else "1G"
+        out = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-n", size, "--bidir", "-J"], capture_output=True,
+                             text=True, timeout=120)
+        data = json.loads(out.stdout)
+        end = data["end"]
+        # Bytes per second in each direction (both run at once, as in our stream mode).
+        sent = end["sum_sent"]["bits_per_second"] / 8
+        return {"server": "iperf3 (ceiling)", "mode": "stream", "rate": sent / (1 << 20), "unit": "MiB",
+                "ops": None, "p50_us": None, "p99_us": None, "server_cpu_s": None, "cpu_us_per_op": None,
+                "rss_kib": None, "errors": 0, "bad_replies": 0, "lost": 0}
+    finally:
+        if srv.poll() is None:
+            srv.terminate()
+        srv.wait(timeout=10)
+
+
+class socket_port:
+    """A free TCP port on loopback (bound, released on exit)."""
+
+    def __enter__(self):
+        import socket
+        self.s = socket.socket()
+        self.s.bind((HOST, 0))
+        return self.s.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.s.close()
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}"
+
+
+def ratio(a, b):
+    return (a / b) if (a is not None and b) else None
+
+
+def table(rows):
+    ref = {r["mode"]: r for r in rows if r["server"] == REFERENCE}
+    lines = []
+    for mode in MODES:
+        mrows = [r for r in rows if r["mode"] == mode]
+        if not mrows:
+            continue
+        unit = UNIT[mode]
+        lines.append(f"### {mode}\n")
+        if mode == "hold":
+            lines.append("| server | idle connections held | RSS per idle connection | new client p50 | p99 | max | server CPU | errors |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for r in mrows:
+                per = r.get("rss_per_idle_conn_bytes")
+                lines.append(f"| {r['server']} | {fmt(r.get('idle_held'))} | {fmt(per)} B | {fmt(r['p50_us'])} µs | "
+                             f"{fmt(r['p99_us'])} µs | {fmt(r.get('max_us'))} µs | {fmt(r['server_cpu_s'], 2)} s | "
+                             f"{r['errors'] + r['bad_replies']} |")
+        else:
+            lines.append(f"| server | {unit}/s | vs C ref | p50 | p99 | server CPU µs/{unit} | vs C ref | server RSS | errors / bad / lost |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            base = ref.get(mode, {})
+            for r in mrows:
+                rr = ratio(r["rate"], base.get("rate"))
+                cr = ratio(r["cpu_us_per_op"], base.get("cpu_us_per_op"))
+                lines.append(
+                    f"| {r['server']} | {fmt(r['rate'])} | {fmt(rr, 2)}x | {fmt(r['p50_us'])} µs | {fmt(r['p99_us'])} µs | "
+                    f"{fmt(r['cpu_us_per_op'], 2)} | {fmt(cr, 2)}x | {fmt(r['rss_kib'])} KiB | "
+                    f"{r['errors']} / {r['bad_replies']} / {r['lost']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    modes = [m for m in ["oneshot", "persistent", "stream", "udp"] if any(r["mode"] == m for r in rows)]
+    servers = [s for s in SERVERS if s != REFERENCE]
+    ref = {r["mode"]: r for r in rows if r["server"] == REFERENCE}
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    width = 0.8 / max(1, len(servers))
+    for ax, key, title in [(axes[0], "rate", "throughput vs C epoll reference (higher is better)"),
+                           (axes[1], "cpu_us_per_op", "server CPU per operation vs C epoll reference (lower is better)")]:
+        for i, s in enumerate(servers):
+            vals = []
+            for m in modes:
+                r = next((x for x in rows if x["server"] == s and x["mode"] == m), None)
+                vals.append(ratio(r[key], ref.get(m, {}).get(key)) if r else 0)
+            xs = [j + (i - len(servers) / 2) * width + width / 2 for j in range(len(modes))]
+            ax.bar(xs, [v or 0 for v in vals], width, label=s)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(modes)))
+        ax.set_xticklabels(modes)
+        ax.set_title(title, fontsize=10)
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def machine():
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test)")
+    ap.add_argument("--only", default="", help="comma-separated server names (the reference is always run)")
+    ap.add_argument("--modes", default=",".join(MODES))
+    args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    names = [n for n in SERVERS if not args.only or n == REFERENCE or n in args.only.split(",")]
+    started = time.monotonic()
+    rows = []
+    for mode in modes:
+        for name in names:
+            if mode not in SERVERS[name][2]:
+                continue
+            print(f"[{time.monotonic() - started:6.1f}s] {mode:<10} {name} ...", end=" ", flush=True)
+            try:
+                row = run_one(name, mode, args.quick)
+            except Exception as e:  # a server that fails is reported, and the rest still run
+                print(f"FAILED: {e}")
+                rows.append({"server": name, "mode": mode, "rate": None, "unit": UNIT[mode], "ops": None,
+                             "p50_us": None, "p99_us": None, "server_cpu_s": None, "cpu_us_per_op": None,
+                             "rss_kib": None, "errors": 1, "bad_replies": 0, "lost": 0, "failure": str(e)})
+                continue
+            rows.append(row)
+            print(f"{fmt(row['rate'])} {row['unit']}/s, {fmt(row['cpu_us_per_op'], 2)} µs CPU/{row['unit']}, "
+                  f"errors {row['errors']}, bad {row['bad_replies']}, lost {row['lost']}")
+        if mode == "stream":
+            r = iperf3(args.quick)
+            if r:
+                rows.append(r)
+                print(f"[{time.monotonic() - started:6.1f}s] stream     iperf3 --bidir: {fmt(r['rate'])} MiB/s each way")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "seconds": round(time.monotonic() - started, 1), "quick": args.quick}
+    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    md = table(rows)
+    (RESULTS / "latest.md").write_text(md)
+    have_chart = chart(rows, RESULTS / "chart.png")
+    print()
+    print(md)
+    update_benchmarks_md(meta, md, have_chart)
+    bad = [r for r in rows if r.get("bad_replies")]
+    if bad:
+        print("WRONG REPLIES:", ", ".join(f"{r['server']} {r['mode']}" for r in bad))
+        sys.exit(1)
+
+
+def update_benchmarks_md(meta, md, have_chart):
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else ""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    block = (f"{start}\nLatest run: {meta['date']}, {meta['machine']}, {meta['seconds']} s"
+             f"{' (quick)' if meta['quick'] else ''}.\n\n"
+             + ("![throughput and server CPU per operation, relative to the C epoll reference](bench/results/chart.png)\n\n"
+                if have_chart else "")
+             + md + f"\n{end}")
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text + "\n" + block + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
