@@ -17,6 +17,11 @@
 #define UPCASE_VERSION_HEX ((UPCASE_VERSION_MAJOR << 16) | (UPCASE_VERSION_MINOR << 8) | UPCASE_VERSION_PATCH)
 
 /**
+ * The most loop threads a server runs.
+ */
+#define MAX_THREADS 1024
+
+/**
  * Datagrams moved per system call.
  */
 #define BATCH 32
@@ -165,8 +170,10 @@ typedef void (*upcase_client_cb)(void *user,
 
 /**
  * How to run a server. Fill it with `upcase_server_config_default`, then
- * change what you need. A field left 0 takes its default, except `port`
- * (0 picks a free port) and `transport` / `mode` (0 is TCP / concurrent).
+ * change what you need. In a zeroed config, `threads`, `max_connections`,
+ * `backlog` and `max_datagram` take their defaults, `port` 0 picks a free
+ * port, `transport` / `mode` 0 are TCP / concurrent, and
+ * `idle_timeout_ms` 0 means no idle timeout (the default is 60000).
  */
 typedef struct upcase_server_config {
   /**
@@ -396,7 +403,8 @@ int upcase_addr_port(const struct sockaddr *addr,
  * Returns 0, or: `UPCASE_EINVAL` (NULL pointer, port 0),
  * `UPCASE_ERR_BUFFER_TOO_SMALL` (then `*reply_len` is the size needed),
  * `UPCASE_ECONNREFUSED`, `UPCASE_ETIMEDOUT`, a resolver code such as
- * `UPCASE_EAI_NONAME`, `UPCASE_ERR_SHORT_REPLY`.
+ * `UPCASE_EAI_NONAME`, `UPCASE_ERR_SHORT_REPLY` (the server closed early),
+ * `UPCASE_ERR_PROTOCOL` (it sent more than it was sent).
  *
  * # Safety
  * `host` must be a NUL-terminated string; `data` must point at `len`

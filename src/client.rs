@@ -53,6 +53,12 @@ impl<'a> Waits<'a> {
     }
 }
 
+/// A moment that will not come (about thirty years from now).
+fn far_future() -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_secs(1 << 30)).unwrap_or(now)
+}
+
 /// Waits until `fd` is ready for `events`, for at most `waits.timeout`,
 /// running `waits.check` every [`CHECK_EVERY`]. Retries on EINTR with what
 /// is left of the wait. Returns the `revents`; a timeout is `ETIMEDOUT`.
@@ -249,6 +255,9 @@ pub struct Connection {
     fd: OwnedFd,
     peer: SockAddr,
     timeout: Option<Duration>,
+    /// Set by any failed request: what is in flight is unknown then, and a
+    /// later request could read an earlier reply, so none is made.
+    broken: bool,
 }
 
 impl Connection {
@@ -261,22 +270,54 @@ impl Connection {
     /// timeout is kept for the requests.
     pub fn connect_with(host: &str, port: u16, waits: &Waits<'_>) -> Result<Connection> {
         let (fd, peer) = connect_tcp_with(host, port, waits)?;
-        Ok(Connection { fd, peer, timeout: waits.timeout })
+        Ok(Connection { fd, peer, timeout: waits.timeout, broken: false })
     }
 
     /// Sends `data`, returns the reply (always `data.len()` bytes).
+    ///
+    /// After a failed request (a timeout, a reset, an interruption) the
+    /// connection is broken: every later request fails at once with
+    /// `ENOTCONN` instead of reading what the earlier one left behind.
     pub fn request(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        exchange(&self.fd, &self.peer, data, false, &Waits::timeout(self.timeout))
+        self.run(data, &Waits::timeout(self.timeout))
     }
 
     /// [`request`](Self::request) with a check run while waiting.
     pub fn request_with(&mut self, data: &[u8], check: &dyn Fn() -> Result<()>) -> Result<Vec<u8>> {
-        exchange(&self.fd, &self.peer, data, false, &Waits { timeout: self.timeout, check: Some(check) })
+        self.run(data, &Waits { timeout: self.timeout, check: Some(check) })
+    }
+
+    fn run(&mut self, data: &[u8], waits: &Waits<'_>) -> Result<Vec<u8>> {
+        if self.broken {
+            return Err(Error::errno(format!("request to {}", self.peer), libc::ENOTCONN)
+                .within("an earlier request on this connection failed"));
+        }
+        let result = exchange(&self.fd, &self.peer, data, false, waits);
+        self.broken = result.is_err();
+        result
+    }
+
+    /// The descriptor (still owned by the connection).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// True once a request has failed (see [`request`](Self::request)).
+    pub fn is_broken(&self) -> bool {
+        self.broken
     }
 
     /// Like [`request`](Self::request), writing the reply into `out`, which
-    /// must hold at least `data.len()` bytes; returns the reply length.
+    /// must hold at least `data.len()` bytes (else `ERR_BUFFER_TOO_SMALL`,
+    /// before anything is sent); returns the reply length.
     pub fn request_into(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize> {
+        if out.len() < data.len() {
+            return Err(Error::own(
+                crate::error::ERR_BUFFER_TOO_SMALL,
+                format!("request to {}", self.peer),
+                format!("the reply will have {} bytes, the buffer holds {}", data.len(), out.len()),
+            ));
+        }
         let reply = self.request(data)?;
         out[..reply.len()].copy_from_slice(&reply);
         Ok(reply.len())
@@ -302,6 +343,17 @@ impl Connection {
     pub fn close(self) {
         let _ = sys::shutdown(self.fd.as_fd(), libc::SHUT_WR);
     }
+}
+
+/// `shutdown(SHUT_RDWR)` on a descriptor that another thread owns and is
+/// waiting on: the wait ends at once (the peer sees end of stream). Errors
+/// (it was not connected, it is already shut) are of no interest here.
+pub fn shutdown_raw(fd: RawFd) {
+    // SAFETY: `fd` was handed out by `raw_fd` of a connection that is alive
+    // (its owner holds it until the interrupted request returns); shutdown
+    // does not close or invalidate the descriptor.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = sys::shutdown(fd, libc::SHUT_RDWR);
 }
 
 /// One UDP exchange: send `data` as one datagram to `host:port`, wait up to
@@ -358,7 +410,8 @@ fn udp_one(
     for _attempt in 0..=retries {
         // The socket is connected, so a plain send goes to `addr`.
         sys::send(fd.as_fd(), data).map_err(|e| Error::os(what(), e))?;
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to add is as good as for ever.
+        let deadline = Instant::now().checked_add(timeout).unwrap_or_else(far_future);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -369,7 +422,7 @@ fn udp_one(
                 Err(e) if e.code() == -libc::ETIMEDOUT => break,
                 Err(e) => return Err(e),
             }
-            match sys::recvfrom(fd.as_fd(), &mut buf) {
+            match sys::recvfrom(fd.as_fd(), &mut buf, libc::MSG_TRUNC) {
                 Ok((n, from)) => {
                     if from != *addr {
                         continue; // not our server: ignore it

@@ -110,22 +110,18 @@ pub fn sendto(fd: BorrowedFd<'_>, buf: &[u8], addr: &SockAddr) -> io::Result<usi
     .map(|n| n as usize)
 }
 
-/// `recvfrom(2)` with `MSG_TRUNC`: one datagram and its sender. The length
+/// `recvfrom(2)`: one datagram (or some stream bytes) and the sender.
+/// With `libc::MSG_TRUNC` in `flags` on a datagram socket, the length
 /// returned is the datagram's *real* length, which is larger than
-/// `buf.len()` when the datagram did not fit and was cut.
-pub fn recvfrom(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
+/// `buf.len()` when the datagram did not fit and was cut. (Never pass
+/// `MSG_TRUNC` on a stream socket: Linux then discards the bytes.)
+pub fn recvfrom(fd: BorrowedFd<'_>, buf: &mut [u8], flags: c_int) -> io::Result<(usize, SockAddr)> {
     let mut n = 0usize;
     let from = SockAddr::try_init(|storage, len| {
         // SAFETY: `buf` is a valid writable slice; `storage`/`len` describe a
         // writable sockaddr_storage and its size.
-        let res = syscall!(recvfrom(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast::<c_void>(),
-            buf.len(),
-            libc::MSG_TRUNC,
-            storage,
-            len,
-        ))?;
+        let res =
+            syscall!(recvfrom(fd.as_raw_fd(), buf.as_mut_ptr().cast::<c_void>(), buf.len(), flags, storage, len,))?;
         n = res as usize;
         Ok(())
     })?;

@@ -313,3 +313,23 @@ fn many_clients_at_once() {
     }
     assert!(eventually(Duration::from_secs(5), || s.stats().connections_accepted == 800));
 }
+
+#[test]
+fn a_kept_open_connection_is_unusable_after_a_failed_request() {
+    // The kernel accepts for a server that is bound but not run: the
+    // request times out, and its reply could still come later. The next
+    // request must fail at once, not read that reply as its own.
+    let server = Server::bind(config("127.0.0.1", Transport::Tcp, Mode::Concurrent)).expect("bind");
+    let mut conn = Connection::connect("127.0.0.1", server.port(), Some(Duration::from_millis(100))).expect("connect");
+    assert_eq!(conn.request(b"first").expect_err("timeout").code(), -libc::ETIMEDOUT);
+    assert!(conn.is_broken());
+    let t = Instant::now();
+    let e = conn.request(b"second").expect_err("broken");
+    assert_eq!(e.code(), -libc::ENOTCONN, "{e}");
+    assert!(t.elapsed() < Duration::from_millis(50));
+    let mut small = [0u8; 3];
+    let mut fresh = Connection::connect("127.0.0.1", server.port(), T).expect("connect");
+    let e = fresh.request_into(b"four", &mut small).expect_err("too small");
+    assert_eq!(e.code(), upcase::error::ERR_BUFFER_TOO_SMALL);
+    assert!(!fresh.is_broken(), "nothing was sent");
+}

@@ -64,7 +64,7 @@ fn a_datagram_that_does_not_fit_is_dropped_and_counted_never_cut() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut buf = vec![0u8; 70_000];
     let got = loop {
-        match sys::recvfrom(fd.as_fd(), &mut buf) {
+        match sys::recvfrom(fd.as_fd(), &mut buf, 0) {
             Ok((n, _)) => break n,
             Err(_) => {
                 assert!(Instant::now() < deadline, "no reply at all");
@@ -75,7 +75,7 @@ fn a_datagram_that_does_not_fit_is_dropped_and_counted_never_cut() {
     assert_eq!(got, 100);
     assert!(eventually(Duration::from_secs(2), || s.stats().datagrams_dropped == 1));
     std::thread::sleep(Duration::from_millis(100));
-    assert!(sys::recvfrom(fd.as_fd(), &mut buf).is_err(), "a second reply arrived");
+    assert!(sys::recvfrom(fd.as_fd(), &mut buf, 0).is_err(), "a second reply arrived");
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn a_client_ignores_datagrams_from_other_addresses() {
     let mut buf = [0u8; 64];
     let deadline = Instant::now() + Duration::from_secs(5);
     let from = loop {
-        if let Ok((_, from)) = sys::recvfrom(server.as_fd(), &mut buf) {
+        if let Ok((_, from)) = sys::recvfrom(server.as_fd(), &mut buf, 0) {
             break from;
         }
         assert!(Instant::now() < deadline);
@@ -138,7 +138,7 @@ fn no_answer_is_a_bounded_timeout_with_retries() {
     // All three attempts reached the socket.
     let mut buf = [0u8; 64];
     let mut n = 0;
-    while sys::recvfrom(silent.as_fd(), &mut buf).is_ok() {
+    while sys::recvfrom(silent.as_fd(), &mut buf, 0).is_ok() {
         n += 1;
     }
     assert_eq!(n, 3);
@@ -174,4 +174,23 @@ fn a_udp_port_in_use_is_refused_not_shared() {
         assert_eq!(e.code(), -libc::EADDRINUSE, "{mode:?}: {e}");
     }
     assert_eq!(udp_request("127.0.0.1", s.port, b"still mine", SEC, 3).expect("served"), b"STILL MINE");
+}
+
+#[test]
+fn datagrams_from_server_ports_are_not_answered() {
+    // From a port below 1024 (a server's: echo, chargen...) no reply, so
+    // that one forged datagram cannot start an endless exchange.
+    let s = start(config("0.0.0.0", Transport::Udp, Mode::Concurrent));
+    let fd = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    if sys::bind(fd.as_fd(), &SockAddr::v4([127, 0, 0, 1], 1019)).is_err() {
+        eprintln!("cannot bind a port below 1024 here (not root): skipping that half");
+    } else {
+        sys::sendto(fd.as_fd(), b"loop?", &SockAddr::v4([127, 0, 0, 1], s.port)).expect("sendto");
+        assert!(eventually(Duration::from_secs(2), || s.stats().datagrams_dropped == 1));
+        let mut buf = [0u8; 64];
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(sys::recvfrom(fd.as_fd(), &mut buf, 0).is_err(), "answered a server port");
+    }
+    // Ordinary clients are answered.
+    assert_eq!(udp_request("127.0.0.1", s.port, b"fine", SEC, 3).expect("served"), b"FINE");
 }

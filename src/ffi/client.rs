@@ -78,7 +78,8 @@ fn check_request(port: u16, len: usize, cap: usize, out_len: *mut usize, func: &
 /// Returns 0, or: `UPCASE_EINVAL` (NULL pointer, port 0),
 /// `UPCASE_ERR_BUFFER_TOO_SMALL` (then `*reply_len` is the size needed),
 /// `UPCASE_ECONNREFUSED`, `UPCASE_ETIMEDOUT`, a resolver code such as
-/// `UPCASE_EAI_NONAME`, `UPCASE_ERR_SHORT_REPLY`.
+/// `UPCASE_EAI_NONAME`, `UPCASE_ERR_SHORT_REPLY` (the server closed early),
+/// `UPCASE_ERR_PROTOCOL` (it sent more than it was sent).
 ///
 /// # Safety
 /// `host` must be a NUL-terminated string; `data` must point at `len`

@@ -38,12 +38,18 @@ thread_local! {
 /// Records `msg` as this thread's last error.
 fn set_last_error(msg: &str) {
     let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = c);
+    // try_with: during thread exit the slot may be gone already; then the
+    // message is lost rather than the process aborted.
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut s) = slot.try_borrow_mut() {
+            *s = c;
+        }
+    });
 }
 
 /// The pointer to this thread's last error message.
 fn last_error_ptr() -> *const c_char {
-    LAST_ERROR.with(|slot| slot.borrow().as_ptr())
+    LAST_ERROR.try_with(|slot| slot.try_borrow().map(|s| s.as_ptr()).unwrap_or(c"".as_ptr())).unwrap_or(c"".as_ptr())
 }
 
 /// Runs an exported function's body: a failure is recorded and returned as

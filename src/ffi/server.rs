@@ -27,8 +27,10 @@ pub const UPCASE_MODE_ITERATIVE: c_int = 1;
 pub type upcase_client_cb = Option<unsafe extern "C" fn(user: *mut c_void, host: *const c_char, port: u16)>;
 
 /// How to run a server. Fill it with `upcase_server_config_default`, then
-/// change what you need. A field left 0 takes its default, except `port`
-/// (0 picks a free port) and `transport` / `mode` (0 is TCP / concurrent).
+/// change what you need. In a zeroed config, `threads`, `max_connections`,
+/// `backlog` and `max_datagram` take their defaults, `port` 0 picks a free
+/// port, `transport` / `mode` 0 are TCP / concurrent, and
+/// `idle_timeout_ms` 0 means no idle timeout (the default is 60000).
 #[repr(C)]
 pub struct upcase_server_config {
     /// Address to bind (copied by `upcase_server_bind`): a name, a numeric

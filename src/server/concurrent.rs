@@ -106,7 +106,7 @@ impl Loop<'_> {
         let idle = self.shared.config.idle_timeout;
         // Idle connections are looked for a few times per timeout period.
         let sweep_every = idle.map(|t| (t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)));
-        let mut next_sweep = sweep_every.map(|s| s.as_millis() as u64);
+        let mut next_sweep = sweep_every.map(ms_up);
         let mut ready: Vec<(u64, u32)> = Vec::with_capacity(EVENTS);
         loop {
             if self.shared.is_stopped() {
@@ -143,8 +143,8 @@ impl Loop<'_> {
             }
             if let (Some(at), Some(every), Some(idle)) = (next_sweep, sweep_every, idle) {
                 if self.now >= at {
-                    self.sweep(idle.as_millis() as u64);
-                    next_sweep = Some(self.now + every.as_millis() as u64);
+                    self.sweep(ms_up(idle));
+                    next_sweep = Some(self.now.saturating_add(ms_up(every)));
                 }
             }
         }
@@ -170,8 +170,11 @@ impl Loop<'_> {
                         return;
                     }
                     _ => {
+                        // Anything else (EPERM from a firewall, EPROTO...):
+                        // count it and let the next wake-up try again,
+                        // rather than hammering accept in this one.
                         Counters::add(&counters.errors, 1);
-                        continue;
+                        return;
                     }
                 },
             };
@@ -184,6 +187,23 @@ impl Loop<'_> {
             }
             Counters::add(&counters.accepted, 1);
             self.shared.tell(&peer);
+            // A client usually sends right after connecting (and with
+            // TCP_DEFER_ACCEPT it has, by definition), so serve what is here
+            // now, before involving epoll at all. A short exchange (request,
+            // half-close) is finished and closed without ever being
+            // registered: no epoll_ctl, no extra epoll_wait round trip.
+            let mut conn = Conn { fd, pending: None, last: self.now };
+            match pump(&mut conn, &mut self.buf, counters, self.now, true) {
+                Outcome::Keep => {}
+                Outcome::Close => {
+                    self.retire(conn, false);
+                    continue;
+                }
+                Outcome::Fail => {
+                    self.retire(conn, true);
+                    continue;
+                }
+            }
             let index = match self.free.pop() {
                 Some(i) => i,
                 None => {
@@ -194,21 +214,13 @@ impl Loop<'_> {
             let slot = &mut self.slots[index];
             slot.gen = slot.gen.wrapping_add(1);
             let tok = token(index, slot.gen);
-            if let Err(_e) = self.epoll.add(fd.as_raw_fd(), IN, tok) {
-                Counters::add(&counters.errors, 1);
-                self.shared.active.fetch_sub(1, Ordering::Relaxed);
+            let interest = if conn.pending.is_some() { OUT } else { IN };
+            if self.epoll.add(conn.fd.as_raw_fd(), interest, tok).is_err() {
                 self.free.push(index);
+                self.retire(conn, true);
                 continue;
             }
-            slot.conn = Some(Conn { fd, pending: None, last: self.now });
-            // A client usually sends right after connecting, so its first
-            // bytes are often here already: read them now rather than after
-            // a round trip through epoll_wait.
-            match self.read(index, tok) {
-                Outcome::Keep => {}
-                Outcome::Close => self.close(index, false),
-                Outcome::Fail => self.close(index, true),
-            }
+            slot.conn = Some(conn);
         }
     }
 
@@ -238,56 +250,18 @@ impl Loop<'_> {
         }
     }
 
-    /// `recv()`, upper-case, `send()`, for up to `READ_BUDGET` chunks.
+    /// A registered connection is readable: serve it, and watch for room
+    /// to write instead if a reply is now pending.
     fn read(&mut self, index: usize, tok: u64) -> Outcome {
-        let counters = self.counters;
         let Some(conn) = self.slots[index].conn.as_mut() else { return Outcome::Keep };
-        for _ in 0..READ_BUDGET {
-            let n = match sys::recv(conn.fd.as_fd(), &mut self.buf) {
-                Ok(0) => {
-                    // Half-close from the client, and everything it sent has
-                    // been answered: the whole exchange is complete.
-                    return Outcome::Close;
-                }
-                Ok(n) => n,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Outcome::Keep,
-                    Some(libc::EINTR) => continue,
-                    _ => return Outcome::Fail,
-                },
-            };
-            conn.last = self.now;
-            Counters::add(&counters.bytes_in, n as u64);
-            let chunk = &mut self.buf[..n];
-            upper_in_place(chunk);
-            let mut sent = 0;
-            while sent < n {
-                match sys::send(conn.fd.as_fd(), &chunk[sent..]) {
-                    Ok(k) => sent += k,
-                    Err(e) => match e.raw_os_error() {
-                        Some(libc::EAGAIN) => break,
-                        Some(libc::EINTR) => continue,
-                        _ => return Outcome::Fail,
-                    },
-                }
-            }
-            Counters::add(&counters.bytes_out, sent as u64);
-            if sent < n {
-                // The client is not reading fast enough: keep the rest and
-                // stop reading until it has gone (back-pressure).
-                conn.pending = Some(Box::new(Pending { buf: chunk[sent..].to_vec(), sent: 0 }));
-                if self.epoll.modify(conn.fd.as_raw_fd(), OUT, tok).is_err() {
-                    return Outcome::Fail;
-                }
-                return Outcome::Keep;
-            }
-            if n < self.buf.len() {
-                // A short read: the socket is most likely drained. Level-
-                // triggered epoll reports it again if more has arrived.
-                return Outcome::Keep;
-            }
+        let outcome = pump(conn, &mut self.buf, self.counters, self.now, false);
+        if matches!(outcome, Outcome::Keep)
+            && conn.pending.is_some()
+            && self.epoll.modify(conn.fd.as_raw_fd(), OUT, tok).is_err()
+        {
+            return Outcome::Fail;
         }
-        Outcome::Keep
+        outcome
     }
 
     /// Sends what is pending; back to reading when it has all gone.
@@ -327,16 +301,25 @@ impl Loop<'_> {
         }
     }
 
-    /// `close()`: the descriptor is dropped, which also takes it out of epoll.
+    /// `close()` of a registered connection. It is taken out of epoll
+    /// first: closing alone would leave it registered while any copy of the
+    /// descriptor lives on (a `fork()`ed child of the host program), and
+    /// its events would keep waking this loop for a slot that is gone.
     fn close(&mut self, index: usize, failed: bool) {
         if let Some(conn) = self.slots[index].conn.take() {
-            if failed {
-                Counters::add(&self.counters.errors, 1);
-            }
-            drop(conn);
-            self.shared.active.fetch_sub(1, Ordering::Relaxed);
+            let _ = self.epoll.delete(conn.fd.as_raw_fd());
             self.free.push(index);
+            self.retire(conn, failed);
         }
+    }
+
+    /// The end of an accepted connection, registered or not.
+    fn retire(&self, conn: Conn, failed: bool) {
+        if failed {
+            Counters::add(&self.counters.errors, 1);
+        }
+        drop(conn);
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn close_all(&mut self) {
@@ -344,6 +327,61 @@ impl Loop<'_> {
             self.close(index, false);
         }
     }
+}
+
+/// `recv()`, upper-case, `send()`, for up to `READ_BUDGET` chunks. When
+/// the kernel takes only part of a reply, the rest is kept in the
+/// connection's own buffer and reading stops (back-pressure); the caller
+/// then waits for room to write. With `drain`, a short read does not end
+/// the round: the next read may well find the client's end of stream,
+/// which finishes the exchange here and now.
+fn pump(conn: &mut Conn, buf: &mut [u8], counters: &Counters, now: u64, drain: bool) -> Outcome {
+    for _ in 0..READ_BUDGET {
+        let n = match sys::recv(conn.fd.as_fd(), buf) {
+            // Half-close from the client, and everything it sent has been
+            // answered: the whole exchange is complete.
+            Ok(0) => return Outcome::Close,
+            Ok(n) => n,
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Outcome::Keep,
+                Some(libc::EINTR) => continue,
+                _ => return Outcome::Fail,
+            },
+        };
+        conn.last = now;
+        Counters::add(&counters.bytes_in, n as u64);
+        let chunk = &mut buf[..n];
+        upper_in_place(chunk);
+        let mut sent = 0;
+        while sent < n {
+            match sys::send(conn.fd.as_fd(), &chunk[sent..]) {
+                Ok(k) => sent += k,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    _ => return Outcome::Fail,
+                },
+            }
+        }
+        Counters::add(&counters.bytes_out, sent as u64);
+        if sent < n {
+            // The client is not reading fast enough: keep the rest and stop
+            // reading until it has gone (back-pressure).
+            conn.pending = Some(Box::new(Pending { buf: chunk[sent..].to_vec(), sent: 0 }));
+            return Outcome::Keep;
+        }
+        if n < buf.len() && !drain {
+            // A short read: the socket is most likely drained. Level-
+            // triggered epoll reports it again if more has arrived.
+            return Outcome::Keep;
+        }
+    }
+    Outcome::Keep
+}
+
+/// Whole milliseconds, rounded up (0.4 ms is 1, not 0) and saturated.
+fn ms_up(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 enum Outcome {

@@ -43,6 +43,9 @@ pub enum Mode {
     Iterative,
 }
 
+/// The most loop threads a server runs.
+pub const MAX_THREADS: usize = 1024;
+
 /// Called with each client's address: per connection (TCP) or per datagram
 /// (UDP), on the loop's thread. Keep it short.
 pub type ClientCallback = Arc<dyn Fn(&SockAddr) + Send + Sync>;
@@ -241,6 +244,9 @@ impl Server {
     /// `socket()`, `bind()` and, for TCP, `listen()`: the server is
     /// reachable when this returns, and queues clients until `run`.
     pub fn bind(config: Config) -> Result<Server> {
+        if config.threads > MAX_THREADS {
+            return Err(Error::invalid("server config", format!("threads must be at most {MAX_THREADS}")));
+        }
         if config.max_connections == 0 {
             return Err(Error::invalid("server config", "max_connections must be at least 1"));
         }
@@ -338,7 +344,7 @@ impl Server {
         }
         let threads = shared.threads;
         let result = match (shared.config.transport, shared.config.mode) {
-            (Transport::Tcp, Mode::Iterative) => iterative::run(shared, 0),
+            (Transport::Tcp, Mode::Iterative) => contained(|| iterative::run(shared, 0)),
             (Transport::Tcp, Mode::Concurrent) => on_threads(shared, threads, concurrent::run),
             (Transport::Udp, _) => on_threads(shared, threads, udp::run),
         };
@@ -395,6 +401,14 @@ impl Drop for Server {
     }
 }
 
+/// Runs a loop; a panic in it (a bug, or a panicking `on_client`
+/// callback) becomes an error, so the caller stops the whole server instead
+/// of serving on with a loop missing.
+fn contained(f: impl FnOnce() -> Result<()>) -> Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(Error::own(crate::error::ERR_PANIC, "server loop", "panicked")))
+}
+
 /// Runs `f` on `n` threads (the caller's and `n - 1` more) and joins them;
 /// the first failure stops the others and is returned.
 fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared, usize) -> Result<()>) -> Result<()> {
@@ -402,7 +416,7 @@ fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared, usize) -> Result<()
         let mut handles = Vec::with_capacity(n.saturating_sub(1));
         for i in 1..n {
             let spawned = std::thread::Builder::new().name(format!("upcase-loop-{i}")).spawn_scoped(scope, move || {
-                let r = f(shared, i);
+                let r = contained(|| f(shared, i));
                 if r.is_err() {
                     stop(shared);
                 }
@@ -416,7 +430,7 @@ fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared, usize) -> Result<()
                 }
             }
         }
-        let mut result = f(shared, 0);
+        let mut result = contained(|| f(shared, 0));
         if result.is_err() {
             stop(shared);
         }

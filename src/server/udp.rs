@@ -6,10 +6,14 @@
 //!
 //! A datagram is answered whole or not at all: a datagram larger than
 //! `max_datagram` is seen (`MSG_TRUNC`, or a length past the limit), dropped
-//! and counted, never answered with a cut copy. Not answered either: a
-//! datagram from port 0 (no one can receive there) or one that claims to
-//! come from this very socket (a forged source that would make us talk to
-//! ourselves).
+//! and counted, never answered with a cut copy. Not answered either, so
+//! that one forged datagram cannot start an endless exchange (an
+//! upper-cased reply upper-cases to itself):
+//! - from port 0: no one can receive there;
+//! - from a port below 1024: that is a server's port (echo, chargen, DNS,
+//!   ...), not a client's, and answering it is how reflection loops start;
+//! - from our own port: our own socket (whatever address it is bound to,
+//!   the wildcard included) or another server on the same port.
 
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -75,6 +79,12 @@ impl Batch {
             self.msgs[i].msg_len = 0;
         }
     }
+}
+
+/// The rule above: may a datagram from `from` be answered?
+fn answerable(from: &SockAddr, own_port: u16) -> bool {
+    let port = from.port();
+    port >= 1024 && port != own_port
 }
 
 pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
@@ -143,7 +153,7 @@ fn serve_batch(shared: &Shared, sock: &OwnedFd, c: &Counters, batch: &mut Batch,
             dropped += 1;
             continue;
         };
-        if truncated || len > max || from.port() == 0 || from == shared.local {
+        if truncated || len > max || !answerable(&from, shared.local.port()) {
             dropped += 1;
             continue;
         }

@@ -58,10 +58,8 @@ pub(crate) fn data_arg(obj: &Bound<'_, PyAny>, text_ok: bool) -> PyResult<Data> 
         }
     } else if let Ok(b) = obj.cast::<PyByteArray>() {
         return Ok(Data::Bytes(b.to_vec()));
-    } else if let Ok(m) = obj.cast::<PyMemoryView>() {
-        let b = m.call_method0("tobytes")?;
-        return Ok(Data::Bytes(b.cast::<PyBytes>()?.as_bytes().to_vec()));
     } else if let Ok(m) = PyMemoryView::from(obj) {
+        // memoryview itself, or any other object with the buffer protocol.
         let b = m.call_method0("tobytes")?;
         return Ok(Data::Bytes(b.cast::<PyBytes>()?.as_bytes().to_vec()));
     }
@@ -173,7 +171,11 @@ fn udp_request<'py>(
 /// bytes (or characters) as it sent.
 #[pyclass(module = "upcase._upcase")]
 struct Connection {
+    /// Held (without the interpreter) for the length of a request.
     inner: Mutex<Option<upcase::client::Connection>>,
+    /// The descriptor, so close() can interrupt a request in progress.
+    fd: i32,
+    closed: std::sync::atomic::AtomicBool,
     peer: String,
 }
 
@@ -188,7 +190,8 @@ impl Connection {
             upcase::client::Connection::connect_with(host, port, &upcase::client::Waits { timeout, check: Some(check) })
         })?;
         let peer = conn.peer().to_string();
-        Ok(Connection { inner: Mutex::new(Some(conn)), peer })
+        let fd = conn.raw_fd();
+        Ok(Connection { inner: Mutex::new(Some(conn)), fd, closed: false.into(), peer })
     }
 
     /// request(data): sends data, returns the reply of the same length.
@@ -200,26 +203,44 @@ impl Connection {
                 self.inner.lock().map_err(|_| upcase::Error::invalid("request", "connection lock poisoned"))?;
             let conn =
                 guard.as_mut().ok_or_else(|| upcase::Error::errno("request on a closed connection", libc::EBADF))?;
+            if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(upcase::Error::errno("request on a closed connection", libc::EBADF));
+            }
             conn.request_with(bytes, check)
         })?;
         d.reply(py, reply)
     }
 
-    /// close(): closes the connection (again: nothing happens).
+    /// close(): closes the connection (again: nothing happens). A request
+    /// in progress on another thread is cut short (it raises).
     fn close(&self, py: Python<'_>) {
-        py.detach(|| {
-            if let Ok(mut guard) = self.inner.lock() {
+        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        match self.inner.try_lock() {
+            Ok(mut guard) => {
                 if let Some(conn) = guard.take() {
                     conn.close();
                 }
             }
-        })
+            Err(_) => {
+                // A request holds the connection: wake it by shutting the
+                // socket down (the descriptor stays open, and owned by the
+                // request, until it lets go), then wait for it to end.
+                upcase::client::shutdown_raw(self.fd);
+                py.detach(|| {
+                    if let Ok(mut guard) = self.inner.lock() {
+                        guard.take();
+                    }
+                });
+            }
+        }
     }
 
     /// True once closed.
     #[getter]
     fn closed(&self) -> bool {
-        self.inner.lock().map(|g| g.is_none()).unwrap_or(true)
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

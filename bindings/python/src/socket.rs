@@ -213,6 +213,13 @@ impl Socket {
     }
 }
 
+/// A receive buffer for "up to `n` bytes". One call never returns more
+/// than a stream chunk or one datagram, so a huge `n` (`recv(2**40)`)
+/// needs no huge buffer: capped at 1 MiB (a datagram is at most 64 KiB).
+fn alloc(n: usize) -> PyResult<Vec<u8>> {
+    Ok(vec![0u8; n.min(1 << 20)])
+}
+
 fn family_name(family: i32) -> &'static str {
     match family {
         libc::AF_INET => "AF_INET",
@@ -332,7 +339,7 @@ impl Socket {
         if flags != 0 {
             return Err(PyValueError::new_err("recv flags are not supported (0 only)"));
         }
-        let mut buf = vec![0u8; n];
+        let mut buf = alloc(n)?;
         let got = self.io(py, libc::POLLIN, "recv", |fd| sys::recv(fd.as_fd(), &mut buf))?;
         Ok(PyBytes::new(py, &buf[..got]))
     }
@@ -371,8 +378,10 @@ impl Socket {
         if flags != 0 {
             return Err(PyValueError::new_err("recvfrom flags are not supported (0 only)"));
         }
-        let mut buf = vec![0u8; n];
-        let (got, from) = self.io(py, libc::POLLIN, "recvfrom", |fd| sys::recvfrom(fd.as_fd(), &mut buf))?;
+        let mut buf = alloc(n)?;
+        // MSG_TRUNC only for datagrams: it would make Linux throw stream bytes away.
+        let flags = if self.ty == libc::SOCK_DGRAM { libc::MSG_TRUNC } else { 0 };
+        let (got, from) = self.io(py, libc::POLLIN, "recvfrom", |fd| sys::recvfrom(fd.as_fd(), &mut buf, flags))?;
         let data = PyBytes::new(py, &buf[..got.min(n)]);
         // An unconnected stream socket reports no address.
         let addr = if from.is_empty() || from.ip_port().is_none() {
