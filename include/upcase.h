@@ -219,6 +219,12 @@ typedef struct upcase_server_config {
    */
   uint32_t max_datagram;
   /**
+   * TCP: non-zero lets the kernel hold a new connection until its first
+   * bytes arrive (`TCP_DEFER_ACCEPT`): a connection that sends nothing is
+   * not seen until it does. Default 0 (off).
+   */
+  int defer_accept;
+  /**
    * Called for each client, if not NULL.
    */
   upcase_client_cb on_client;

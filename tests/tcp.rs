@@ -333,3 +333,18 @@ fn a_kept_open_connection_is_unusable_after_a_failed_request() {
     assert_eq!(e.code(), upcase::error::ERR_BUFFER_TOO_SMALL);
     assert!(!fresh.is_broken(), "nothing was sent");
 }
+
+#[test]
+fn defer_accept_holds_silent_connections_in_the_kernel() {
+    let cfg = Config { defer_accept: true, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) };
+    let s = start(cfg);
+    let silent = raw_connect("127.0.0.1", s.port);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.stats().connections_accepted, 0, "a connection without data was accepted");
+    // Its first bytes bring it in, and it is served as usual.
+    send_all(&silent, b"now");
+    sys::shutdown(silent.as_fd(), libc::SHUT_WR).expect("shutdown");
+    assert_eq!(recv_n(&silent, 4, Duration::from_secs(5)), b"NOW");
+    assert_eq!(s.stats().connections_accepted, 1);
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"and more", T).expect("served"), b"AND MORE");
+}

@@ -8,7 +8,7 @@
  * The library does the socket calls; this program configures it, says who
  * connects, and stops it cleanly on Ctrl-C (SIGINT) or SIGTERM.
  *
- * usage: tcp_server [--iterative] [PORT [HOST]]   (default: 12000, all interfaces)
+ * usage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [PORT [HOST]]   (default: 12000, all interfaces)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -54,9 +54,26 @@ static int parse_port(const char *s, uint16_t *out)
     return 0;
 }
 
+/* A whole number for an option: digits only, at most 4294967295. */
+static int parse_count(const char *s, uint32_t *out)
+{
+    unsigned long long v = 0;
+    if (*s == '\0' || strlen(s) > 10)
+        return -1;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (unsigned long long)(*p - '0');
+    }
+    if (v > 4294967295ULL)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
 static int usage(const char *why)
 {
-    fprintf(stderr, "tcp_server: %s\nusage: tcp_server [--iterative] [PORT [HOST]]\n", why);
+    fprintf(stderr, "tcp_server: %s\nusage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [PORT [HOST]]\n", why);
     return 2;
 }
 
@@ -72,9 +89,27 @@ int main(int argc, char **argv)
     cfg.on_client = on_client;
 
     int i = 1;
-    if (i < argc && strcmp(argv[i], "--iterative") == 0) {
-        cfg.mode = UPCASE_MODE_ITERATIVE;   /* the slide's server: one client at a time */
-        i++;
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        if (strcmp(argv[i], "--iterative") == 0) {
+            cfg.mode = UPCASE_MODE_ITERATIVE;   /* the slide's server: one client at a time */
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            cfg.on_client = NULL;               /* no line per client */
+        } else if (strcmp(argv[i], "--defer-accept") == 0) {
+            cfg.defer_accept = 1;               /* accept only once a request has arrived */
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > 1024)
+                return usage("--threads takes a number from 0 (one per CPU) to 1024");
+        } else if (strcmp(argv[i], "--max-connections") == 0 && i + 1 < argc) {
+            if (parse_count(argv[++i], &cfg.max_connections) != 0 || cfg.max_connections == 0)
+                return usage("--max-connections takes a number from 1 to 4294967295");
+        } else if (strcmp(argv[i], "--idle-timeout") == 0 && i + 1 < argc) {
+            uint32_t secs = 0;
+            if (parse_count(argv[++i], &secs) != 0 || secs > 4294967)
+                return usage("--idle-timeout takes seconds, 0 (never) to 4294967");
+            cfg.idle_timeout_ms = secs * 1000;
+        } else {
+            return usage("unknown option");
+        }
     }
     if (i < argc && parse_port(argv[i++], &cfg.port) != 0)
         return usage("PORT must be a number from 0 to 65535");

@@ -57,6 +57,10 @@ pub struct upcase_server_config {
     /// Largest UDP datagram answered (larger ones are dropped and counted);
     /// 0: the default, 65527, the largest IP carries.
     pub max_datagram: u32,
+    /// TCP: non-zero lets the kernel hold a new connection until its first
+    /// bytes arrive (`TCP_DEFER_ACCEPT`): a connection that sends nothing is
+    /// not seen until it does. Default 0 (off).
+    pub defer_accept: c_int,
     /// Called for each client, if not NULL.
     pub on_client: upcase_client_cb,
     /// Passed to `on_client` as it is.
@@ -118,6 +122,7 @@ pub unsafe extern "C" fn upcase_server_config_default(cfg: *mut upcase_server_co
         idle_timeout_ms: d.idle_timeout.map_or(0, |t| t.as_millis() as u32),
         backlog: d.backlog as u32,
         max_datagram: d.max_datagram as u32,
+        defer_accept: 0,
         on_client: None,
         user: std::ptr::null_mut(),
     };
@@ -186,6 +191,7 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
         idle_timeout: (c.idle_timeout_ms > 0).then(|| Duration::from_millis(u64::from(c.idle_timeout_ms))),
         backlog,
         max_datagram: if c.max_datagram == 0 { d.max_datagram } else { c.max_datagram as usize },
+        defer_accept: c.defer_accept != 0,
         on_client,
     })
 }

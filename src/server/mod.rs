@@ -78,6 +78,13 @@ pub struct Config {
     /// Largest UDP datagram answered; a larger one is dropped and counted.
     /// Default 65,527 (the largest any IP version carries).
     pub max_datagram: usize,
+    /// TCP: let the kernel hold a new connection until its first bytes
+    /// arrive (`TCP_DEFER_ACCEPT`), so `accept` always finds a request to
+    /// serve at once. A client that connects and sends nothing is then not
+    /// seen (not accepted, counted, or told about) until it sends, or until
+    /// the kernel gives up waiting (after about the idle timeout). Default
+    /// off.
+    pub defer_accept: bool,
     /// Told about each client, if set.
     pub on_client: Option<ClientCallback>,
 }
@@ -94,6 +101,7 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(60)),
             backlog: 1024,
             max_datagram: MAX_DATAGRAM,
+            defer_accept: false,
             on_client: None,
         }
     }
@@ -111,6 +119,7 @@ impl std::fmt::Debug for Config {
             .field("idle_timeout", &self.idle_timeout)
             .field("backlog", &self.backlog)
             .field("max_datagram", &self.max_datagram)
+            .field("defer_accept", &self.defer_accept)
             .field("on_client", &self.on_client.is_some())
             .finish()
     }
@@ -274,7 +283,12 @@ impl Server {
         let mut first: Option<Error> = None;
         let mut last = None;
         for (addr, dual_stack) in candidates {
-            let opts = SocketOptions { socktype, dual_stack, reuseport, backlog: config.backlog };
+            // TCP_DEFER_ACCEPT takes seconds: how long the kernel waits for data.
+            let defer_secs = match (config.transport, config.defer_accept) {
+                (Transport::Tcp, true) => config.idle_timeout.map_or(60, |t| t.as_secs().clamp(1, 3600) as i32),
+                _ => 0,
+            };
+            let opts = SocketOptions { socktype, dual_stack, reuseport, backlog: config.backlog, defer_secs };
             match open_group(&addr, &opts, threads) {
                 Ok((socket, extra)) => {
                     let local = sys::getsockname(socket.as_fd()).map_err(|e| Error::os("getsockname", e))?;
@@ -466,6 +480,8 @@ struct SocketOptions {
     dual_stack: bool,
     reuseport: bool,
     backlog: i32,
+    /// TCP_DEFER_ACCEPT seconds; 0 leaves it off.
+    defer_secs: i32,
 }
 
 /// The socket (and, with `SO_REUSEPORT`, one more per extra loop) for
@@ -503,6 +519,9 @@ fn open_bound(addr: &SockAddr, opts: &SocketOptions) -> Result<OwnedFd> {
         // Each reply chunk goes out at once, not after Nagle's timer;
         // accepted sockets inherit this, which saves a call per connection.
         set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        if opts.defer_secs > 0 {
+            set(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, opts.defer_secs)?;
+        }
     }
     if opts.reuseport {
         set(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;

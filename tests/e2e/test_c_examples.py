@@ -525,3 +525,61 @@ def test_c_client_against_python_slide_server(proto, family):
         t.join(timeout=10)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"From Server: PYTHON SERVES\n"
+
+
+# ---------------------------------------------------------------- server options
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_quiet_and_threads_options(start_server, proto):
+    server = start_server(proto, "--quiet", "--threads", "1", "0", "127.0.0.1")
+    exchange(proto, "127.0.0.1", server.port, "quiet please")
+    server.stop()
+    assert CLIENT_LINE[proto] not in server.out.text()
+
+
+def test_max_connections_and_idle_timeout_options(start_server):
+    server = start_server("tcp", "--max-connections", "1", "--idle-timeout", "1", "0", "127.0.0.1")
+    held = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    server.client_line("127.0.0.1")
+    # The second connection is over the limit: closed at once, no reply.
+    extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    extra.sendall(b"x")
+    try:
+        assert extra.recv(16) == b""
+    except ConnectionResetError:
+        pass
+    extra.close()
+    # The silent one goes after about a second, then there is room again.
+    t = time.monotonic()
+    assert held.recv(16) == b""
+    assert time.monotonic() - t < 4
+    held.close()
+    exchange("tcp", "127.0.0.1", server.port, "room again")
+    server.stop()
+
+
+def test_defer_accept_option_serves_clients(start_server):
+    server = start_server("tcp", "--defer-accept", "0", "127.0.0.1")
+    exchange("tcp", "127.0.0.1", server.port, "deferred")
+    server.stop()
+
+
+def test_udp_max_datagram_option(start_server):
+    server = start_server("udp", "--max-datagram", "10", "0", "127.0.0.1")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        s.sendto(b"x" * 11, ("127.0.0.1", server.port))
+        with pytest.raises(TimeoutError):
+            s.recvfrom(100)
+        s.sendto(b"y" * 10, ("127.0.0.1", server.port))
+        assert s.recvfrom(100)[0] == b"Y" * 10
+    server.stop()
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--threads"], ["--threads", "x"], ["--max-connections", "0"],
+                                  ["--idle-timeout", "-1"]])
+def test_bad_options_exit_2(args):
+    r = subprocess.run([exe("tcp_server"), *args], capture_output=True, timeout=10)
+    assert r.returncode == 2, r
+    assert b"usage:" in r.stderr

@@ -194,8 +194,8 @@ impl Server {
     #[new]
     #[pyo3(signature = (host = "127.0.0.1", port = 12000, *, transport = "tcp", mode = "concurrent", threads = None,
                         max_connections = 16384, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
-                        on_client = None),
-           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None)")]
+                        on_client = None, defer_accept = false),
+           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -209,6 +209,7 @@ impl Server {
         backlog: i64,
         max_datagram: i64,
         on_client: Option<Py<PyAny>>,
+        defer_accept: bool,
     ) -> PyResult<Server> {
         let port = port_arg(port)?;
         let transport = parse_transport(transport)?;
@@ -253,6 +254,7 @@ impl Server {
             idle_timeout,
             backlog,
             max_datagram: positive(max_datagram, "max_datagram")?,
+            defer_accept,
             on_client,
         };
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;

@@ -120,6 +120,7 @@ class Server:
         backlog: int = 1024,
         max_datagram: int = 65527,
         on_client: Optional[Callable[[str, int], Any]] = None,
+        defer_accept: bool = False,
     ) -> Self: ...
     @property
     def port(self) -> int: ...
