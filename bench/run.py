@@ -68,6 +68,64 @@ MODES = ["oneshot", "persistent", "stream", "udp", "hold"]
 UNIT = {"oneshot": "conn", "persistent": "req", "stream": "MiB", "udp": "dgram", "hold": "probe"}
 
 
+def python_client_bench(quick):
+    """upcase.tcp_request / udp_request in a loop against the stdlib, both
+    against the upcase C example servers."""
+    tcp = Server(SERVERS["upcase (C example)"][0])
+    udp = Server(SERVERS["upcase (C example)"][1])
+    try:
+        out = subprocess.run([PY, str(ROOT / "bench" / "py_client_bench.py"), str(tcp.port), str(udp.port),
+                              "2" if quick else "4"], capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            print(f"python client bench failed: {out.stderr[-500:]}")
+            return None
+        return json.loads(out.stdout)
+    finally:
+        tcp.stop()
+        udp.stop()
+
+
+def targets(rows, pyclient):
+    """The issue's targets, each as the measured ratio in this run."""
+    def get(server, mode, key):
+        r = next((x for x in rows if x["server"] == server and x["mode"] == mode), None)
+        return r.get(key) if r else None
+
+    lines = ["### Targets (ratios within this run)", "",
+             "| target | goal | upcase (C example) | upcase (1 loop + defer-accept) | met |", "|---|---|---:|---:|---|"]
+
+    def add(label, goal, mode, key, better, bound):
+        vals = []
+        for server in ["upcase (C example)", "upcase (1 loop + defer-accept)"]:
+            vals.append(ratio(get(server, mode, key), get(REFERENCE, mode, key)))
+        ok = any(v is not None and (v >= bound if better == "ge" else v <= bound) for v in vals)
+        lines.append(f"| {label} | {goal} | {fmt(vals[0], 2)}x | {fmt(vals[1], 2)}x | {'yes' if ok else 'no'} |")
+
+    for mode in ["oneshot", "persistent", "stream", "udp"]:
+        add(f"throughput, {mode}", ">= 1.0x C reference", mode, "rate", "ge", 1.0)
+    for mode, bound in [("oneshot", 0.8), ("persistent", 1.0), ("stream", 0.9), ("udp", 0.6)]:
+        add(f"server CPU per op, {mode}", f"<= {bound}x C reference", mode, "cpu_us_per_op", "le", bound)
+    per_conn = [get(s, "hold", "rss_per_idle_conn_bytes") for s in ["upcase (C example)", "upcase (1 loop + defer-accept)"]]
+    ok = any(v is not None and v <= 1024 for v in per_conn)
+    lines.append(f"| RSS per idle connection | <= 1 KiB | {fmt(per_conn[0])} B | {fmt(per_conn[1])} B | {'yes' if ok else 'no'} |")
+    p99 = [get(s, "hold", "max_us") for s in ["upcase (C example)", "upcase (1 loop + defer-accept)"]]
+    ok = any(v is not None and v < 100_000 for v in p99)
+    lines.append(f"| new client while 10,000 idle are held (max of 20) | < 100 ms | {fmt(p99[0])} µs | {fmt(p99[1])} µs | "
+                 f"{'yes' if ok else 'no'} |")
+    threading_rate = get("ThreadingTCPServer", "oneshot", "rate")
+    py_rate = get("upcase.Server (Python)", "oneshot", "rate")
+    r = ratio(py_rate, threading_rate)
+    lines.append(f"| upcase.Server vs ThreadingTCPServer, oneshot conn/s | >= 5x | {fmt(r, 2)}x | | "
+                 f"{'yes' if r and r >= 5 else 'no'} |")
+    if pyclient:
+        r = pyclient["tcp_ratio"]
+        lines.append(f"| upcase.tcp_request vs the stdlib socket, in a loop | >= 1.0x | {fmt(r, 2)}x | | "
+                     f"{'yes' if r >= 1.0 else 'no'} |")
+        lines.append(f"| upcase.udp_request vs the stdlib socket, in a loop | (no goal) | {fmt(pyclient['udp_ratio'], 2)}x | | |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
@@ -359,11 +417,15 @@ def main():
             if r:
                 rows.append(r)
                 print(f"[{time.monotonic() - started:6.1f}s] stream     iperf3, one direction: {fmt(r['rate'])} MiB/s")
+    pyclient = python_client_bench(args.quick)
+    if pyclient:
+        print(f"[{time.monotonic() - started:6.1f}s] python client: tcp_request {pyclient['tcp_ratio']:.2f}x the stdlib, "
+              f"udp_request {pyclient['udp_ratio']:.2f}x")
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": round(time.monotonic() - started, 1), "quick": args.quick}
-    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = table(rows)
+    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "rows": rows, "python_client": pyclient}, indent=1))
+    md = targets(rows, pyclient) + "\n" + table(rows)
     (RESULTS / "latest.md").write_text(md)
     have_chart = chart(rows, RESULTS / "chart.png")
     print()
