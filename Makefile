@@ -73,7 +73,7 @@ python: $(PYDEPS) lib
 
 test: test-rust test-c test-e2e test-python
 
-test-rust:
+test-rust: all
 	$(CARGO) test --locked
 	$(CARGO) test --locked --release
 
