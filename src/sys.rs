@@ -233,8 +233,8 @@ pub fn eventfd_signal(fd: RawFd) -> io::Result<()> {
 ///
 /// # Safety
 /// Every header in `msgs` must point at live, writable buffers of the sizes
-/// it states (iovecs, name storage), and nothing else may use them during
-/// the call.
+/// it states (iovecs, name storage, control buffer if any, aligned for
+/// `cmsghdr`), and nothing else may use them during the call.
 pub unsafe fn recvmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
     let n = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
     // SAFETY: the caller promises the headers describe valid buffers; the
@@ -247,8 +247,8 @@ pub unsafe fn recvmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Re
 /// `msgs.len()` datagrams, each to its own address; returns how many went.
 ///
 /// # Safety
-/// Every header in `msgs` must point at live buffers and addresses of the
-/// sizes it states.
+/// Every header in `msgs` must point at live buffers, addresses and control
+/// messages (if any) of the sizes it states.
 pub unsafe fn sendmmsg(fd: BorrowedFd<'_>, msgs: &mut [libc::mmsghdr]) -> io::Result<usize> {
     let n = libc::c_uint::try_from(msgs.len()).unwrap_or(libc::c_uint::MAX);
     // SAFETY: the caller promises the headers describe valid buffers; the

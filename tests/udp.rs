@@ -2,13 +2,14 @@
 
 mod common;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use upcase::addr::SockAddr;
 use upcase::client::udp_request;
-use upcase::server::{Config, Mode, Transport};
+use upcase::server::{Config, Mode, Server, Transport};
 use upcase::sys;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -168,7 +169,7 @@ fn a_udp_port_in_use_is_refused_not_shared() {
     // must still be told the port is taken, in both modes.
     let s = start(config("127.0.0.1", Transport::Udp, Mode::Concurrent));
     for mode in [Mode::Concurrent, Mode::Iterative] {
-        let e = upcase::server::Server::bind(Config { port: s.port, ..config("127.0.0.1", Transport::Udp, mode) })
+        let e = Server::bind(Config { port: s.port, ..config("127.0.0.1", Transport::Udp, mode) })
             .err()
             .expect("port in use");
         assert_eq!(e.code(), -libc::EADDRINUSE, "{mode:?}: {e}");
@@ -193,4 +194,112 @@ fn datagrams_from_server_ports_are_not_answered() {
     }
     // Ordinary clients are answered.
     assert_eq!(udp_request("127.0.0.1", s.port, b"fine", SEC, 3).expect("served"), b"FINE");
+}
+
+/// Sends `msg` to `to` from a fresh, unconnected socket (so a reply from any
+/// address is seen) and returns the reply and the address it came from.
+fn exchange(to: &SockAddr, msg: &[u8]) -> (Vec<u8>, SockAddr) {
+    let fd = sys::socket(to.family(), libc::SOCK_DGRAM, true).expect("socket");
+    sys::sendto(fd.as_fd(), msg, to).expect("sendto");
+    // Loopback loses nothing: one send, and a generous wait for the reply.
+    let waited = sys::poll2((fd.as_raw_fd(), libc::POLLIN), None, 5000).expect("poll");
+    assert_ne!(waited.0, 0, "no reply at all to {to}");
+    let mut buf = [0u8; 256];
+    let (n, from) = sys::recvfrom(fd.as_fd(), &mut buf, 0).expect("recvfrom");
+    (buf[..n].to_vec(), from)
+}
+
+#[test]
+fn a_wildcard_server_replies_from_the_address_each_request_was_sent_to() {
+    // A wildcard socket would otherwise reply from the kernel's choice of
+    // source (127.0.0.1), and a connected client never sees that reply.
+    for host in ["0.0.0.0", "", "::"] {
+        for mode in [Mode::Concurrent, Mode::Iterative] {
+            let s = start(config(host, Transport::Udp, mode));
+            let mut sent = 0;
+            for dst in [[127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 1]] {
+                // A few senders each, so both loops of the concurrent server
+                // (SO_REUSEPORT spreads senders by address) take some.
+                for n in 0..4 {
+                    let to = SockAddr::v4(dst, s.port);
+                    let msg = format!("to {to} #{n}");
+                    let (reply, from) = exchange(&to, msg.as_bytes());
+                    assert_eq!(reply, msg.to_ascii_uppercase().as_bytes(), "{host:?} {mode:?}");
+                    assert_eq!(from, to, "{host:?} {mode:?}: reply from the wrong address");
+                    sent += 1;
+                }
+            }
+            // The library's own client connects its socket: it only sees a
+            // reply from the address it sent to.
+            for dst in ["127.0.0.2", "127.0.0.3"] {
+                let r = udp_request(dst, s.port, b"connected", SEC, 3);
+                assert_eq!(r.expect("udp_request").as_slice(), b"CONNECTED", "{host:?} {mode:?} to {dst}");
+                sent += 1;
+            }
+            assert!(eventually(SEC, || {
+                let st = s.stats();
+                (st.datagrams_out, st.datagrams_dropped, st.errors) == (sent, 0, 0)
+            }));
+        }
+    }
+}
+
+#[test]
+fn a_dual_stack_server_replies_to_ipv4_mapped_senders_from_the_mapped_address() {
+    // An IPv6 client sending to ::ffff:127.0.0.2 must hear back from it.
+    for host in ["", "::"] {
+        for mode in [Mode::Concurrent, Mode::Iterative] {
+            let s = start(config(host, Transport::Udp, mode));
+            for last in [2u8, 3] {
+                let mut ip = [0u8; 16];
+                ip[10..].copy_from_slice(&[0xFF, 0xFF, 127, 0, 0, last]);
+                let to = SockAddr::v6(ip, s.port, 0);
+                let (reply, from) = exchange(&to, b"mapped");
+                assert_eq!(reply, b"MAPPED");
+                assert_eq!(from, to, "{host:?} {mode:?}: reply from the wrong address");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_ipv6_wildcard_server_replies_to_ipv6_from_the_address_sent_to() {
+    // With ::1 the only IPv6 loopback address, the kernel's own pick would
+    // be right too: this checks that the IPV6_PKTINFO the reply carries is
+    // one the kernel accepts (a bad one fails the send: no reply at all).
+    for host in ["::", ""] {
+        for mode in [Mode::Concurrent, Mode::Iterative] {
+            let s = start(config(host, Transport::Udp, mode));
+            let to = SockAddr::v6([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], s.port, 0);
+            for n in 0..4 {
+                let (reply, from) = exchange(&to, format!("six {n}").as_bytes());
+                assert_eq!(reply, format!("SIX {n}").as_bytes());
+                assert_eq!(from, to, "{host:?} {mode:?}");
+            }
+            assert_eq!(udp_request("::1", s.port, b"six", SEC, 3).expect("::1"), b"SIX");
+        }
+    }
+}
+
+#[test]
+fn a_datagram_queued_before_run_is_answered_from_its_destination_too() {
+    // Sent between bind and run: on the IPv4 socket its IP_PKTINFO then has
+    // no ipi_spec_dst (the option came on after it arrived), and the
+    // datagram's own destination must serve instead.
+    for host in ["0.0.0.0", ""] {
+        let server = Arc::new(Server::bind(config(host, Transport::Udp, Mode::Iterative)).expect("bind"));
+        let to = SockAddr::v4([127, 0, 0, 2], server.port());
+        let fd = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+        sys::sendto(fd.as_fd(), b"early", &to).expect("sendto");
+        let s2 = Arc::clone(&server);
+        let thread = std::thread::spawn(move || s2.run());
+        let poll = sys::poll2((fd.as_raw_fd(), libc::POLLIN), None, 5000).expect("poll");
+        assert_ne!(poll.0, 0, "{host:?}: no reply");
+        let mut buf = [0u8; 64];
+        let (n, from) = sys::recvfrom(fd.as_fd(), &mut buf, 0).expect("recvfrom");
+        assert_eq!(&buf[..n], b"EARLY");
+        assert_eq!(from, to, "{host:?}: reply from the wrong address");
+        server.stop();
+        thread.join().expect("join").expect("run");
+    }
 }
