@@ -54,8 +54,9 @@ struct State {
 }
 
 thread_local! {
-    /// True on a server thread while it runs an `on_client` callback.
-    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// On a server thread while it runs an `on_client` callback: the id of
+    /// that server (0 otherwise).
+    static IN_CALLBACK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// `a + b`, counter by counter; `connections_active` is `b`'s (a gauge).
@@ -81,6 +82,8 @@ fn add_stats(a: &Stats, b: &Stats) -> Stats {
 /// returns; used as a context manager it starts on enter and stops on exit.
 #[pyclass(module = "upcase._upcase")]
 pub(crate) struct Server {
+    /// Unique per Server object: tells its own callbacks from another's.
+    id: u64,
     config: Config,
     /// The address bound first; a restart binds the same one again.
     local: upcase::addr::SockAddr,
@@ -167,7 +170,7 @@ impl Server {
             // Called from a callback on a server thread: joining would wait
             // for this very thread. The run ends by itself once stopped;
             // let its thread go.
-            Some(_) if IN_CALLBACK.with(|f| f.get()) => Ok(Ok(())),
+            Some(_) if IN_CALLBACK.with(|f| f.get()) == self.id => Ok(Ok(())),
             // The thread may be waiting for the interpreter (an on_client
             // callback): join with the interpreter released.
             Some(running) => py.detach(|| running.thread.join()),
@@ -229,11 +232,13 @@ impl Server {
                 return Err(pyo3::exceptions::PyTypeError::new_err("on_client must be callable"));
             }
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let on_client = on_client.map(|cb| {
             Arc::new(move |peer: &upcase::addr::SockAddr| {
                 let host = peer.host_string();
                 let port = peer.port();
-                IN_CALLBACK.with(|f| f.set(true));
+                IN_CALLBACK.with(|f| f.set(id));
                 Python::attach(|py| {
                     if let Err(e) = cb.call1(py, (host, port)) {
                         // Nobody to raise to on a server thread: report it
@@ -241,7 +246,7 @@ impl Server {
                         e.write_unraisable(py, Some(cb.bind(py)));
                     }
                 });
-                IN_CALLBACK.with(|f| f.set(false));
+                IN_CALLBACK.with(|f| f.set(0));
             }) as upcase::server::ClientCallback
         });
         let config = Config {
@@ -260,6 +265,7 @@ impl Server {
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;
         let local = core.local_addr();
         Ok(Server {
+            id,
             config,
             local,
             state: Mutex::new(State { core: Some(Arc::new(core)), running: None, earlier: Stats::default() }),

@@ -94,3 +94,17 @@ def test_closed_and_close_while_another_thread_is_in_a_request(silent_listener):
     assert not t.is_alive(), "close() did not end the request"
     assert errors, "the interrupted request must raise"
     assert conn.closed is True
+
+
+def test_one_servers_callback_may_stop_another_server():
+    b = upcase.Server("127.0.0.1", 0)
+    b.start()
+
+    def on_client(host, port):
+        b.stop()  # from a's server thread: b must be fully stopped and joined
+
+    with upcase.Server("127.0.0.1", 0, on_client=on_client) as a:
+        assert upcase.tcp_request("127.0.0.1", a.port, b"x") == b"X"
+    assert b.running is False
+    with pytest.raises(ConnectionRefusedError):
+        upcase.tcp_request("127.0.0.1", b.port, b"y", timeout=1.0)
