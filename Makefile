@@ -4,7 +4,8 @@
 #   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
-#   make bench    upcase against the reference servers (not in CI; about 5 minutes)
+#   make bench    upcase against the reference servers (not in CI; about 6 minutes)
+#   make soak     mixed TCP/UDP load, every byte checked, fds and RSS must return (not in CI; 5 minutes)
 
 CARGO   ?= cargo
 CC      ?= cc
@@ -24,7 +25,7 @@ EXAMPLES := tcp_server tcp_client udp_server udp_client
 EXAMPLE_BINS := $(addprefix $(BUILD)/,$(EXAMPLES))
 CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan
 
-.PHONY: bench all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
+.PHONY: bench soak all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
 all: lib examples python
 
@@ -113,6 +114,9 @@ bench: all
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
 	$(CARGO) bench --locked --bench upper | tee bench/results/upper.txt
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+soak: all
+	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	$(CARGO) clean
