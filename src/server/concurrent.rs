@@ -80,11 +80,24 @@ struct Loop<'a> {
 }
 
 /// One loop; returns when the server is stopped.
-pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
-    let epoll = Epoll::new(EVENTS).map_err(|e| Error::os("epoll_create1", e))?;
-    let listener = shared.socket.as_raw_fd();
-    epoll.add(listener, IN | EXCLUSIVE, LISTENER).map_err(|e| Error::os("epoll_ctl(listener)", e))?;
-    epoll.add(shared.waker.as_fd().as_raw_fd(), IN, WAKER).map_err(|e| Error::os("epoll_ctl(waker)", e))?;
+/// Every loop's epoll instance, made (with the listener and the waker
+/// registered) before any loop starts: once the first loop accepts, the
+/// process may run out of descriptors, and a loop that had still to make its
+/// epoll would fail and take the server down.
+pub(super) fn prepare(shared: &Shared, loops: usize) -> Result<Vec<Epoll>> {
+    (0..loops)
+        .map(|_| {
+            let epoll = Epoll::new(EVENTS).map_err(|e| Error::os("epoll_create1", e))?;
+            let listener = shared.socket.as_raw_fd();
+            epoll.add(listener, IN | EXCLUSIVE, LISTENER).map_err(|e| Error::os("epoll_ctl(listener)", e))?;
+            epoll.add(shared.waker.as_fd().as_raw_fd(), IN, WAKER).map_err(|e| Error::os("epoll_ctl(waker)", e))?;
+            Ok(epoll)
+        })
+        .collect()
+}
+
+/// One loop, on an epoll instance from [`prepare`].
+pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
     let mut lp = Loop {
         shared,
         counters: &shared.counters[index],

@@ -359,8 +359,11 @@ impl Server {
         let threads = shared.threads;
         let result = match (shared.config.transport, shared.config.mode) {
             (Transport::Tcp, Mode::Iterative) => contained(|| iterative::run(shared, 0)),
-            (Transport::Tcp, Mode::Concurrent) => on_threads(shared, threads, concurrent::run),
-            (Transport::Udp, _) => on_threads(shared, threads, udp::run),
+            (Transport::Tcp, Mode::Concurrent) => match concurrent::prepare(shared, threads) {
+                Ok(epolls) => on_threads(shared, epolls, concurrent::run),
+                Err(e) => Err(e),
+            },
+            (Transport::Udp, _) => on_threads(shared, vec![(); threads], |s, i, ()| udp::run(s, i)),
         };
         shared.running.store(false, Ordering::Release);
         result
@@ -423,14 +426,18 @@ fn contained(f: impl FnOnce() -> Result<()>) -> Result<()> {
         .unwrap_or_else(|_| Err(Error::own(crate::error::ERR_PANIC, "server loop", "panicked")))
 }
 
-/// Runs `f` on `n` threads (the caller's and `n - 1` more) and joins them;
+/// Runs `f` once per item, on as many threads (the caller's and one more per
+/// further item), and joins them;
 /// the first failure stops the others and is returned.
-fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared, usize) -> Result<()>) -> Result<()> {
+fn on_threads<T: Send>(shared: &Arc<Shared>, items: Vec<T>, f: fn(&Shared, usize, T) -> Result<()>) -> Result<()> {
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else { return Ok(()) };
     std::thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(n.saturating_sub(1));
-        for i in 1..n {
+        let mut handles = Vec::with_capacity(items.len());
+        for (i, item) in items.enumerate() {
+            let i = i + 1;
             let spawned = std::thread::Builder::new().name(format!("upcase-loop-{i}")).spawn_scoped(scope, move || {
-                let r = contained(|| f(shared, i));
+                let r = contained(|| f(shared, i, item));
                 if r.is_err() {
                     stop(shared);
                 }
@@ -444,7 +451,7 @@ fn on_threads(shared: &Arc<Shared>, n: usize, f: fn(&Shared, usize) -> Result<()
                 }
             }
         }
-        let mut result = contained(|| f(shared, 0));
+        let mut result = contained(|| f(shared, 0, first));
         if result.is_err() {
             stop(shared);
         }
