@@ -316,7 +316,7 @@ pub fn resolve(host: &str, port: u16, socktype: c_int, purpose: Purpose) -> Resu
 }
 
 /// Replaces the port of a decoded address.
-fn with_port(ip: IpPort, port: u16) -> IpPort {
+pub fn with_port(ip: IpPort, port: u16) -> IpPort {
     match ip {
         IpPort::V4(a, _) => IpPort::V4(a, port),
         IpPort::V6(a, _, s) => IpPort::V6(a, port, s),

@@ -9,8 +9,6 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use libc::c_int;
-
 use crate::addr::{host_port_text, resolve, Purpose, SockAddr};
 use crate::error::{Error, Result, ERR_PROTOCOL, ERR_SHORT_REPLY};
 use crate::sys;
@@ -20,18 +18,6 @@ pub const MAX_DATAGRAM: usize = 65_535 - 8;
 
 /// Size of one read while receiving a reply.
 const CHUNK: usize = 64 * 1024;
-
-/// Milliseconds for `poll` from a remaining duration: rounded up, so a wait
-/// of 0.4 ms is one millisecond, not a busy loop; `None` waits for ever.
-fn poll_ms(remaining: Option<Duration>) -> c_int {
-    match remaining {
-        None => -1,
-        Some(d) => {
-            let ms = d.as_nanos().div_ceil(1_000_000);
-            c_int::try_from(ms).unwrap_or(c_int::MAX)
-        }
-    }
-}
 
 /// How long each wait may take, and what to run while waiting.
 #[derive(Clone, Copy, Default)]
@@ -74,7 +60,7 @@ pub fn wait_fd(fd: RawFd, events: i16, waits: &Waits<'_>, what: &dyn Fn() -> Str
             (None, true) => Some(CHECK_EVERY),
             (l, false) => l,
         };
-        match sys::poll2((fd, events), None, poll_ms(slice)) {
+        match sys::poll2((fd, events), None, sys::timeout_ms(slice)) {
             Ok((0, _)) => {
                 if left.is_some_and(|l| l <= slice.unwrap_or_default()) {
                     let secs = waits.timeout.unwrap_or_default().as_secs_f64();

@@ -179,6 +179,16 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, flags)).map(drop)
 }
 
+/// A `poll` / `epoll_wait` timeout in milliseconds: rounded up, so a wait
+/// of 0.4 ms is one millisecond, not a busy loop; saturated; `None` (for
+/// ever) is -1.
+pub fn timeout_ms(timeout: Option<std::time::Duration>) -> c_int {
+    match timeout {
+        None => -1,
+        Some(d) => c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(c_int::MAX),
+    }
+}
+
 /// `poll(2)` on one descriptor (plus an optional second one, the waker):
 /// returns the `revents` of each. `timeout_ms < 0` waits for ever.
 pub fn poll2(a: (RawFd, i16), b: Option<(RawFd, i16)>, timeout_ms: c_int) -> io::Result<(i16, i16)> {

@@ -20,13 +20,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
-use super::{Counters, Shared};
+use super::{Counters, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::upper::upper_in_place;
 
-/// The loop's read buffer: the most one read takes and one connection holds.
-const CHUNK: usize = 64 * 1024;
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
 /// Reads per connection per wake-up, so one busy client cannot starve others.

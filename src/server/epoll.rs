@@ -50,11 +50,7 @@ impl Epoll {
     /// Waits up to `timeout` (`None`: for ever). `EINTR` is a wait that
     /// returned nothing. Returns the ready events as (token, flags).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<impl Iterator<Item = (u64, u32)> + '_> {
-        let ms = match timeout {
-            None => -1,
-            Some(d) => libc::c_int::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX),
-        };
-        let n = match sys::epoll_wait(self.fd.as_fd(), &mut self.events, ms) {
+        let n = match sys::epoll_wait(self.fd.as_fd(), &mut self.events, sys::timeout_ms(timeout)) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
             Err(e) => return Err(e),

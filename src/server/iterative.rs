@@ -16,12 +16,10 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::{Counters, Shared};
+use super::{Counters, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::upper::upper_in_place;
-
-const CHUNK: usize = 64 * 1024;
 
 /// What a wait saw.
 enum Ready {
@@ -37,13 +35,7 @@ fn wait(shared: &Shared, fd: &OwnedFd, events: i16, timeout: Option<Duration>) -
         if shared.is_stopped() {
             return Ok(Ready::Stopped);
         }
-        let ms = match timeout {
-            None => -1,
-            Some(t) => {
-                let left = t.saturating_sub(start.elapsed());
-                libc::c_int::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
-            }
-        };
+        let ms = sys::timeout_ms(timeout.map(|t| t.saturating_sub(start.elapsed())));
         let waker = (shared.waker.as_fd().as_raw_fd(), libc::POLLIN);
         match sys::poll2((fd.as_raw_fd(), events), Some(waker), ms) {
             Ok((_, w)) if w != 0 => return Ok(Ready::Stopped),

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::addr::{host_port_text, parse_numeric, resolve, IpPort, Purpose, SockAddr};
+use crate::addr::{host_port_text, parse_numeric, resolve, with_port, IpPort, Purpose, SockAddr};
 use crate::client::MAX_DATAGRAM;
 use crate::error::{Error, Result, ERR_BUSY, ERR_STOPPED};
 use crate::sys;
@@ -42,6 +42,10 @@ pub enum Mode {
     /// The slides' server: one client at a time.
     Iterative,
 }
+
+/// The most a loop reads at once, and so the most a TCP connection ever
+/// holds of replies not yet taken by the kernel.
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// The most loop threads a server runs.
 pub const MAX_THREADS: usize = 1024;
@@ -504,11 +508,10 @@ fn open_group(addr: &SockAddr, opts: &SocketOptions, threads: usize) -> Result<(
     let probe = open_bound(addr, &SocketOptions { reuseport: false, ..*opts })?;
     let port = sys::getsockname(probe.as_fd()).map_err(|e| Error::os("getsockname", e))?.port();
     drop(probe);
-    let again = SockAddr::from_ip_port(match addr.ip_port() {
-        Some(IpPort::V4(a, _)) => IpPort::V4(a, port),
-        Some(IpPort::V6(a, _, s)) => IpPort::V6(a, port, s),
-        None => return Err(Error::invalid(format!("bind to {addr}"), "not an IP address")),
-    });
+    let Some(ip) = addr.ip_port() else {
+        return Err(Error::invalid(format!("bind to {addr}"), "not an IP address"));
+    };
+    let again = SockAddr::from_ip_port(with_port(ip, port));
     let first = open_bound(&again, opts)?;
     let extra = (1..threads).map(|_| open_bound(&again, opts)).collect::<Result<Vec<_>>>()?;
     Ok((first, extra))
