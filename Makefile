@@ -77,6 +77,7 @@ test: test-rust test-c test-e2e test-python
 test-rust: all
 	$(CARGO) test --locked
 	$(CARGO) test --locked --release
+	$(CARGO) test --locked -p upcase-loadgen
 
 test-c: all $(CTESTS)
 	$(BUILD)/test_capi_shared

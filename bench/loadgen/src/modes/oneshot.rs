@@ -8,11 +8,10 @@
 //! loopback the handshake has usually completed by the time connect returns,
 //! which saves waiting for the EPOLLOUT wake-up.
 
-use std::mem;
 use std::time::{Duration, Instant};
 
-use super::{fatal, run_split, wait_ms, WorkerResult};
-use crate::net::{self, empty_event, Connector, Epoll, Fd, EV_ERR, EV_ET, EV_HUP, EV_IN, EV_OUT, EV_RDHUP};
+use super::{drive, fatal, run_split, WorkerResult};
+use crate::net::{self, Connector, Epoll, Fd, EV_ERR, EV_ET, EV_HUP, EV_IN, EV_OUT, EV_RDHUP};
 use crate::stats::{Latency, Report, Stats, J};
 use crate::verify::{chunk_ok, Pattern};
 use crate::Cfg;
@@ -187,6 +186,24 @@ pub(crate) fn describe(got: usize, size: usize, wrong_bytes: bool) -> String {
     }
 }
 
+impl super::Slots for Worker {
+    fn epoll(&self) -> &Epoll {
+        &self.ep
+    }
+    fn queues(&mut self) -> (&mut Vec<usize>, &mut Vec<usize>) {
+        (&mut self.idle, &mut self.spare)
+    }
+    fn start(&mut self, i: usize, now: Instant) {
+        Worker::start(self, i, now)
+    }
+    fn event(&mut self, i: usize, bits: u32) {
+        Worker::event(self, i, bits)
+    }
+    fn expire(&mut self, now: Instant, timeout: Duration) {
+        Worker::expire(self, now, timeout)
+    }
+}
+
 fn worker(cfg: &Cfg, part: usize, parts: usize, clients: usize, deadline: Instant) -> WorkerResult {
     let size = cfg.size(32);
     let timeout = cfg.timeout(5000);
@@ -204,41 +221,13 @@ fn worker(cfg: &Cfg, part: usize, parts: usize, clients: usize, deadline: Instan
         rbuf: vec![0; 4096],
         st: Stats::default(),
     };
-    let mut events = vec![empty_event(); clients.clamp(1, 1024)];
     let now = Instant::now();
     for i in 0..clients {
         if now < deadline {
             w.start(i, now);
         }
     }
-    let mut last_scan = now;
-    // Look for expired operations a few times per timeout, at most every 100 ms.
-    let scan_every = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        // Slots whose start failed: try again (at most once per turn, so a dead
-        // server costs one connect per slot per millisecond, not a spin).
-        let mut todo = mem::take(&mut w.spare);
-        mem::swap(&mut todo, &mut w.idle);
-        for &i in &todo {
-            w.start(i, now);
-        }
-        todo.clear();
-        w.spare = todo;
-        let cap = if w.idle.is_empty() { scan_every.as_millis().clamp(1, 50) as u64 } else { 1 };
-        let n = w.ep.wait(&mut events, wait_ms(now, deadline, cap)).map_err(fatal("epoll_wait"))?;
-        for ev in &events[..n] {
-            let (token, bits) = (ev.u64, ev.events);
-            w.event(token as usize, bits);
-        }
-        if now.duration_since(last_scan) >= scan_every {
-            last_scan = now;
-            w.expire(now, timeout);
-        }
-    }
+    drive(&mut w, clients, deadline, timeout)?;
     let end = Instant::now();
     w.st.src_retries = w.conn.src_retries;
     Ok((w.st, end))
