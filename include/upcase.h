@@ -22,6 +22,11 @@
 #define MAX_THREADS 1024
 
 /**
+ * The largest `min_rate` (bytes per second): one byte then earns 1 ns.
+ */
+#define MAX_MIN_RATE 1000000000
+
+/**
  * Datagrams moved per system call.
  */
 #define BATCH 32
@@ -173,7 +178,8 @@ typedef void (*upcase_client_cb)(void *user,
  * change what you need. In a zeroed config, `threads`, `max_connections`,
  * `backlog` and `max_datagram` take their defaults, `port` 0 picks a free
  * port, `transport` / `mode` 0 are TCP / concurrent, and
- * `idle_timeout_ms` 0 means no idle timeout (the default is 60000).
+ * `idle_timeout_ms` 0 means no idle timeout (the default is 60000), and
+ * `min_rate` 0 no minimum rate (the default is 1 byte/s).
  */
 typedef struct upcase_server_config {
   /**
@@ -232,6 +238,15 @@ typedef struct upcase_server_config {
    * Passed to `on_client` as it is.
    */
   void *user;
+  /**
+   * TCP: the least a client must send, in bytes per second on average
+   * over an idle period, to keep its connection (against slowloris: one
+   * byte just before each idle timeout). Each byte received earns
+   * 1/min_rate s; a connection out of credit is closed like an idle one.
+   * 0: off (also off without an idle timeout). Default 1. At most
+   * 1000000000.
+   */
+  uint32_t min_rate;
 } upcase_server_config;
 
 /**
@@ -490,7 +505,8 @@ void upcase_connection_free(struct upcase_connection *conn);
 
 /**
  * The defaults: `"127.0.0.1"`, port 12000, TCP, concurrent, one thread per
- * CPU, 16384 connections, 60 s idle timeout, backlog 1024, datagrams up
+ * CPU, 16384 connections, 60 s idle timeout, a minimum rate of 1 byte/s,
+ * backlog 1024, datagrams up
  * to 65527 bytes, no callback. NULL is ignored.
  *
  * # Safety

@@ -348,3 +348,85 @@ fn defer_accept_holds_silent_connections_in_the_kernel() {
     assert_eq!(s.stats().connections_accepted, 1);
     assert_eq!(tcp_request("127.0.0.1", s.port, b"and more", T).expect("served"), b"AND MORE");
 }
+
+/// Sends `each` bytes every `every`, reading the replies, for at most
+/// `limit`: how long until the server closed the connection (`None`: it
+/// stayed open).
+fn trickle(fd: &std::os::fd::OwnedFd, each: usize, every: Duration, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    let line = vec![b'x'; each];
+    while t.elapsed() < limit {
+        match sys::send(fd.as_fd(), &line) {
+            Ok(_) => {}
+            Err(_) => return Some(t.elapsed()), // reset or EPIPE: closed
+        }
+        let reply = recv_n(fd, each, Duration::from_secs(2));
+        if reply.len() < each {
+            return Some(t.elapsed()); // end of stream: closed
+        }
+        assert_eq!(reply, vec![b'X'; each]);
+        if closed_within(fd, every) {
+            return Some(t.elapsed());
+        }
+    }
+    None
+}
+
+#[test]
+fn a_client_below_the_minimum_rate_is_closed_in_both_modes() {
+    // Idle timeout 1 s, at least 100 bytes/s. One byte every 300 ms never
+    // trips the idle timeout, but earns only 10 ms a byte: out of credit
+    // after about a second.
+    for mode in [Mode::Concurrent, Mode::Iterative] {
+        let cfg = Config {
+            idle_timeout: Some(Duration::from_secs(1)),
+            min_rate: 100,
+            ..config("127.0.0.1", Transport::Tcp, mode)
+        };
+        let s = start(cfg);
+        let slow = raw_connect("127.0.0.1", s.port);
+        let closed = trickle(&slow, 1, Duration::from_millis(300), Duration::from_secs(5));
+        let closed = closed.unwrap_or_else(|| panic!("{mode:?}: a slowloris client lived 5 s"));
+        assert!(closed >= Duration::from_millis(900), "{mode:?}: closed too early, {closed:?}");
+        assert!(eventually(Duration::from_secs(2), || s.stats().idle_timeouts == 1), "{:?}", s.stats());
+        // And the server goes on serving.
+        assert_eq!(tcp_request("127.0.0.1", s.port, b"after", T).expect("served"), b"AFTER");
+    }
+}
+
+#[test]
+fn a_client_above_the_minimum_rate_and_any_client_without_one_live_on() {
+    for mode in [Mode::Concurrent, Mode::Iterative] {
+        // 40 bytes every 200 ms is 200 bytes/s, above 100.
+        let cfg = Config {
+            idle_timeout: Some(Duration::from_secs(1)),
+            min_rate: 100,
+            ..config("127.0.0.1", Transport::Tcp, mode)
+        };
+        let s = start(cfg);
+        let fast = raw_connect("127.0.0.1", s.port);
+        assert_eq!(trickle(&fast, 40, Duration::from_millis(200), Duration::from_secs(3)), None, "{mode:?}");
+        assert_eq!(s.stats().idle_timeouts, 0);
+        drop(fast);
+        drop(s);
+        // With the minimum rate off, one byte every 300 ms lives on.
+        let cfg = Config {
+            idle_timeout: Some(Duration::from_secs(1)),
+            min_rate: 0,
+            ..config("127.0.0.1", Transport::Tcp, mode)
+        };
+        let s = start(cfg);
+        let slow = raw_connect("127.0.0.1", s.port);
+        assert_eq!(trickle(&slow, 1, Duration::from_millis(300), Duration::from_secs(3)), None, "{mode:?}");
+        assert_eq!(s.stats().idle_timeouts, 0);
+    }
+}
+
+#[test]
+fn min_rate_is_checked() {
+    let cfg =
+        Config { min_rate: upcase::server::MAX_MIN_RATE + 1, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) };
+    let e = Server::bind(cfg).err().expect("refused");
+    assert_eq!(e.code(), -libc::EINVAL, "{e}");
+    assert!(e.to_string().contains("min_rate"), "{e}");
+}

@@ -8,7 +8,7 @@
  * The library does the socket calls; this program configures it, says who
  * connects, and stops it cleanly on Ctrl-C (SIGINT) or SIGTERM.
  *
- * usage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [PORT [HOST]]   (default: 12000, all interfaces)
+ * usage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]   (default: 12000, all interfaces)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -73,7 +73,7 @@ static int parse_count(const char *s, uint32_t *out)
 
 static int usage(const char *why)
 {
-    fprintf(stderr, "tcp_server: %s\nusage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [PORT [HOST]]\n", why);
+    fprintf(stderr, "tcp_server: %s\nusage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]\n", why);
     return 2;
 }
 
@@ -107,6 +107,10 @@ int main(int argc, char **argv)
             if (parse_count(argv[++i], &secs) != 0 || secs > 4294967)
                 return usage("--idle-timeout takes seconds, 0 (never) to 4294967");
             cfg.idle_timeout_ms = secs * 1000;
+        } else if (strcmp(argv[i], "--min-rate") == 0 && i + 1 < argc) {
+            /* against slowloris: a client must average this many bytes/s */
+            if (parse_count(argv[++i], &cfg.min_rate) != 0 || cfg.min_rate > 1000000000)
+                return usage("--min-rate takes bytes per second, 0 (off) to 1000000000");
         } else {
             return usage("unknown option");
         }

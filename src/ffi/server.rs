@@ -30,7 +30,8 @@ pub type upcase_client_cb = Option<unsafe extern "C" fn(user: *mut c_void, host:
 /// change what you need. In a zeroed config, `threads`, `max_connections`,
 /// `backlog` and `max_datagram` take their defaults, `port` 0 picks a free
 /// port, `transport` / `mode` 0 are TCP / concurrent, and
-/// `idle_timeout_ms` 0 means no idle timeout (the default is 60000).
+/// `idle_timeout_ms` 0 means no idle timeout (the default is 60000), and
+/// `min_rate` 0 no minimum rate (the default is 1 byte/s).
 #[repr(C)]
 pub struct upcase_server_config {
     /// Address to bind (copied by `upcase_server_bind`): a name, a numeric
@@ -65,6 +66,13 @@ pub struct upcase_server_config {
     pub on_client: upcase_client_cb,
     /// Passed to `on_client` as it is.
     pub user: *mut c_void,
+    /// TCP: the least a client must send, in bytes per second on average
+    /// over an idle period, to keep its connection (against slowloris: one
+    /// byte just before each idle timeout). Each byte received earns
+    /// 1/min_rate s; a connection out of credit is closed like an idle one.
+    /// 0: off (also off without an idle timeout). Default 1. At most
+    /// 1000000000.
+    pub min_rate: u32,
 }
 
 /// A snapshot of a server's counters.
@@ -101,7 +109,8 @@ pub struct upcase_server {
 }
 
 /// The defaults: `"127.0.0.1"`, port 12000, TCP, concurrent, one thread per
-/// CPU, 16384 connections, 60 s idle timeout, backlog 1024, datagrams up
+/// CPU, 16384 connections, 60 s idle timeout, a minimum rate of 1 byte/s,
+/// backlog 1024, datagrams up
 /// to 65527 bytes, no callback. NULL is ignored.
 ///
 /// # Safety
@@ -125,6 +134,7 @@ pub unsafe extern "C" fn upcase_server_config_default(cfg: *mut upcase_server_co
         defer_accept: 0,
         on_client: None,
         user: std::ptr::null_mut(),
+        min_rate: d.min_rate,
     };
     // SAFETY: non-NULL, and the caller promises it is writable.
     unsafe { cfg.write(value) };
@@ -189,6 +199,7 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
         threads: c.threads as usize,
         max_connections: if c.max_connections == 0 { d.max_connections } else { c.max_connections as usize },
         idle_timeout: (c.idle_timeout_ms > 0).then(|| Duration::from_millis(u64::from(c.idle_timeout_ms))),
+        min_rate: c.min_rate,
         backlog,
         max_datagram: if c.max_datagram == 0 { d.max_datagram } else { c.max_datagram as usize },
         defer_accept: c.defer_accept != 0,

@@ -1,34 +1,23 @@
 //! The concurrent TCP server: one `epoll` loop per thread, all sharing the
 //! listening socket (`EPOLLEXCLUSIVE`, so a new client wakes one loop).
 //!
-//! Each connection is in one of two states:
-//! - *reading* (interest `IN`): a chunk is read into the loop's one buffer,
-//!   upper-cased in place and sent straight back. No buffer belongs to the
-//!   connection.
-//! - *writing* (interest `OUT`): the kernel took only part of a reply; the
-//!   rest is copied into a buffer of the connection's own and nothing more
-//!   is read until it is sent (back-pressure: a client that does not read
-//!   its replies is not read from, so at most one chunk is held for it).
-//!   When it has gone, the buffer is freed and the connection reads again.
-//!
-//! End of stream from the client (half-close) is seen only in the reading
-//! state, so everything received before it has been answered when the
-//! connection is closed.
+//! What happens to one connection (reading, writing, back-pressure, its
+//! time limits) is the state machine in [`super::conn`]; this file is the
+//! loop around it: `accept4`, `epoll`, the connection table, the sweep for
+//! connections past their deadline.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::conn::{Conn, Outcome, Pace};
 use super::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
 use super::{Counters, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::upper::upper_in_place;
 
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
-/// Reads per connection per wake-up, so one busy client cannot starve others.
-const READ_BUDGET: usize = 16;
 /// Connections accepted per wake-up.
 const ACCEPT_BUDGET: usize = 64;
 /// How long to stop accepting when the process is out of descriptors.
@@ -37,27 +26,12 @@ const FD_BACKOFF: Duration = Duration::from_millis(50);
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
 
-/// Bytes of a reply the kernel has not taken yet.
-struct Pending {
-    buf: Vec<u8>,
-    sent: usize,
-}
-
-/// One client.
-struct Conn {
-    fd: OwnedFd,
-    /// `Some` only in the writing state.
-    pending: Option<Box<Pending>>,
-    /// Milliseconds since the loop started, at the last progress.
-    last: u64,
-}
-
 /// A slot of the connection table. `gen` changes each time the slot is
 /// reused, so an event for a closed connection is never applied to the
 /// next one in the same slot.
 struct Slot {
     gen: u32,
-    conn: Option<Conn>,
+    conn: Option<Conn<OwnedFd>>,
 }
 
 fn token(index: usize, gen: u32) -> u64 {
@@ -71,7 +45,9 @@ struct Loop<'a> {
     slots: Vec<Slot>,
     free: Vec<usize>,
     buf: Vec<u8>,
+    pace: Pace,
     start: Instant,
+    /// Nanoseconds since the loop started, as of the last wake-up.
     now: u64,
     /// Accepting paused until this time (out of descriptors).
     accept_paused_until: Option<u64>,
@@ -103,6 +79,7 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
         slots: Vec::new(),
         free: Vec::new(),
         buf: vec![0u8; CHUNK],
+        pace: shared.pace(),
         start: Instant::now(),
         now: 0,
         accept_paused_until: None,
@@ -115,22 +92,23 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
 impl Loop<'_> {
     fn serve(&mut self) -> Result<()> {
         let idle = self.shared.config.idle_timeout;
-        // Idle connections are looked for a few times per timeout period.
-        let sweep_every = idle.map(|t| (t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1)));
-        let mut next_sweep = sweep_every.map(ms_up);
+        // Connections past their deadline are looked for a few times per
+        // idle period.
+        let sweep_every = idle.map(|t| nanos((t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))));
+        let mut next_sweep = sweep_every;
         let mut ready: Vec<(u64, u32)> = Vec::with_capacity(EVENTS);
         loop {
             if self.shared.is_stopped() {
                 return Ok(());
             }
-            let mut wait_ms: Option<u64> = next_sweep.map(|t| t.saturating_sub(self.now));
+            let mut wait: Option<u64> = next_sweep.map(|t| t.saturating_sub(self.now));
             if let Some(until) = self.accept_paused_until {
                 let left = until.saturating_sub(self.now);
-                wait_ms = Some(wait_ms.map_or(left, |w| w.min(left)));
+                wait = Some(wait.map_or(left, |w| w.min(left)));
             }
             ready.clear();
-            ready.extend(self.epoll.wait(wait_ms.map(Duration::from_millis)).map_err(|e| Error::os("epoll_wait", e))?);
-            self.now = self.start.elapsed().as_millis() as u64;
+            ready.extend(self.epoll.wait(wait.map(Duration::from_nanos)).map_err(|e| Error::os("epoll_wait", e))?);
+            self.now = nanos(self.start.elapsed());
             for &(tok, flags) in &ready {
                 match tok {
                     WAKER => {
@@ -148,14 +126,14 @@ impl Loop<'_> {
                     let fd = self.shared.socket.as_raw_fd();
                     if self.epoll.add(fd, IN | EXCLUSIVE, LISTENER).is_err() {
                         Counters::add(&self.counters.errors, 1);
-                        self.accept_paused_until = Some(self.now + FD_BACKOFF.as_millis() as u64);
+                        self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
                     }
                 }
             }
-            if let (Some(at), Some(every), Some(idle)) = (next_sweep, sweep_every, idle) {
+            if let (Some(at), Some(every)) = (next_sweep, sweep_every) {
                 if self.now >= at {
-                    self.sweep(ms_up(idle));
-                    next_sweep = Some(self.now.saturating_add(ms_up(every)));
+                    self.sweep();
+                    next_sweep = Some(self.now.saturating_add(every));
                 }
             }
         }
@@ -176,7 +154,7 @@ impl Loop<'_> {
                         // moment instead of spinning on it.
                         Counters::add(&counters.errors, 1);
                         if self.epoll.delete(self.shared.socket.as_raw_fd()).is_ok() {
-                            self.accept_paused_until = Some(self.now + FD_BACKOFF.as_millis() as u64);
+                            self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
                         }
                         return;
                     }
@@ -203,8 +181,8 @@ impl Loop<'_> {
             // now, before involving epoll at all. A short exchange (request,
             // half-close) is finished and closed without ever being
             // registered: no epoll_ctl, no extra epoll_wait round trip.
-            let mut conn = Conn { fd, pending: None, last: self.now };
-            match pump(&mut conn, &mut self.buf, counters, self.now, true) {
+            let mut conn = Conn::new(fd, self.now, &self.pace);
+            match conn.first(&mut self.buf, counters, self.now, &self.pace) {
                 Outcome::Keep => {}
                 Outcome::Close => {
                     self.retire(conn, false);
@@ -225,8 +203,7 @@ impl Loop<'_> {
             let slot = &mut self.slots[index];
             slot.gen = slot.gen.wrapping_add(1);
             let tok = token(index, slot.gen);
-            let interest = if conn.pending.is_some() { OUT } else { IN };
-            if self.epoll.add(conn.fd.as_raw_fd(), interest, tok).is_err() {
+            if self.epoll.add(conn.sock.as_raw_fd(), interest(&conn), tok).is_err() {
                 self.free.push(index);
                 self.retire(conn, true);
                 continue;
@@ -238,22 +215,21 @@ impl Loop<'_> {
     fn on_event(&mut self, tok: u64, flags: u32) {
         let index = (tok & 0xFFFF_FFFF) as usize;
         let gen = (tok >> 32) as u32;
-        match self.slots.get(index) {
-            Some(slot) if slot.gen == gen && slot.conn.is_some() => {}
-            _ => return, // stale: the connection was closed in this batch
-        }
-        let writing = self.slots[index].conn.as_ref().is_some_and(|c| c.pending.is_some());
-        let outcome = if writing {
-            if flags & (OUT | ERR | HUP) != 0 {
-                self.flush(index, tok)
-            } else {
-                Outcome::Keep
-            }
-        } else if flags & (IN | ERR | HUP) != 0 {
-            self.read(index, tok)
-        } else {
-            Outcome::Keep
+        let Some(conn) = self.slots.get_mut(index).filter(|s| s.gen == gen).and_then(|s| s.conn.as_mut()) else {
+            return; // stale: the connection was closed in this batch
         };
+        let before = interest(conn);
+        let readable = flags & (IN | ERR | HUP) != 0;
+        let writable = flags & (OUT | ERR | HUP) != 0;
+        let mut outcome = conn.ready(readable, writable, &mut self.buf, self.counters, self.now, &self.pace);
+        // Watch for input or for room to write, whichever the state now
+        // needs; unchanged, epoll is left alone.
+        if outcome == Outcome::Keep
+            && interest(conn) != before
+            && self.epoll.modify(conn.sock.as_raw_fd(), interest(conn), tok).is_err()
+        {
+            outcome = Outcome::Fail;
+        }
         match outcome {
             Outcome::Keep => {}
             Outcome::Close => self.close(index, false),
@@ -261,50 +237,11 @@ impl Loop<'_> {
         }
     }
 
-    /// A registered connection is readable: serve it, and watch for room
-    /// to write instead if a reply is now pending.
-    fn read(&mut self, index: usize, tok: u64) -> Outcome {
-        let Some(conn) = self.slots[index].conn.as_mut() else { return Outcome::Keep };
-        let outcome = pump(conn, &mut self.buf, self.counters, self.now, false);
-        if matches!(outcome, Outcome::Keep)
-            && conn.pending.is_some()
-            && self.epoll.modify(conn.fd.as_raw_fd(), OUT, tok).is_err()
-        {
-            return Outcome::Fail;
-        }
-        outcome
-    }
-
-    /// Sends what is pending; back to reading when it has all gone.
-    fn flush(&mut self, index: usize, tok: u64) -> Outcome {
-        let counters = self.counters;
-        let Some(conn) = self.slots[index].conn.as_mut() else { return Outcome::Keep };
-        let Some(p) = conn.pending.as_mut() else { return Outcome::Keep };
-        while p.sent < p.buf.len() {
-            match sys::send(conn.fd.as_fd(), &p.buf[p.sent..]) {
-                Ok(k) => {
-                    p.sent += k;
-                    conn.last = self.now;
-                    Counters::add(&counters.bytes_out, k as u64);
-                }
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Outcome::Keep,
-                    Some(libc::EINTR) => continue,
-                    _ => return Outcome::Fail,
-                },
-            }
-        }
-        conn.pending = None; // nothing in flight: the buffer is freed
-        if self.epoll.modify(conn.fd.as_raw_fd(), IN, tok).is_err() {
-            return Outcome::Fail;
-        }
-        Outcome::Keep
-    }
-
-    /// Closes connections with no progress for `idle_ms`.
-    fn sweep(&mut self, idle_ms: u64) {
+    /// Closes connections past their deadline: idle for the idle timeout,
+    /// or out of credit under the minimum rate.
+    fn sweep(&mut self) {
         for index in 0..self.slots.len() {
-            let expired = self.slots[index].conn.as_ref().is_some_and(|c| self.now.saturating_sub(c.last) >= idle_ms);
+            let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.now, &self.pace));
             if expired {
                 Counters::add(&self.counters.idle, 1);
                 self.close(index, false);
@@ -318,14 +255,14 @@ impl Loop<'_> {
     /// its events would keep waking this loop for a slot that is gone.
     fn close(&mut self, index: usize, failed: bool) {
         if let Some(conn) = self.slots[index].conn.take() {
-            let _ = self.epoll.delete(conn.fd.as_raw_fd());
+            let _ = self.epoll.delete(conn.sock.as_raw_fd());
             self.free.push(index);
             self.retire(conn, failed);
         }
     }
 
     /// The end of an accepted connection, registered or not.
-    fn retire(&self, conn: Conn, failed: bool) {
+    fn retire(&self, conn: Conn<OwnedFd>, failed: bool) {
         if failed {
             Counters::add(&self.counters.errors, 1);
         }
@@ -340,63 +277,16 @@ impl Loop<'_> {
     }
 }
 
-/// `recv()`, upper-case, `send()`, for up to `READ_BUDGET` chunks. When
-/// the kernel takes only part of a reply, the rest is kept in the
-/// connection's own buffer and reading stops (back-pressure); the caller
-/// then waits for room to write. With `drain`, a short read does not end
-/// the round: the next read may well find the client's end of stream,
-/// which finishes the exchange here and now.
-fn pump(conn: &mut Conn, buf: &mut [u8], counters: &Counters, now: u64, drain: bool) -> Outcome {
-    for _ in 0..READ_BUDGET {
-        let n = match sys::recv(conn.fd.as_fd(), buf) {
-            // Half-close from the client, and everything it sent has been
-            // answered: the whole exchange is complete.
-            Ok(0) => return Outcome::Close,
-            Ok(n) => n,
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EAGAIN) => return Outcome::Keep,
-                Some(libc::EINTR) => continue,
-                _ => return Outcome::Fail,
-            },
-        };
-        conn.last = now;
-        Counters::add(&counters.bytes_in, n as u64);
-        let chunk = &mut buf[..n];
-        upper_in_place(chunk);
-        let mut sent = 0;
-        while sent < n {
-            match sys::send(conn.fd.as_fd(), &chunk[sent..]) {
-                Ok(k) => sent += k,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => break,
-                    Some(libc::EINTR) => continue,
-                    _ => return Outcome::Fail,
-                },
-            }
-        }
-        Counters::add(&counters.bytes_out, sent as u64);
-        if sent < n {
-            // The client is not reading fast enough: keep the rest and stop
-            // reading until it has gone (back-pressure).
-            conn.pending = Some(Box::new(Pending { buf: chunk[sent..].to_vec(), sent: 0 }));
-            return Outcome::Keep;
-        }
-        if n < buf.len() && !drain {
-            // A short read: the socket is most likely drained. Level-
-            // triggered epoll reports it again if more has arrived.
-            return Outcome::Keep;
-        }
+/// The epoll interest a connection's state needs.
+fn interest(conn: &Conn<OwnedFd>) -> u32 {
+    if conn.wants_write() {
+        OUT
+    } else {
+        IN
     }
-    Outcome::Keep
 }
 
-/// Whole milliseconds, rounded up (0.4 ms is 1, not 0) and saturated.
-fn ms_up(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
-}
-
-enum Outcome {
-    Keep,
-    Close,
-    Fail,
+/// A duration in whole nanoseconds, saturated (the loop's clock).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

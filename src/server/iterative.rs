@@ -10,12 +10,15 @@
 //!
 //! Done properly: the client is read until it half-closes (not once, and
 //! not cut at 1024 bytes), each chunk is answered as it arrives, and every
-//! wait also watches the waker, so `stop` is prompt, and the idle timeout,
-//! so one silent client cannot hold the others in the backlog for ever.
+//! wait also watches the waker, so `stop` is prompt, and the connection's
+//! deadline (the idle timeout and the minimum rate, as in the concurrent
+//! server), so one silent or trickling client cannot hold the others in
+//! the backlog for ever.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use super::conn::Clock;
 use super::{Counters, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -92,9 +95,14 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
 /// Serves one client to the end. `Ok(false)` when stopped meanwhile,
 /// `Err(())` when the connection failed.
 fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8]) -> std::result::Result<bool, ()> {
-    let idle = shared.config.idle_timeout;
+    let pace = shared.pace();
+    let start = Instant::now();
+    let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let mut clock = Clock::start(0, &pace);
+    // How long the next wait may last: until the connection's deadline.
+    let left = |clock: &Clock| clock.deadline(&pace).map(|d| Duration::from_nanos(d.saturating_sub(now())));
     loop {
-        match wait(shared, conn, libc::POLLIN, idle).map_err(|_| ())? {
+        match wait(shared, conn, libc::POLLIN, left(&clock)).map_err(|_| ())? {
             Ready::Stopped => return Ok(false),
             Ready::TimedOut => {
                 Counters::add(&counters.idle, 1);
@@ -109,6 +117,7 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
             Err(_) => return Err(()),
         };
+        clock.progress(now(), n, &pace);
         Counters::add(&counters.bytes_in, n as u64);
         upper_in_place(&mut buf[..n]);
         // send(): all of it, waiting for room as the client reads.
@@ -117,11 +126,12 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
             match sys::send(conn.as_fd(), &buf[sent..n]) {
                 Ok(k) => {
                     sent += k;
+                    clock.progress(now(), 0, &pace);
                     Counters::add(&counters.bytes_out, k as u64);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    match wait(shared, conn, libc::POLLOUT, idle).map_err(|_| ())? {
+                    match wait(shared, conn, libc::POLLOUT, left(&clock)).map_err(|_| ())? {
                         Ready::Stopped => return Ok(false),
                         Ready::TimedOut => {
                             Counters::add(&counters.idle, 1);

@@ -8,6 +8,7 @@
 //! signal handler. Once stopped, it stays stopped.
 
 mod concurrent;
+mod conn;
 mod epoll;
 mod iterative;
 mod udp;
@@ -24,6 +25,11 @@ use crate::error::{Error, Result, ERR_BUSY, ERR_STOPPED};
 use crate::sys;
 
 pub use waker::Waker;
+
+/// The connection state machine's simulator, for the `conn` fuzz target.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use conn::sim as conn_sim;
 
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +55,9 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// The most loop threads a server runs.
 pub const MAX_THREADS: usize = 1024;
+
+/// The largest `min_rate` (bytes per second): one byte then earns 1 ns.
+pub const MAX_MIN_RATE: u32 = 1_000_000_000;
 
 /// Called with each client's address: per connection (TCP) or per datagram
 /// (UDP), on the loop's thread. Keep it short.
@@ -77,6 +86,15 @@ pub struct Config {
     /// A TCP connection with no progress for this long is closed. `None`
     /// never closes one. Default 60 s.
     pub idle_timeout: Option<Duration>,
+    /// TCP: the least a client must send, in bytes per second on average,
+    /// to keep its connection (slowloris: one byte just before each idle
+    /// timeout would otherwise hold it for ever). Each byte received earns
+    /// `1 / min_rate` seconds, on top of one idle period granted at accept,
+    /// and credit never runs more than one idle period ahead; a connection
+    /// out of credit is closed like an idle one. Measured against the idle
+    /// timeout, so off without one; 0 turns it off. Default 1 byte/s: a
+    /// typed line of 30 characters buys 30 s.
+    pub min_rate: u32,
     /// `listen()` backlog. Default 1024 (the kernel caps it at somaxconn).
     pub backlog: i32,
     /// Largest UDP datagram answered; a larger one is dropped and counted.
@@ -103,6 +121,7 @@ impl Default for Config {
             threads: 0,
             max_connections: 16_384,
             idle_timeout: Some(Duration::from_secs(60)),
+            min_rate: 1,
             backlog: 1024,
             max_datagram: MAX_DATAGRAM,
             defer_accept: false,
@@ -121,6 +140,7 @@ impl std::fmt::Debug for Config {
             .field("threads", &self.threads)
             .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
+            .field("min_rate", &self.min_rate)
             .field("backlog", &self.backlog)
             .field("max_datagram", &self.max_datagram)
             .field("defer_accept", &self.defer_accept)
@@ -151,7 +171,8 @@ pub struct Stats {
     pub datagrams_dropped: u64,
     /// Failures: resets, send errors, accept errors.
     pub errors: u64,
-    /// TCP connections closed by the idle timeout.
+    /// TCP connections closed by the idle timeout, or for moving too slowly
+    /// (`min_rate`).
     pub idle_timeouts: u64,
 }
 
@@ -208,6 +229,12 @@ impl Shared {
         if let Some(cb) = &self.config.on_client {
             cb(peer);
         }
+    }
+
+    /// The time limits of a TCP connection.
+    pub(crate) fn pace(&self) -> conn::Pace {
+        let idle = self.config.idle_timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+        conn::Pace::new(idle, self.config.min_rate)
     }
 
     /// The socket loop `index` reads.
@@ -268,6 +295,9 @@ impl Server {
         }
         if config.idle_timeout == Some(Duration::ZERO) {
             return Err(Error::invalid("server config", "idle_timeout must be positive (or none)"));
+        }
+        if config.min_rate > MAX_MIN_RATE {
+            return Err(Error::invalid("server config", format!("min_rate must be at most {MAX_MIN_RATE} bytes/s")));
         }
         if config.backlog < 1 {
             return Err(Error::invalid("server config", "backlog must be at least 1"));

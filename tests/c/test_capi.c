@@ -852,6 +852,7 @@ static void test_config_default(void)
     CHECK_EQ(cfg.threads, 0);
     CHECK_EQ(cfg.max_connections, 16384);
     CHECK_EQ(cfg.idle_timeout_ms, 60000);
+    CHECK_EQ(cfg.min_rate, 1);
     CHECK_EQ(cfg.backlog, 1024);
     CHECK_EQ(cfg.max_datagram, 65527);
     CHECK(cfg.on_client == NULL);
@@ -1953,6 +1954,11 @@ static void test_bind_errors(void)
     config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_UDP, UPCASE_MODE_CONCURRENT);
     cfg.max_datagram = 65528;
     CHECK_RC(upcase_server_bind(&cfg, &srv), UPCASE_EINVAL);
+    CHECK(srv == sentinel);
+    config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, UPCASE_MODE_CONCURRENT);
+    cfg.min_rate = 1000000001u;
+    CHECK_RC(upcase_server_bind(&cfg, &srv), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "min_rate"));
     CHECK(srv == sentinel);
 
     /* Host that does not resolve. */

@@ -559,6 +559,26 @@ def test_max_connections_and_idle_timeout_options(start_server):
     server.stop()
 
 
+def test_min_rate_option_closes_a_trickling_client(start_server):
+    server = start_server("tcp", "--quiet", "--idle-timeout", "1", "--min-rate", "100", "0", "127.0.0.1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=3) as s:
+        t = time.monotonic()
+        closed = None
+        while time.monotonic() - t < 5:
+            try:
+                s.sendall(b"z")
+                if s.recv(16) != b"Z":
+                    closed = time.monotonic() - t
+                    break
+            except OSError:
+                closed = time.monotonic() - t
+                break
+            time.sleep(0.3)
+        assert closed is not None and closed >= 0.9, closed
+    exchange("tcp", "127.0.0.1", server.port, "still serving")
+    server.stop()
+
+
 def test_defer_accept_option_serves_clients(start_server):
     server = start_server("tcp", "--defer-accept", "0", "127.0.0.1")
     exchange("tcp", "127.0.0.1", server.port, "deferred")
@@ -578,7 +598,7 @@ def test_udp_max_datagram_option(start_server):
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--threads"], ["--threads", "x"], ["--max-connections", "0"],
-                                  ["--idle-timeout", "-1"]])
+                                  ["--idle-timeout", "-1"], ["--min-rate", "x"], ["--min-rate", "1000000001"]])
 def test_bad_options_exit_2(args):
     r = subprocess.run([exe("tcp_server"), *args], capture_output=True, timeout=10)
     assert r.returncode == 2, r

@@ -197,8 +197,8 @@ impl Server {
     #[new]
     #[pyo3(signature = (host = "127.0.0.1", port = 12000, *, transport = "tcp", mode = "concurrent", threads = None,
                         max_connections = 16384, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
-                        on_client = None, defer_accept = false),
-           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False)")]
+                        on_client = None, defer_accept = false, min_rate = 1),
+           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False, min_rate=1)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -213,6 +213,7 @@ impl Server {
         max_datagram: i64,
         on_client: Option<Py<PyAny>>,
         defer_accept: bool,
+        min_rate: i64,
     ) -> PyResult<Server> {
         let port = port_arg(port)?;
         let transport = parse_transport(transport)?;
@@ -225,6 +226,10 @@ impl Server {
             Some(t) if t.is_zero() => return Err(PyValueError::new_err("idle_timeout must be positive or None")),
             t => t,
         };
+        let min_rate = u32::try_from(min_rate)
+            .ok()
+            .filter(|&r| r <= upcase::server::MAX_MIN_RATE)
+            .ok_or_else(|| PyValueError::new_err(format!("min_rate must be 0 to {}", upcase::server::MAX_MIN_RATE)))?;
         let backlog =
             i32::try_from(positive(backlog, "backlog")?).map_err(|_| PyValueError::new_err("backlog is too large"))?;
         if let Some(cb) = &on_client {
@@ -257,6 +262,7 @@ impl Server {
             threads,
             max_connections: positive(max_connections, "max_connections")?,
             idle_timeout,
+            min_rate,
             backlog,
             max_datagram: positive(max_datagram, "max_datagram")?,
             defer_accept,

@@ -470,6 +470,36 @@ def test_server_dropped_while_running_does_not_leak(api_counts, api_settle):
     assert threads <= base[1], f"threads: {base[1]} before, {threads} after"
 
 
+def trickle_until_closed(port, every, limit):
+    """Sends one byte every `every` seconds, reading each reply, for at most
+    `limit` seconds: how long until the server closed (None: it did not)."""
+    conn = upcase.Connection("127.0.0.1", port)
+    t = time.monotonic()
+    try:
+        while time.monotonic() - t < limit:
+            try:
+                assert conn.request(b"z") == b"Z"
+            except (ConnectionError, OSError):
+                return time.monotonic() - t
+            time.sleep(every)
+        return None
+    finally:
+        conn.close()
+
+
+def test_server_min_rate_closes_a_trickling_client():
+    # Idle timeout 1 s, at least 100 bytes/s: one byte every 0.3 s is
+    # never idle for long, but runs out of credit after about a second.
+    with upcase.Server("127.0.0.1", 0, idle_timeout=1.0, min_rate=100) as server:
+        closed = trickle_until_closed(server.port, 0.3, 5)
+        assert closed is not None and closed >= 0.9, closed
+        assert server.stats()["idle_timeouts"] == 1
+    # Off, the same client lives on.
+    with upcase.Server("127.0.0.1", 0, idle_timeout=1.0, min_rate=0) as server:
+        assert trickle_until_closed(server.port, 0.3, 2.5) is None
+        assert server.stats()["idle_timeouts"] == 0
+
+
 def test_server_idle_timeout():
     with upcase.Server("127.0.0.1", 0, idle_timeout=0.3) as server:
         conn = upcase.Connection("127.0.0.1", server.port)
@@ -565,6 +595,8 @@ def test_server_bad_mode(bad):
         {"idle_timeout": 0},
         {"idle_timeout": -1.0},
         {"idle_timeout": math.nan},
+        {"min_rate": -1},
+        {"min_rate": 1_000_000_001},
     ],
     ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
 )

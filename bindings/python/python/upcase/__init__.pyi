@@ -121,6 +121,7 @@ class Server:
         max_datagram: int = 65527,
         on_client: Optional[Callable[[str, int], Any]] = None,
         defer_accept: bool = False,
+        min_rate: int = 1,
     ) -> Self: ...
     @property
     def port(self) -> int: ...

@@ -1,0 +1,697 @@
+//! One connection of the concurrent TCP server, as a state machine apart
+//! from `epoll`, so that it can be driven by a test or a fuzzer through any
+//! [`Io`] (a real socket in the server, a scripted fake in [`sim`]).
+//!
+//! A connection is in one of two states:
+//! - *reading* (interest `IN`): a chunk is read into the loop's one buffer,
+//!   upper-cased in place and sent straight back. No buffer belongs to the
+//!   connection.
+//! - *writing* (interest `OUT`): the kernel took only part of a reply; the
+//!   rest is copied into a buffer of the connection's own and nothing more
+//!   is read until it is sent (back-pressure: a client that does not read
+//!   its replies is not read from, so at most one chunk is held for it).
+//!   When it has gone, the buffer is freed and reading resumes at once.
+//!
+//! End of stream from the client (half-close) is seen only in the reading
+//! state, so everything received before it has been answered when the
+//! connection is closed.
+//!
+//! How long a connection may live without doing its share is [`Pace`]'s
+//! business: the idle timeout, and the minimum rate that stops a client
+//! sending one byte just before each idle timeout (slowloris).
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::Counters;
+use crate::sys;
+use crate::upper::upper_in_place;
+
+/// Reads per connection per wake-up, so one busy client cannot starve others.
+pub(crate) const READ_BUDGET: usize = 16;
+
+/// The two calls a connection makes on its socket.
+pub(crate) trait Io {
+    /// `recv()`: `Ok(0)` is the peer's end of stream.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// `send()`: may take only part of `buf`.
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize>;
+}
+
+impl Io for OwnedFd {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::recv(self.as_fd(), buf)
+    }
+    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sys::send(self.as_fd(), buf)
+    }
+}
+
+/// What the loop does with a connection after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Keep it, watching for [`Conn::wants_write`].
+    Keep,
+    /// Done: the client half-closed and everything was answered.
+    Close,
+    /// Broken: reset, or a send failed. Counted as an error.
+    Fail,
+}
+
+/// The time limits of a connection, in nanoseconds.
+///
+/// - **Idle timeout**: a connection that moved no byte, in or out, for
+///   `idle` is closed.
+/// - **Minimum rate**: each byte received from the client earns it
+///   `1 / min_rate` seconds of life, on top of one idle period granted at
+///   accept; the credit never runs more than one idle period ahead of now
+///   (a burst buys no more than an idle period of silence). A client that
+///   keeps sending one byte just before each idle timeout runs out of
+///   credit after about one idle period and is closed like an idle one.
+///   Off with `min_rate` 0, or without an idle timeout (the idle period is
+///   the window the rate is measured over).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pace {
+    idle: Option<u64>,
+    /// Credit earned per byte received; 0 = no minimum rate.
+    per_byte: u64,
+}
+
+impl Pace {
+    /// From the idle timeout (ns) and the minimum rate (bytes per second).
+    pub(crate) fn new(idle_ns: Option<u64>, min_rate: u32) -> Pace {
+        let per_byte = match (idle_ns, min_rate) {
+            (Some(_), r) if r > 0 => (1_000_000_000 / u64::from(r)).max(1),
+            _ => 0,
+        };
+        Pace { idle: idle_ns, per_byte }
+    }
+}
+
+/// When a connection made progress, and how far its rate credit reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Clock {
+    last: u64,
+    credit: u64,
+}
+
+impl Clock {
+    /// A connection accepted at `now`.
+    pub(crate) fn start(now: u64, pace: &Pace) -> Clock {
+        Clock { last: now, credit: now.saturating_add(pace.idle.unwrap_or(0)) }
+    }
+
+    /// `received` bytes came in (or, with 0, some went out) at `now`.
+    pub(crate) fn progress(&mut self, now: u64, received: usize, pace: &Pace) {
+        self.last = now;
+        if pace.per_byte > 0 && received > 0 {
+            let cap = now.saturating_add(pace.idle.unwrap_or(0));
+            let earned = (received as u64).saturating_mul(pace.per_byte);
+            self.credit = self.credit.saturating_add(earned).min(cap);
+        }
+    }
+
+    /// The time at which the connection is to be closed, if any.
+    pub(crate) fn deadline(&self, pace: &Pace) -> Option<u64> {
+        let idle = self.last.saturating_add(pace.idle?);
+        Some(if pace.per_byte > 0 { idle.min(self.credit) } else { idle })
+    }
+
+    /// Is the connection past its deadline at `now`?
+    pub(crate) fn expired(&self, now: u64, pace: &Pace) -> bool {
+        self.deadline(pace).is_some_and(|d| now >= d)
+    }
+}
+
+/// Bytes of a reply the kernel has not taken yet.
+struct Pending {
+    buf: Vec<u8>,
+    sent: usize,
+}
+
+/// One client.
+pub(crate) struct Conn<S> {
+    pub(crate) sock: S,
+    /// `Some` only in the writing state.
+    pending: Option<Box<Pending>>,
+    pub(crate) clock: Clock,
+}
+
+impl<S: Io> Conn<S> {
+    /// A connection accepted at `now`.
+    pub(crate) fn new(sock: S, now: u64, pace: &Pace) -> Conn<S> {
+        Conn { sock, pending: None, clock: Clock::start(now, pace) }
+    }
+
+    /// In the writing state: watch for room to write rather than for input.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Bytes held for the client (the part of a reply not yet sent).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn held(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.buf.len() - p.sent)
+    }
+
+    /// Just accepted: serve what is there already. A short exchange
+    /// (request, half-close) is finished here, before the connection is
+    /// ever registered with epoll.
+    pub(crate) fn first(&mut self, buf: &mut [u8], c: &Counters, now: u64, pace: &Pace) -> Outcome {
+        self.pump(buf, c, now, pace, true)
+    }
+
+    /// The socket is readable (`readable`) and/or writable (`writable`);
+    /// errors and hang-ups count as both, as the kernel wants them seen.
+    pub(crate) fn ready(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        buf: &mut [u8],
+        c: &Counters,
+        now: u64,
+        pace: &Pace,
+    ) -> Outcome {
+        if self.pending.is_some() {
+            if !writable {
+                return Outcome::Keep;
+            }
+            match self.flush(c, now, pace) {
+                Outcome::Keep if self.pending.is_none() => {}
+                other => return other,
+            }
+            // All sent: more input has most likely arrived meanwhile (a
+            // stream's client writes while it reads). Reading it now, not
+            // after a trip through epoll, saves two epoll_ctl calls and a
+            // wait per round.
+            return self.pump(buf, c, now, pace, false);
+        }
+        if readable {
+            self.pump(buf, c, now, pace, false)
+        } else {
+            Outcome::Keep
+        }
+    }
+
+    /// Sends what is pending. `Keep` with nothing pending when it has all
+    /// gone.
+    fn flush(&mut self, c: &Counters, now: u64, pace: &Pace) -> Outcome {
+        let Some(p) = self.pending.as_mut() else { return Outcome::Keep };
+        while p.sent < p.buf.len() {
+            match self.sock.send(&p.buf[p.sent..]) {
+                Ok(k) => {
+                    p.sent += k;
+                    self.clock.progress(now, 0, pace);
+                    Counters::add(&c.bytes_out, k as u64);
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Outcome::Keep,
+                    Some(libc::EINTR) => continue,
+                    _ => return Outcome::Fail,
+                },
+            }
+        }
+        self.pending = None; // nothing in flight: the buffer is freed
+        Outcome::Keep
+    }
+
+    /// `recv()`, upper-case, `send()`, for up to `READ_BUDGET` chunks. When
+    /// the kernel takes only part of a reply, the rest is kept in the
+    /// connection's own buffer and reading stops (back-pressure). With
+    /// `drain`, a short read does not end the round: the next read may well
+    /// find the client's end of stream, which finishes the exchange here
+    /// and now.
+    fn pump(&mut self, buf: &mut [u8], c: &Counters, now: u64, pace: &Pace, drain: bool) -> Outcome {
+        for _ in 0..READ_BUDGET {
+            let n = match self.sock.recv(buf) {
+                // Half-close from the client, and everything it sent has
+                // been answered: the whole exchange is complete.
+                Ok(0) => return Outcome::Close,
+                Ok(n) => n.min(buf.len()),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Outcome::Keep,
+                    Some(libc::EINTR) => continue,
+                    _ => return Outcome::Fail,
+                },
+            };
+            self.clock.progress(now, n, pace);
+            Counters::add(&c.bytes_in, n as u64);
+            let chunk = &mut buf[..n];
+            upper_in_place(chunk);
+            let mut sent = 0;
+            while sent < n {
+                match self.sock.send(&chunk[sent..]) {
+                    Ok(k) => sent += k.min(n - sent),
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::EAGAIN) => break,
+                        Some(libc::EINTR) => continue,
+                        _ => return Outcome::Fail,
+                    },
+                }
+            }
+            Counters::add(&c.bytes_out, sent as u64);
+            if sent < n {
+                // The client is not reading fast enough: keep the rest and
+                // stop reading until it has gone (back-pressure).
+                self.pending = Some(Box::new(Pending { buf: chunk[sent..].to_vec(), sent: 0 }));
+                return Outcome::Keep;
+            }
+            if n < buf.len() && !drain {
+                // A short read: the socket is most likely drained. Level-
+                // triggered epoll reports it again if more has arrived.
+                return Outcome::Keep;
+            }
+        }
+        Outcome::Keep
+    }
+}
+
+/// A simulated client and kernel that drive a [`Conn`] through arbitrary
+/// sequences of reads, writes, partial reads and writes, errors, spurious
+/// wake-ups and the passing of time, and check after every step what the
+/// server promises. Used by the unit tests and by the `conn` fuzz target
+/// (`fuzz/fuzz_targets/conn.rs`). It panics when a promise is broken.
+///
+/// The promises:
+/// - every byte sent back is the upper-cased byte received at the same
+///   position of the stream: nothing lost, added, reordered or changed;
+/// - at most one buffer's worth is held for a client (back-pressure): the
+///   connection never reads while a reply is pending;
+/// - one wake-up reads at most `READ_BUDGET` times (fairness);
+/// - `Close` only after the client's end of stream, with everything
+///   answered; `Fail` only after a fatal error from the socket;
+/// - once the script ends, a client that half-closes and reads everything
+///   gets its whole reply and the connection closes;
+/// - the connection expires exactly when the idle timeout and the minimum
+///   rate, computed here independently, say so.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod sim {
+    use std::collections::VecDeque;
+    use std::io;
+
+    use super::{Conn, Counters, Io, Outcome, Pace, READ_BUDGET};
+
+    /// The kernel's side of the connection, as the server sees it.
+    #[derive(Default)]
+    struct FakeSocket {
+        /// Sent by the client, not yet read by the server.
+        inbound: VecDeque<u8>,
+        /// The client has half-closed.
+        eof: bool,
+        /// Sent by the server, not yet read by the client.
+        outbound: usize,
+        /// Room the send buffer has in all.
+        send_capacity: usize,
+        /// Most bytes one `recv` returns (a partial read), 0 = no limit.
+        recv_max: usize,
+        /// Errors the next calls return, in order.
+        recv_errors: VecDeque<i32>,
+        send_errors: VecDeque<i32>,
+        /// Everything the server has sent, for checking.
+        received_by_client: Vec<u8>,
+        /// A fatal error has been returned.
+        failed: bool,
+        /// Calls made during the current wake-up.
+        recvs: usize,
+        /// Bytes read by the server and bytes sent by it, in all.
+        read_total: usize,
+        /// Set while a reply is pending: a read then breaks back-pressure.
+        must_not_read: bool,
+    }
+
+    fn fatal(code: i32) -> bool {
+        !matches!(code, libc::EAGAIN | libc::EINTR)
+    }
+
+    impl Io for FakeSocket {
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(!self.must_not_read, "read while a reply was pending (back-pressure broken)");
+            assert!(!self.failed, "used after a fatal error");
+            self.recvs += 1;
+            if let Some(code) = self.recv_errors.pop_front() {
+                self.failed |= fatal(code);
+                return Err(io::Error::from_raw_os_error(code));
+            }
+            if self.inbound.is_empty() {
+                return if self.eof { Ok(0) } else { Err(io::Error::from_raw_os_error(libc::EAGAIN)) };
+            }
+            let mut n = self.inbound.len().min(buf.len());
+            if self.recv_max > 0 {
+                n = n.min(self.recv_max);
+            }
+            for (slot, byte) in buf.iter_mut().zip(self.inbound.drain(..n)) {
+                *slot = byte;
+            }
+            self.read_total += n;
+            Ok(n)
+        }
+
+        fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+            assert!(!self.failed, "used after a fatal error");
+            assert!(!buf.is_empty(), "an empty send");
+            if let Some(code) = self.send_errors.pop_front() {
+                self.failed |= fatal(code);
+                return Err(io::Error::from_raw_os_error(code));
+            }
+            let room = self.send_capacity.saturating_sub(self.outbound);
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            let n = room.min(buf.len());
+            self.outbound += n;
+            self.received_by_client.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+
+    /// Reads script bytes, 0 once they run out.
+    struct Script<'a> {
+        data: &'a [u8],
+        at: usize,
+    }
+
+    impl Script<'_> {
+        fn byte(&mut self) -> u8 {
+            let b = self.data.get(self.at).copied().unwrap_or(0);
+            self.at += 1;
+            b
+        }
+        fn done(&self) -> bool {
+            self.at >= self.data.len()
+        }
+    }
+
+    /// What one run did, for the tests to check that scripts reach every
+    /// corner.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Report {
+        /// Bytes the client sent.
+        pub sent: usize,
+        /// The connection closed normally, failed, or expired.
+        pub closed: bool,
+        /// Failed after an injected fatal error.
+        pub failed: bool,
+        /// Expired (idle timeout or minimum rate).
+        pub expired: bool,
+        /// Wake-ups that found a reply pending (back-pressure engaged).
+        pub writing_wakeups: usize,
+    }
+
+    /// The reference transform, one byte at a time.
+    fn upper(b: u8) -> u8 {
+        if b.is_ascii_lowercase() {
+            b - 32
+        } else {
+            b
+        }
+    }
+
+    /// Runs the script `data`; panics if a promise is broken.
+    pub fn run(data: &[u8]) -> Report {
+        let mut s = Script { data, at: 0 };
+        // The server's buffer: 1 to 64 bytes, so that the stream crosses
+        // many chunk boundaries with few script bytes.
+        let buf_len = usize::from(s.byte() % 64) + 1;
+        let idle_ms = u64::from(s.byte() % 16) * 50; // 0 = no idle timeout
+        let min_rate = u32::from(s.byte() % 8) * 10; // bytes per second
+        let idle = (idle_ms > 0).then_some(idle_ms * 1_000_000);
+        let pace = Pace::new(idle, min_rate);
+        let counters = Counters::default();
+        let mut buf = vec![0u8; buf_len];
+        let mut sock = FakeSocket { send_capacity: usize::from(s.byte()), ..FakeSocket::default() };
+        sock.recv_max = usize::from(s.byte() % 8);
+        let mut sent_by_client: Vec<u8> = Vec::new();
+        let mut now: u64 = 1_000_000_000;
+        // The reference model of the deadline.
+        let mut last = now;
+        let mut credit = now + idle.unwrap_or(0);
+        let mut conn = Conn::new(sock, now, &pace);
+        let mut report = Report::default();
+        let mut first = true;
+
+        // `failed`: a connection that just failed may have read bytes it
+        // will never answer; only what it did send is checked.
+        let check = |conn: &Conn<FakeSocket>, sent_by_client: &[u8], buf_len: usize, failed: bool| {
+            let out = &conn.sock.received_by_client;
+            assert!(out.len() <= sent_by_client.len(), "more bytes back than sent");
+            for (i, (&got, &was)) in out.iter().zip(sent_by_client).enumerate() {
+                assert_eq!(got, upper(was), "byte {i} of the reply is wrong");
+            }
+            if failed {
+                return;
+            }
+            let held = conn.sock.read_total - out.len();
+            assert_eq!(held, conn.held(), "bytes read but neither sent nor held");
+            assert!(held <= buf_len, "more than one buffer held for the client");
+        };
+
+        loop {
+            let at_end = s.done();
+            let op = if at_end { 255 } else { s.byte() };
+            let mut wake = false;
+            let mut spurious = false;
+            match op % 12 {
+                0 | 1 => {
+                    // The client sends some bytes (unless it half-closed).
+                    let len = usize::from(s.byte() % 48) + 1;
+                    if !conn.sock.eof {
+                        for _ in 0..len {
+                            let b = s.byte();
+                            conn.sock.inbound.push_back(b);
+                            sent_by_client.push(b);
+                        }
+                        report.sent += len;
+                    }
+                }
+                2 => conn.sock.eof = true,
+                3 => {
+                    // The client reads some of its reply.
+                    let n = usize::from(s.byte());
+                    conn.sock.outbound = conn.sock.outbound.saturating_sub(n);
+                }
+                4 => conn.sock.send_capacity = usize::from(s.byte()),
+                5 => conn.sock.recv_max = usize::from(s.byte() % 8),
+                6 => {
+                    let code = [libc::EINTR, libc::EAGAIN, libc::ECONNRESET, libc::ENOTCONN][usize::from(s.byte() % 4)];
+                    conn.sock.recv_errors.push_back(code);
+                }
+                7 => {
+                    let code = [libc::EINTR, libc::EAGAIN, libc::EPIPE, libc::ECONNRESET][usize::from(s.byte() % 4)];
+                    conn.sock.send_errors.push_back(code);
+                }
+                8 => {
+                    // Time passes; the loop's sweep looks at the connection.
+                    now += u64::from(s.byte()) * 5_000_000;
+                    let deadline = idle.map(|i| if pace.per_byte > 0 { (last + i).min(credit) } else { last + i });
+                    let expect = deadline.is_some_and(|d| now >= d);
+                    assert_eq!(conn.clock.deadline(&pace), deadline, "deadline differs from the model");
+                    assert_eq!(conn.clock.expired(now, &pace), expect);
+                    if expect {
+                        report.closed = true;
+                        report.expired = true;
+                        return report;
+                    }
+                }
+                9 => spurious = true,
+                _ => wake = true,
+            }
+            if at_end {
+                // The end of the script: the client half-closes and reads
+                // everything; the connection must finish cleanly.
+                conn.sock.eof = true;
+                conn.sock.send_capacity = usize::MAX;
+                conn.sock.recv_errors.retain(|&c| !fatal(c));
+                conn.sock.send_errors.retain(|&c| !fatal(c));
+                wake = true;
+            }
+            if !(wake || spurious) {
+                continue;
+            }
+            // A wake-up, as level-triggered epoll gives it: readable when
+            // there is input, an end of stream or an error to read;
+            // writable when there is room or an error. A spurious one says
+            // both while neither holds.
+            let sock = &conn.sock;
+            let readable = spurious || !sock.inbound.is_empty() || sock.eof || !sock.recv_errors.is_empty();
+            let writable = spurious || sock.outbound < sock.send_capacity || !sock.send_errors.is_empty();
+            if !first && !(if conn.wants_write() { writable } else { readable }) {
+                continue;
+            }
+            conn.sock.recvs = 0;
+            conn.sock.must_not_read = conn.wants_write() && !(writable && would_drain(&conn.sock, conn.held()));
+            let before_read = conn.sock.read_total;
+            let before_out = conn.sock.received_by_client.len();
+            let outcome = if first {
+                first = false;
+                conn.first(&mut buf, &counters, now, &pace)
+            } else {
+                if conn.wants_write() {
+                    report.writing_wakeups += 1;
+                }
+                conn.ready(readable, writable, &mut buf, &counters, now, &pace)
+            };
+            conn.sock.must_not_read = false;
+            assert!(conn.sock.recvs <= READ_BUDGET, "{} reads in one wake-up", conn.sock.recvs);
+            let read = conn.sock.read_total - before_read;
+            if read > 0 {
+                // Mirror of `Clock::progress` for the model.
+                last = now;
+                if pace.per_byte > 0 {
+                    credit = (credit + read as u64 * pace.per_byte).min(now + idle.unwrap_or(0));
+                }
+            } else if conn.sock.received_by_client.len() > before_out {
+                last = now;
+            }
+            check(&conn, &sent_by_client, buf_len, outcome == Outcome::Fail);
+            match outcome {
+                Outcome::Keep => {}
+                Outcome::Close => {
+                    assert!(conn.sock.eof, "closed before the client's end of stream");
+                    assert!(conn.sock.inbound.is_empty(), "closed with input unread");
+                    assert_eq!(conn.held(), 0, "closed with a reply pending");
+                    assert_eq!(
+                        conn.sock.received_by_client.len(),
+                        sent_by_client.len(),
+                        "closed with bytes unanswered"
+                    );
+                    report.closed = true;
+                    return report;
+                }
+                Outcome::Fail => {
+                    assert!(conn.sock.failed, "failed without a fatal error");
+                    report.closed = true;
+                    report.failed = true;
+                    return report;
+                }
+            }
+            if at_end {
+                // Everything is there and there is room: the loop is woken
+                // until done; it must not take more wake-ups than bytes.
+                let most = sent_by_client.len() + conn.sock.recv_errors.len() + conn.sock.send_errors.len() + 4;
+                for _ in 0..most {
+                    let outcome = conn.ready(true, true, &mut buf, &counters, now, &pace);
+                    check(&conn, &sent_by_client, buf_len, outcome == Outcome::Fail);
+                    match outcome {
+                        Outcome::Close => {
+                            assert_eq!(conn.sock.received_by_client.len(), sent_by_client.len());
+                            report.closed = true;
+                            return report;
+                        }
+                        Outcome::Fail => panic!("failed with no fatal error left"),
+                        Outcome::Keep => {}
+                    }
+                }
+                panic!("no end in sight after the client half-closed");
+            }
+        }
+    }
+
+    /// Will the pending reply go out whole on this wake-up (so the
+    /// connection may read again within it)?
+    fn would_drain(sock: &FakeSocket, held: usize) -> bool {
+        sock.send_errors.iter().all(|&c| c == libc::EINTR) && sock.send_capacity.saturating_sub(sock.outbound) >= held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sim::{run, Report};
+    use super::*;
+
+    /// xorshift64*: a reproducible stream of script bytes.
+    fn scripts(seed: u64, count: usize, len: usize) -> impl Iterator<Item = Vec<u8>> {
+        let mut x = seed;
+        (0..count).map(move |_| {
+            (0..len)
+                .map(|_| {
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn random_scripts_keep_every_promise() {
+        let count = if cfg!(miri) { 20 } else { 20_000 };
+        let mut total = Report::default();
+        let mut closed = 0;
+        for (i, script) in scripts(0x5EED, count, 200).enumerate() {
+            let r = std::panic::catch_unwind(|| run(&script))
+                .unwrap_or_else(|_| panic!("script {i} broke a promise: {script:?}"));
+            total.sent += r.sent;
+            total.failed |= r.failed;
+            total.expired |= r.expired;
+            total.writing_wakeups += r.writing_wakeups;
+            closed += usize::from(r.closed);
+        }
+        // The scripts reach every corner: failures, expiries, back-pressure.
+        assert!(total.failed && total.expired, "{total:?}");
+        assert!(total.writing_wakeups > 100, "{total:?}");
+        assert_eq!(closed, count);
+    }
+
+    #[test]
+    fn empty_and_tiny_scripts() {
+        assert!(run(&[]).closed);
+        for b in 0..=255u8 {
+            run(&[b]);
+            run(&[b, b, b, b, b, b, b]);
+        }
+    }
+
+    #[test]
+    fn slowloris_runs_out_of_credit() {
+        // Idle timeout 1 s, at least 100 bytes/s: one byte every 0.9 s
+        // never trips the idle timeout but earns only 10 ms a byte.
+        let s = 1_000_000_000u64;
+        let pace = Pace::new(Some(s), 100);
+        let mut clock = Clock::start(0, &pace);
+        let mut t = 0;
+        let mut bytes = 0;
+        while !clock.expired(t, &pace) {
+            t += 900_000_000;
+            if clock.expired(t, &pace) {
+                break;
+            }
+            clock.progress(t, 1, &pace);
+            bytes += 1;
+            assert!(bytes < 20, "a slow client lived for ever");
+        }
+        assert!(t <= 2 * s, "closed at {t} ns, after {bytes} bytes");
+        // Without the minimum rate, the same client lives on.
+        let idle_only = Pace::new(Some(s), 0);
+        let mut clock = Clock::start(0, &idle_only);
+        for i in 1..100u64 {
+            assert!(!clock.expired(i * 900_000_000, &idle_only));
+            clock.progress(i * 900_000_000, 1, &idle_only);
+        }
+    }
+
+    #[test]
+    fn a_client_above_the_rate_lives_on() {
+        let s = 1_000_000_000u64;
+        let pace = Pace::new(Some(s), 100);
+        let mut clock = Clock::start(0, &pace);
+        // 200 bytes/s in 20-byte lines every 100 ms.
+        for i in 1..1000u64 {
+            let t = i * 100_000_000;
+            assert!(!clock.expired(t, &pace), "closed at {t}");
+            clock.progress(t, 20, &pace);
+        }
+        // A burst buys at most one idle period.
+        clock.progress(100 * s, 1_000_000, &pace);
+        assert!(clock.expired(101 * s, &pace));
+    }
+
+    #[test]
+    fn no_idle_timeout_no_deadline() {
+        let pace = Pace::new(None, 100);
+        let clock = Clock::start(0, &pace);
+        assert_eq!(clock.deadline(&pace), None);
+        assert!(!clock.expired(u64::MAX, &pace));
+    }
+}
