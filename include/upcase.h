@@ -282,8 +282,9 @@ typedef struct upcase_stats {
    */
   uint64_t datagrams_out;
   /**
-   * Datagrams not answered (too large, from port 0 or from the server
-   * itself, no room to reply).
+   * Datagrams not answered (too large, from port 0, from a port below
+   * 1024 or the server's own port, an echo cut by the reply-loop rule,
+   * no room to reply).
    */
   uint64_t datagrams_dropped;
   /**

@@ -19,6 +19,21 @@ pub fn upper_in_place(buf: &mut [u8]) {
     }
 }
 
+/// Upper-cases `buf` in place, as [`upper_in_place`], and says whether
+/// any byte changed: `false` means `buf` was already its own reply (no
+/// `a`-`z` in it). Same single branch-free pass: OR-ing together each
+/// byte's change vectorises with it and costs next to nothing.
+#[inline]
+pub(crate) fn upper_in_place_changed(buf: &mut [u8]) -> bool {
+    let mut changed = 0u8;
+    for b in buf.iter_mut() {
+        let up = upper_byte(*b);
+        changed |= *b ^ up;
+        *b = up;
+    }
+    changed != 0
+}
+
 /// Upper-cases `src` into a new vector of the same length.
 pub fn upper(src: &[u8]) -> Vec<u8> {
     let mut out = src.to_vec();
@@ -46,6 +61,22 @@ mod tests {
             let want = if b.is_ascii_lowercase() { b - 32 } else { b };
             assert_eq!(u, want, "byte {i:#04x}");
         }
+    }
+
+    #[test]
+    fn changed_says_whether_there_was_anything_to_upper_case() {
+        for n in 0..200 {
+            let src: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+            let mut buf = src.clone();
+            let changed = upper_in_place_changed(&mut buf);
+            assert_eq!(buf, src.to_ascii_uppercase());
+            assert_eq!(changed, src.iter().any(u8::is_ascii_lowercase), "length {n}");
+            // Upper case is its own upper case: nothing changes the second time.
+            assert!(!upper_in_place_changed(&mut buf));
+        }
+        let mut one = *b"HELLO, 123 z";
+        assert!(upper_in_place_changed(&mut one));
+        assert!(!upper_in_place_changed(&mut []));
     }
 
     #[test]

@@ -304,3 +304,134 @@ fn a_datagram_queued_before_run_is_answered_from_its_destination_too() {
         thread.join().expect("join").expect("run");
     }
 }
+
+/// How many echoes in a row a server answers before it drops one
+/// (`ECHOES_ALLOWED` in `src/server/udp/loopguard.rs`).
+const ECHOES_ALLOWED: u64 = 64;
+
+/// Sends one UDP datagram to 127.0.0.1:`to_port` that claims to come from
+/// 127.0.0.1:`from_port`: a raw socket, with the 8-byte UDP header written
+/// here and the IP header by the kernel (source 127.0.0.1, the route's).
+fn forge_udp(from_port: u16, to_port: u16, payload: &[u8]) {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP) };
+    if raw < 0 {
+        let e = std::io::Error::last_os_error();
+        panic!("a raw socket is needed to forge the datagram (run as root, or with CAP_NET_RAW): {e}");
+    }
+    // SAFETY: `raw` is a descriptor socket(2) just returned, owned by no one else.
+    let raw = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let len = u16::try_from(8 + payload.len()).expect("small payload");
+    let mut dgram = Vec::with_capacity(usize::from(len));
+    // The UDP header, every field in network byte order (big-endian):
+    // source port, destination port, length (header included), checksum 0
+    // ("none", which IPv4 allows).
+    dgram.extend_from_slice(&from_port.to_be_bytes());
+    dgram.extend_from_slice(&to_port.to_be_bytes());
+    dgram.extend_from_slice(&len.to_be_bytes());
+    dgram.extend_from_slice(&[0, 0]);
+    dgram.extend_from_slice(payload);
+    // A raw socket's destination port is unused: the header above has it.
+    let sent = sys::sendto(raw.as_fd(), &dgram, &SockAddr::v4([127, 0, 0, 1], 0)).expect("send the forged datagram");
+    assert_eq!(sent, dgram.len());
+}
+
+/// Starts two servers, forges one datagram per payload to A as if from B,
+/// and checks that the loops start and then stop, each cut by one drop.
+fn loops_between_two_servers_are_cut(payloads: &[&[u8]]) {
+    // Each forged datagram makes A answer B, B answer A (the reply is
+    // already upper case, so it upper-cases to itself), and so on, until
+    // one of them has seen its own replies come back too often and drops
+    // one.
+    let cfg = || Config { threads: 1, ..config("127.0.0.1", Transport::Udp, Mode::Concurrent) };
+    let a = start(cfg());
+    let b = start(cfg());
+    for p in payloads {
+        forge_udp(b.port, a.port, p);
+    }
+    let out = || (a.stats().datagrams_out, b.stats().datagrams_out);
+    // The loops start: each server answers the other at least once (so
+    // without the rule this test fails: they would never stop).
+    assert!(eventually(Duration::from_secs(2), || {
+        let (x, y) = out();
+        x >= 1 && y >= 1
+    }));
+    // Then they stop: the counts stay still for the last half second of
+    // two, with about twice the echoes allowed per loop.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = out();
+    let mut still_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = out();
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+    }
+    let (x, y) = last;
+    let loops = payloads.len() as u64;
+    assert!(still_since.elapsed() >= Duration::from_millis(500), "still exchanging: {x} + {y} replies so far");
+    assert!(x + y <= loops * 2 * (ECHOES_ALLOWED + 4), "{x} + {y} replies before the loops were cut");
+    let dropped = a.stats().datagrams_dropped + b.stats().datagrams_dropped;
+    assert_eq!(dropped, loops, "one datagram dropped ends one loop");
+}
+
+#[test]
+fn one_forged_datagram_does_not_start_an_endless_loop_between_two_servers() {
+    loops_between_two_servers_are_cut(&[b"ping-pong"]);
+}
+
+#[test]
+fn loops_side_by_side_through_the_same_two_servers_are_all_cut() {
+    // Two forged datagrams, two payloads: the loops interleave, so no
+    // datagram repeats the reply sent just before it.
+    loops_between_two_servers_are_cut(&[b"first loop", b"SECOND LOOP"]);
+}
+
+/// Sends `msg` on `fd` to `to` and waits up to `wait` for the reply.
+fn ask(fd: &std::os::fd::OwnedFd, to: &SockAddr, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    sys::sendto(fd.as_fd(), msg, to).expect("sendto");
+    let ms = wait.as_millis() as i32;
+    let ready = sys::poll2((fd.as_raw_fd(), libc::POLLIN), None, ms).expect("poll");
+    if ready.0 == 0 {
+        return None;
+    }
+    let mut buf = [0u8; 256];
+    let (n, _) = sys::recvfrom(fd.as_fd(), &mut buf, 0).expect("recvfrom");
+    Some(buf[..n].to_vec())
+}
+
+#[test]
+fn clients_from_one_port_are_all_answered() {
+    // One socket, so one source port throughout: a thousand different
+    // payloads (upper case already, so each is checked as a possible
+    // echo), then one lower-case payload a thousand times.
+    let s = start(Config { threads: 1, ..config("127.0.0.1", Transport::Udp, Mode::Concurrent) });
+    let to = SockAddr::v4([127, 0, 0, 1], s.port);
+    let fd = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, false).expect("socket");
+    for i in 0..1000 {
+        let msg = format!("REQUEST {i:04}");
+        assert_eq!(ask(&fd, &to, msg.as_bytes(), 5 * SEC).as_deref(), Some(msg.as_bytes()), "{msg}");
+    }
+    for i in 0..1000 {
+        assert_eq!(ask(&fd, &to, b"hello again", 5 * SEC).as_deref(), Some(&b"HELLO AGAIN"[..]), "#{i}");
+    }
+    assert!(eventually(SEC, || s.stats().datagrams_out == 2000));
+    assert_eq!(s.stats().datagrams_dropped, 0);
+}
+
+#[test]
+fn a_client_that_sends_our_replies_back_loses_one_in_65() {
+    // The price of the rule: the same upper-case datagram, again and again,
+    // each right after its answer, looks like a loop. One in
+    // ECHOES_ALLOWED + 1 goes unanswered (a retry gets through).
+    let s = start(Config { threads: 1, ..config("127.0.0.1", Transport::Udp, Mode::Concurrent) });
+    let to = SockAddr::v4([127, 0, 0, 1], s.port);
+    let fd = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, false).expect("socket");
+    let lost = (0..200).filter(|_| ask(&fd, &to, b"PING", Duration::from_millis(500)).is_none()).count();
+    // The first is no echo; then 64 echoes are answered and one dropped,
+    // and so on: numbers 66, 131 and 196 go unanswered.
+    assert_eq!(lost, 3);
+    assert_eq!(s.stats().datagrams_dropped, 3);
+}

@@ -93,8 +93,9 @@ pub struct upcase_stats {
     pub datagrams_in: u64,
     /// Datagrams answered.
     pub datagrams_out: u64,
-    /// Datagrams not answered (too large, from port 0 or from the server
-    /// itself, no room to reply).
+    /// Datagrams not answered (too large, from port 0, from a port below
+    /// 1024 or the server's own port, an echo cut by the reply-loop rule,
+    /// no room to reply).
     pub datagrams_dropped: u64,
     /// Failures: resets, send and accept errors.
     pub errors: u64,

@@ -166,8 +166,9 @@ pub struct Stats {
     pub datagrams_in: u64,
     /// Datagrams answered.
     pub datagrams_out: u64,
-    /// Datagrams not answered: too large, from port 0, from ourselves, or
-    /// no room to send the reply.
+    /// Datagrams not answered: too large, from port 0, from a port below
+    /// 1024, from our own port, an echo cut by the reply-loop rule, or no
+    /// room to send the reply.
     pub datagrams_dropped: u64,
     /// Failures: resets, send errors, accept errors.
     pub errors: u64,

@@ -13,7 +13,15 @@
 //! - from a port below 1024: that is a server's port (echo, chargen, DNS,
 //!   ...), not a client's, and answering it is how reflection loops start;
 //! - from our own port: our own socket (whatever address it is bound to,
-//!   the wildcard included) or another server on the same port.
+//!   the wildcard included) or another server on the same port;
+//! - that would be the 65th *echo* in a row from its source: a datagram
+//!   that is, byte for byte, a reply we sent that source at most a second
+//!   before (the count starts again after a second without an echo). Two
+//!   servers on other ports that one forged datagram set answering each
+//!   other send nothing but such echoes, so the loop ends after about 65
+//!   replies each way; a client that sends us our own replies back, one
+//!   after the other, loses one datagram in 65. [`loopguard`] has the
+//!   rule, its constants and its limits.
 //!
 //! A reply leaves from the address its request was sent to. On a socket
 //! bound to one address that is automatic. On a wildcard socket (`0.0.0.0`,
@@ -30,11 +38,14 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use libc::{c_uint, cmsghdr, in6_pktinfo, in_pktinfo, iovec, mmsghdr, msghdr, sockaddr_storage, socklen_t};
 
+use self::loopguard::LoopGuard;
 use super::{Counters, Shared};
 use crate::addr::{is_v4_mapped, IpPort, SockAddr};
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::upper::upper_in_place;
+use crate::upper::upper_in_place_changed;
+
+mod loopguard;
 
 /// Datagrams moved per system call.
 pub const BATCH: usize = 32;
@@ -300,6 +311,7 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
     // One byte more than the largest answered datagram: a datagram that
     // fills the slot is too large even if the kernel did not flag it.
     let mut batch = Batch::new(max + 1, wildcard);
+    let mut guard = LoopGuard::new();
     loop {
         if shared.is_stopped() {
             return Ok(());
@@ -312,7 +324,7 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
             Err(e) => return Err(Error::os("poll", e)),
         }
         for _ in 0..ROUNDS {
-            match serve_batch(shared, sock, c, &mut batch, max) {
+            match serve_batch(shared, sock, c, &mut batch, &mut guard, max) {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => return Err(e),
@@ -323,7 +335,14 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
 
 /// One `recvmmsg` and one `sendmmsg` (or more, if the kernel took only part).
 /// `Ok(false)` when nothing was waiting.
-fn serve_batch(shared: &Shared, sock: &OwnedFd, c: &Counters, batch: &mut Batch, max: usize) -> Result<bool> {
+fn serve_batch(
+    shared: &Shared,
+    sock: &OwnedFd,
+    c: &Counters,
+    batch: &mut Batch,
+    guard: &mut LoopGuard,
+    max: usize,
+) -> Result<bool> {
     batch.arm_for_receive();
     // SAFETY: `arm_for_receive` pointed every header at live buffers of the
     // stated sizes inside `batch`, which nothing else touches meanwhile.
@@ -347,6 +366,9 @@ fn serve_batch(shared: &Shared, sock: &OwnedFd, c: &Counters, batch: &mut Batch,
         }
     };
     let (mut bytes_in, mut dropped) = (0u64, 0u64);
+    // The loop guard's clock, read at most once per batch, and only when a
+    // datagram needs it.
+    let mut now_ms = None;
     batch.reply_of.clear();
     for i in 0..n {
         let len = batch.msgs[i].msg_len as usize;
@@ -355,7 +377,7 @@ fn serve_batch(shared: &Shared, sock: &OwnedFd, c: &Counters, batch: &mut Batch,
         let namelen = batch.msgs[i].msg_hdr.msg_namelen.min(size_of::<sockaddr_storage>() as socklen_t);
         // SAFETY: the kernel wrote `namelen` bytes of address into names[i].
         let from = unsafe { SockAddr::from_raw((&batch.names[i] as *const sockaddr_storage).cast(), namelen) };
-        let Some(from) = from.filter(|f| f.ip_port().is_some()) else {
+        let Some((from, peer)) = from.and_then(|f| Some((f, f.ip_port()?))) else {
             dropped += 1;
             continue;
         };
@@ -363,9 +385,18 @@ fn serve_batch(shared: &Shared, sock: &OwnedFd, c: &Counters, batch: &mut Batch,
             dropped += 1;
             continue;
         }
-        shared.tell(&from);
         let start = i * batch.slot;
-        upper_in_place(&mut batch.bufs[start..start + len]);
+        let reply = &mut batch.bufs[start..start + len];
+        // Only a datagram with nothing to upper-case can be an echo of one
+        // of our replies; any other costs the guard nothing.
+        if !upper_in_place_changed(reply) {
+            let now = *now_ms.get_or_insert_with(|| guard.now_ms());
+            if !guard.admit(&peer, reply, now) {
+                dropped += 1;
+                continue;
+            }
+        }
+        shared.tell(&from);
         let source = if batch.controls.is_empty() {
             None
         } else {
