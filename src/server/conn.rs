@@ -616,10 +616,22 @@ mod tests {
 
     #[test]
     fn random_scripts_keep_every_promise() {
-        let count = if cfg!(miri) { 20 } else { 20_000 };
+        random_scripts(0x5EED, if cfg!(miri) { 20 } else { 20_000 });
+    }
+
+    /// The same, longer, with a seed of the caller's (`UPCASE_SIM_SEED`):
+    /// `cargo test --release --lib random_scripts_long -- --ignored`.
+    #[test]
+    #[ignore = "long: run by hand"]
+    fn random_scripts_long() {
+        let seed = std::env::var("UPCASE_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xC0FFEE);
+        random_scripts(seed, 2_000_000);
+    }
+
+    fn random_scripts(seed: u64, count: usize) {
         let mut total = Report::default();
         let mut closed = 0;
-        for (i, script) in scripts(0x5EED, count, 200).enumerate() {
+        for (i, script) in scripts(seed, count, 200).enumerate() {
             let r = std::panic::catch_unwind(|| run(&script))
                 .unwrap_or_else(|_| panic!("script {i} broke a promise: {script:?}"));
             total.sent += r.sent;
