@@ -6,6 +6,9 @@
 #   make install PREFIX=/usr/local   library, header, pkg-config file
 #   make bench    upcase against the reference servers (not in CI; about 6 minutes)
 #   make soak     mixed TCP/UDP load, every byte checked, fds and RSS must return (not in CI; 5 minutes)
+#   make miri     the pure parts (transform, byte order, addresses, UDP control messages) under Miri (nightly)
+#   make fuzz-smoke   every cargo-fuzz target for SMOKE_SECONDS (25 s) each, as CI does (nightly)
+#   make fuzz         every cargo-fuzz target for FUZZ_SECONDS (300 s) each; make fuzz-merge: keep what it found
 
 CARGO   ?= cargo
 CC      ?= cc
@@ -25,7 +28,7 @@ EXAMPLES := tcp_server tcp_client udp_server udp_client
 EXAMPLE_BINS := $(addprefix $(BUILD)/,$(EXAMPLES))
 CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan
 
-.PHONY: bench soak all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
+.PHONY: bench soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
 all: lib examples python
 
@@ -119,8 +122,47 @@ bench: all
 soak: all
 	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
+# Miri and cargo-fuzz need the nightly toolchain (.ci/run installs what is
+# missing). Miri runs the unit tests of the code that needs no system call
+# beyond memory; tests that call the resolver are #[cfg_attr(miri, ignore)].
+NIGHTLY       ?= +nightly
+MIRIFLAGS     ?= -Zmiri-strict-provenance
+MIRI_TESTS    := upper:: endian:: addr:: error:: ffi::api:: server::udp::tests::
+FUZZ_SECONDS  ?= 300
+SMOKE_SECONDS ?= 25
+# Any single input taking longer than this is a hang, reported as a crash.
+FUZZ_ARGS     ?= -timeout=30
+# Every target of fuzz/Cargo.toml; new inputs go to fuzz/corpus/<target>
+# (not tracked), the committed seeds are read from fuzz/seeds/<target>.
+FUZZ_EACH = set -e; targets=$$($(CARGO) $(NIGHTLY) fuzz list); test -n "$$targets"; \
+	for t in $$targets; do mkdir -p fuzz/corpus/$$t fuzz/seeds/$$t;
+
+miri:
+	MIRIFLAGS="$(MIRIFLAGS)" $(CARGO) $(NIGHTLY) miri test --locked --lib -- $(MIRI_TESTS)
+
+# cargo-fuzz has no --locked: check first that fuzz/Cargo.lock is current.
+fuzz-build:
+	$(CARGO) $(NIGHTLY) fetch --locked --manifest-path fuzz/Cargo.toml
+	$(CARGO) $(NIGHTLY) fuzz build
+
+fuzz-smoke: fuzz-build
+	$(FUZZ_EACH) echo "== fuzz $$t: $(SMOKE_SECONDS) s"; \
+		$(CARGO) $(NIGHTLY) fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(SMOKE_SECONDS) -print_final_stats=1 $(FUZZ_ARGS); done
+
+fuzz: fuzz-build
+	$(FUZZ_EACH) echo "== fuzz $$t: $(FUZZ_SECONDS) s"; \
+		$(CARGO) $(NIGHTLY) fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_ARGS); done
+
+# Adds to fuzz/seeds/<target> the inputs of fuzz/corpus/<target> that reach
+# code (edges, not hit counts: few files) the seeds do not; commit them.
+fuzz-merge: fuzz-build
+	$(FUZZ_EACH) $(CARGO) $(NIGHTLY) fuzz run $$t fuzz/seeds/$$t fuzz/corpus/$$t -- \
+		-merge=1 -use_counters=0 $(FUZZ_ARGS); done
+
 clean:
 	$(CARGO) clean
-	rm -rf build
+	rm -rf build fuzz/target
 
 FORCE:

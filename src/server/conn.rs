@@ -640,9 +640,12 @@ mod tests {
             total.writing_wakeups += r.writing_wakeups;
             closed += usize::from(r.closed);
         }
-        // The scripts reach every corner: failures, expiries, back-pressure.
-        assert!(total.failed && total.expired, "{total:?}");
-        assert!(total.writing_wakeups > 100, "{total:?}");
+        // Enough scripts reach every corner: failures, expiries,
+        // back-pressure (a handful, as under Miri, may not).
+        if count >= 10_000 {
+            assert!(total.failed && total.expired, "{total:?}");
+            assert!(total.writing_wakeups > 100, "{total:?}");
+        }
         assert_eq!(closed, count);
     }
 
