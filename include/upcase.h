@@ -11,20 +11,15 @@
 
 /* The version of this header; upcase_version() and upcase_version_hex() give the library's. */
 #define UPCASE_VERSION_MAJOR 0
-#define UPCASE_VERSION_MINOR 1
+#define UPCASE_VERSION_MINOR 2
 #define UPCASE_VERSION_PATCH 0
-#define UPCASE_VERSION_STRING "0.1.0"
+#define UPCASE_VERSION_STRING "0.2.0"
 #define UPCASE_VERSION_HEX ((UPCASE_VERSION_MAJOR << 16) | (UPCASE_VERSION_MINOR << 8) | UPCASE_VERSION_PATCH)
 
 /**
  * The most loop threads a server runs.
  */
 #define MAX_THREADS 1024
-
-/**
- * The largest `min_rate` (bytes per second): one byte then earns 1 ns.
- */
-#define MAX_MIN_RATE 1000000000
 
 /**
  * Datagrams moved per system call.
@@ -152,6 +147,11 @@
 #define UPCASE_MODE_ITERATIVE 1
 
 /**
+ * The largest `upcase_server_config.min_rate`, in bytes per second.
+ */
+#define UPCASE_MAX_MIN_RATE 1000000000
+
+/**
  * A kept-open TCP connection (opaque). Made by `upcase_connection_new`,
  * released by `upcase_connection_free`.
  */
@@ -241,10 +241,13 @@ typedef struct upcase_server_config {
   /**
    * TCP: the least a client must send, in bytes per second on average
    * over an idle period, to keep its connection (against slowloris: one
-   * byte just before each idle timeout). Each byte received earns
+   * byte just before each idle timeout). Each byte received (or sent
+   * from a reply held back while the client was not reading) earns
    * 1/min_rate s; a connection out of credit is closed like an idle one.
+   * (Added in 0.2.0, at the end of the struct: rebuild C programs built
+   * against 0.1.)
    * 0: off (also off without an idle timeout). Default 1. At most
-   * 1000000000.
+   * `UPCASE_MAX_MIN_RATE`.
    */
   uint32_t min_rate;
 } upcase_server_config;
@@ -323,7 +326,7 @@ const char *upcase_errname(int code);
 const char *upcase_last_error(void);
 
 /**
- * The library version, e.g. `"0.1.0"` (static; never NULL). Compare with
+ * The library version, e.g. `"0.2.0"` (static; never NULL). Compare with
  * `UPCASE_VERSION_STRING` to check the header matches the library.
  */
 const char *upcase_version(void);

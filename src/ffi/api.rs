@@ -74,7 +74,7 @@ pub extern "C" fn upcase_last_error() -> *const c_char {
     last_error_ptr()
 }
 
-/// The library version, e.g. `"0.1.0"` (static; never NULL). Compare with
+/// The library version, e.g. `"0.2.0"` (static; never NULL). Compare with
 /// `UPCASE_VERSION_STRING` to check the header matches the library.
 #[no_mangle]
 pub extern "C" fn upcase_version() -> *const c_char {

@@ -20,6 +20,9 @@ pub const UPCASE_MODE_CONCURRENT: c_int = 0;
 /// `upcase_server_config.mode`: one client at a time, as in the slides.
 pub const UPCASE_MODE_ITERATIVE: c_int = 1;
 
+/// The largest `upcase_server_config.min_rate`, in bytes per second.
+pub const UPCASE_MAX_MIN_RATE: u32 = 1_000_000_000;
+
 /// Told about each client: `host` (text such as `"127.0.0.1"` or `"::1"`,
 /// valid only during the call) and `port`, per TCP connection or per UDP
 /// datagram, on a server thread. Keep it short; it must not call
@@ -68,10 +71,13 @@ pub struct upcase_server_config {
     pub user: *mut c_void,
     /// TCP: the least a client must send, in bytes per second on average
     /// over an idle period, to keep its connection (against slowloris: one
-    /// byte just before each idle timeout). Each byte received earns
+    /// byte just before each idle timeout). Each byte received (or sent
+    /// from a reply held back while the client was not reading) earns
     /// 1/min_rate s; a connection out of credit is closed like an idle one.
+    /// (Added in 0.2.0, at the end of the struct: rebuild C programs built
+    /// against 0.1.)
     /// 0: off (also off without an idle timeout). Default 1. At most
-    /// 1000000000.
+    /// `UPCASE_MAX_MIN_RATE`.
     pub min_rate: u32,
 }
 

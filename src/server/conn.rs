@@ -62,29 +62,38 @@ pub(crate) enum Outcome {
 ///
 /// - **Idle timeout**: a connection that moved no byte, in or out, for
 ///   `idle` is closed.
-/// - **Minimum rate**: each byte received from the client earns it
-///   `1 / min_rate` seconds of life, on top of one idle period granted at
-///   accept; the credit never runs more than one idle period ahead of now
-///   (a burst buys no more than an idle period of silence). A client that
-///   keeps sending one byte just before each idle timeout runs out of
-///   credit after about one idle period and is closed like an idle one.
-///   Off with `min_rate` 0, or without an idle timeout (the idle period is
-///   the window the rate is measured over).
+/// - **Minimum rate**: each byte the client moves earns it `1 / min_rate`
+///   seconds of life, on top of one idle period granted at accept; the
+///   credit never runs more than one idle period ahead of now (a burst buys
+///   no more than an idle period of silence). A byte moves when it is
+///   received from the client, or when a reply held back because the client
+///   was not reading is sent at last (the client takes it out of our hands;
+///   while a reply waits, nothing is read, so a client that reads at the
+///   rate keeps its connection). A client that keeps sending one byte just
+///   before each idle timeout runs out of credit after about one idle
+///   period and is closed like an idle one. Off with `min_rate` 0, or
+///   without an idle timeout (the idle period is the window the rate is
+///   measured over).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pace {
     idle: Option<u64>,
-    /// Credit earned per byte received; 0 = no minimum rate.
-    per_byte: u64,
+    /// Bytes per second; 0 = no minimum rate.
+    rate: u64,
 }
 
 impl Pace {
     /// From the idle timeout (ns) and the minimum rate (bytes per second).
     pub(crate) fn new(idle_ns: Option<u64>, min_rate: u32) -> Pace {
-        let per_byte = match (idle_ns, min_rate) {
-            (Some(_), r) if r > 0 => (1_000_000_000 / u64::from(r)).max(1),
-            _ => 0,
-        };
-        Pace { idle: idle_ns, per_byte }
+        let rate = if idle_ns.is_some() { u64::from(min_rate) } else { 0 };
+        Pace { idle: idle_ns, rate }
+    }
+
+    /// The credit `bytes` earn, in nanoseconds (rounded down, saturated).
+    fn earned(&self, bytes: usize) -> u64 {
+        match self.rate {
+            0 => 0,
+            rate => u64::try_from(bytes as u128 * 1_000_000_000 / u128::from(rate)).unwrap_or(u64::MAX),
+        }
     }
 }
 
@@ -101,20 +110,20 @@ impl Clock {
         Clock { last: now, credit: now.saturating_add(pace.idle.unwrap_or(0)) }
     }
 
-    /// `received` bytes came in (or, with 0, some went out) at `now`.
-    pub(crate) fn progress(&mut self, now: u64, received: usize, pace: &Pace) {
+    /// Progress at `now`: `moved` bytes earn credit (0 for progress that
+    /// earns none, such as a reply sent straight after its request).
+    pub(crate) fn progress(&mut self, now: u64, moved: usize, pace: &Pace) {
         self.last = now;
-        if pace.per_byte > 0 && received > 0 {
+        if pace.rate > 0 && moved > 0 {
             let cap = now.saturating_add(pace.idle.unwrap_or(0));
-            let earned = (received as u64).saturating_mul(pace.per_byte);
-            self.credit = self.credit.saturating_add(earned).min(cap);
+            self.credit = self.credit.saturating_add(pace.earned(moved)).min(cap);
         }
     }
 
     /// The time at which the connection is to be closed, if any.
     pub(crate) fn deadline(&self, pace: &Pace) -> Option<u64> {
         let idle = self.last.saturating_add(pace.idle?);
-        Some(if pace.per_byte > 0 { idle.min(self.credit) } else { idle })
+        Some(if pace.rate > 0 { idle.min(self.credit) } else { idle })
     }
 
     /// Is the connection past its deadline at `now`?
@@ -201,7 +210,8 @@ impl<S: Io> Conn<S> {
             match self.sock.send(&p.buf[p.sent..]) {
                 Ok(k) => {
                     p.sent += k;
-                    self.clock.progress(now, 0, pace);
+                    // A reply held back is taken at last: that earns credit.
+                    self.clock.progress(now, k, pace);
                     Counters::add(&c.bytes_out, k as u64);
                 }
                 Err(e) => match e.raw_os_error() {
@@ -414,7 +424,8 @@ pub mod sim {
         // many chunk boundaries with few script bytes.
         let buf_len = usize::from(s.byte() % 64) + 1;
         let idle_ms = u64::from(s.byte() % 16) * 50; // 0 = no idle timeout
-        let min_rate = u32::from(s.byte() % 8) * 10; // bytes per second
+                                                     // Bytes per second; each divides 10^9, so the model's credit is exact.
+        let min_rate = [0, 10, 20, 40, 50, 80, 100, 1000][usize::from(s.byte() % 8)];
         let idle = (idle_ms > 0).then_some(idle_ms * 1_000_000);
         let pace = Pace::new(idle, min_rate);
         let counters = Counters::default();
@@ -483,7 +494,7 @@ pub mod sim {
                 8 => {
                     // Time passes; the loop's sweep looks at the connection.
                     now += u64::from(s.byte()) * 5_000_000;
-                    let deadline = idle.map(|i| if pace.per_byte > 0 { (last + i).min(credit) } else { last + i });
+                    let deadline = idle.map(|i| if min_rate > 0 { (last + i).min(credit) } else { last + i });
                     let expect = deadline.is_some_and(|d| now >= d);
                     assert_eq!(conn.clock.deadline(&pace), deadline, "deadline differs from the model");
                     assert_eq!(conn.clock.expired(now, &pace), expect);
@@ -522,6 +533,7 @@ pub mod sim {
             conn.sock.must_not_read = conn.wants_write() && !(writable && would_drain(&conn.sock, conn.held()));
             let before_read = conn.sock.read_total;
             let before_out = conn.sock.received_by_client.len();
+            let held_before = conn.held();
             let outcome = if first {
                 first = false;
                 conn.first(&mut buf, &counters, now, &pace)
@@ -533,15 +545,16 @@ pub mod sim {
             };
             conn.sock.must_not_read = false;
             assert!(conn.sock.recvs <= READ_BUDGET, "{} reads in one wake-up", conn.sock.recvs);
+            // The model: progress when a byte moved; credit for bytes read
+            // and for held bytes flushed (sent first, before any new reply).
             let read = conn.sock.read_total - before_read;
-            if read > 0 {
-                // Mirror of `Clock::progress` for the model.
+            let out = conn.sock.received_by_client.len() - before_out;
+            if read > 0 || out > 0 {
                 last = now;
-                if pace.per_byte > 0 {
-                    credit = (credit + read as u64 * pace.per_byte).min(now + idle.unwrap_or(0));
-                }
-            } else if conn.sock.received_by_client.len() > before_out {
-                last = now;
+            }
+            let earning = (read + out.min(held_before)) as u64;
+            if min_rate > 0 && earning > 0 {
+                credit = (credit + earning * 1_000_000_000 / u64::from(min_rate)).min(now + idle.unwrap_or(0));
             }
             check(&conn, &sent_by_client, buf_len, outcome == Outcome::Fail);
             match outcome {

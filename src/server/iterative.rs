@@ -120,17 +120,21 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
         clock.progress(now(), n, &pace);
         Counters::add(&counters.bytes_in, n as u64);
         upper_in_place(&mut buf[..n]);
-        // send(): all of it, waiting for room as the client reads.
+        // send(): all of it, waiting for room as the client reads. Bytes
+        // that had to wait for the client earn credit when it takes them
+        // (as in the concurrent server): meanwhile it cannot send.
         let mut sent = 0;
+        let mut waited = false;
         while sent < n {
             match sys::send(conn.as_fd(), &buf[sent..n]) {
                 Ok(k) => {
                     sent += k;
-                    clock.progress(now(), 0, &pace);
+                    clock.progress(now(), if waited { k } else { 0 }, &pace);
                     Counters::add(&counters.bytes_out, k as u64);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    waited = true;
                     match wait(shared, conn, libc::POLLOUT, left(&clock)).map_err(|_| ())? {
                         Ready::Stopped => return Ok(false),
                         Ready::TimedOut => {

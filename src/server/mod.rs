@@ -57,7 +57,14 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 pub const MAX_THREADS: usize = 1024;
 
 /// The largest `min_rate` (bytes per second): one byte then earns 1 ns.
+/// The C header has it as `UPCASE_MAX_MIN_RATE`.
 pub const MAX_MIN_RATE: u32 = 1_000_000_000;
+
+#[cfg(all(test, feature = "capi"))]
+#[test]
+fn the_c_limit_is_the_rust_one() {
+    assert_eq!(crate::ffi::UPCASE_MAX_MIN_RATE, MAX_MIN_RATE);
+}
 
 /// Called with each client's address: per connection (TCP) or per datagram
 /// (UDP), on the loop's thread. Keep it short.
@@ -88,7 +95,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// TCP: the least a client must send, in bytes per second on average,
     /// to keep its connection (slowloris: one byte just before each idle
-    /// timeout would otherwise hold it for ever). Each byte received earns
+    /// timeout would otherwise hold it for ever). Each byte received (or
+    /// sent from a reply held back while the client was not reading) earns
     /// `1 / min_rate` seconds, on top of one idle period granted at accept,
     /// and credit never runs more than one idle period ahead; a connection
     /// out of credit is closed like an idle one. Measured against the idle

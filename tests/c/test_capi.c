@@ -1956,7 +1956,7 @@ static void test_bind_errors(void)
     CHECK_RC(upcase_server_bind(&cfg, &srv), UPCASE_EINVAL);
     CHECK(srv == sentinel);
     config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, UPCASE_MODE_CONCURRENT);
-    cfg.min_rate = 1000000001u;
+    cfg.min_rate = UPCASE_MAX_MIN_RATE + 1u;
     CHECK_RC(upcase_server_bind(&cfg, &srv), UPCASE_EINVAL);
     CHECK(contains_nocase(upcase_last_error(), "min_rate"));
     CHECK(srv == sentinel);
