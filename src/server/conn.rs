@@ -92,7 +92,9 @@ impl Pace {
     fn earned(&self, bytes: usize) -> u64 {
         match self.rate {
             0 => 0,
-            rate => u64::try_from(bytes as u128 * 1_000_000_000 / u128::from(rate)).unwrap_or(u64::MAX),
+            // A chunk is at most 64 KiB, far from overflowing; saturated
+            // all the same.
+            rate => (bytes as u64).saturating_mul(1_000_000_000) / rate,
         }
     }
 }
