@@ -372,18 +372,18 @@ fn trickle(fd: &std::os::fd::OwnedFd, each: usize, every: Duration, limit: Durat
     None
 }
 
+/// A TCP server with an idle timeout of 1 s and the given minimum rate.
+fn paced(mode: Mode, min_rate: u32) -> Config {
+    Config { idle_timeout: Some(Duration::from_secs(1)), min_rate, ..config("127.0.0.1", Transport::Tcp, mode) }
+}
+
 #[test]
 fn a_client_below_the_minimum_rate_is_closed_in_both_modes() {
     // Idle timeout 1 s, at least 100 bytes/s. One byte every 300 ms never
     // trips the idle timeout, but earns only 10 ms a byte: out of credit
     // after about a second.
     for mode in [Mode::Concurrent, Mode::Iterative] {
-        let cfg = Config {
-            idle_timeout: Some(Duration::from_secs(1)),
-            min_rate: 100,
-            ..config("127.0.0.1", Transport::Tcp, mode)
-        };
-        let s = start(cfg);
+        let s = start(paced(mode, 100));
         let slow = raw_connect("127.0.0.1", s.port);
         let closed = trickle(&slow, 1, Duration::from_millis(300), Duration::from_secs(5));
         let closed = closed.unwrap_or_else(|| panic!("{mode:?}: a slowloris client lived 5 s"));
@@ -399,24 +399,14 @@ fn a_client_above_the_minimum_rate_and_any_client_without_one_live_on() {
     for mode in [Mode::Concurrent, Mode::Iterative] {
         // 100 bytes every 200 ms is 500 bytes/s, five times the minimum
         // (a loaded machine may stretch the period a lot before it matters).
-        let cfg = Config {
-            idle_timeout: Some(Duration::from_secs(1)),
-            min_rate: 100,
-            ..config("127.0.0.1", Transport::Tcp, mode)
-        };
-        let s = start(cfg);
+        let s = start(paced(mode, 100));
         let fast = raw_connect("127.0.0.1", s.port);
         assert_eq!(trickle(&fast, 100, Duration::from_millis(200), Duration::from_secs(3)), None, "{mode:?}");
         assert_eq!(s.stats().idle_timeouts, 0);
         drop(fast);
         drop(s);
         // With the minimum rate off, one byte every 300 ms lives on.
-        let cfg = Config {
-            idle_timeout: Some(Duration::from_secs(1)),
-            min_rate: 0,
-            ..config("127.0.0.1", Transport::Tcp, mode)
-        };
-        let s = start(cfg);
+        let s = start(paced(mode, 0));
         let slow = raw_connect("127.0.0.1", s.port);
         assert_eq!(trickle(&slow, 1, Duration::from_millis(300), Duration::from_secs(3)), None, "{mode:?}");
         assert_eq!(s.stats().idle_timeouts, 0);
