@@ -85,8 +85,14 @@ pub fn connect(fd: BorrowedFd<'_>, addr: &SockAddr) -> io::Result<()> {
 /// `send(2)`, always with `MSG_NOSIGNAL`: a peer that has gone away gives
 /// `EPIPE` here instead of killing the whole process with `SIGPIPE`.
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    send_flags(fd, buf, 0)
+}
+
+/// [`send`] with more flags (`MSG_MORE`, ...); `MSG_NOSIGNAL` is always added.
+pub fn send_flags(fd: BorrowedFd<'_>, buf: &[u8], flags: c_int) -> io::Result<usize> {
     // SAFETY: `buf` is a valid slice; the kernel reads at most `buf.len()` bytes.
-    syscall!(send(fd.as_raw_fd(), buf.as_ptr().cast::<c_void>(), buf.len(), libc::MSG_NOSIGNAL)).map(|n| n as usize)
+    syscall!(send(fd.as_raw_fd(), buf.as_ptr().cast::<c_void>(), buf.len(), flags | libc::MSG_NOSIGNAL))
+        .map(|n| n as usize)
 }
 
 /// `recv(2)`: `Ok(0)` is the peer's end of stream.

@@ -421,3 +421,48 @@ fn min_rate_is_checked() {
     assert_eq!(e.code(), -libc::EINVAL, "{e}");
     assert!(e.to_string().contains("min_rate"), "{e}");
 }
+
+/// Segments the socket has received (`tcp_info.tcpi_segs_in`, Linux 4.2+).
+fn segments_in(fd: &std::os::fd::OwnedFd) -> u32 {
+    use std::os::fd::AsRawFd;
+    // The field's offset in `struct tcp_info` (linux/tcp.h); the libc
+    // crate's glibc struct stops before it.
+    const SEGS_IN: usize = 140;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the kernel writes at
+    // most that many and stores the length it wrote in `len`.
+    let rc = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info.as_mut_ptr().cast(), &mut len)
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    assert!(len as usize >= SEGS_IN + 4, "tcp_info too short: {len}");
+    u32::from_ne_bytes([info[SEGS_IN], info[SEGS_IN + 1], info[SEGS_IN + 2], info[SEGS_IN + 3]])
+}
+
+#[test]
+fn a_one_shot_reply_and_the_end_of_stream_leave_in_one_segment() {
+    // The request and the client's FIN in one segment (TCP_CORK holds the
+    // bytes until shutdown() adds the FIN to them): the server finds both
+    // at its first read, and answers with the reply and its own FIN in one
+    // segment too. The client then has received exactly two segments, the
+    // SYN-ACK and that one; without the merge the FIN comes on its own.
+    for defer_accept in [false, true] {
+        let s = start(Config { defer_accept, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) });
+        let mut merged = 0;
+        for i in 0..20 {
+            let fd = raw_connect("127.0.0.1", s.port);
+            sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_CORK, 1).expect("TCP_CORK");
+            let msg = format!("one shot {i}");
+            send_all(&fd, msg.as_bytes());
+            sys::shutdown(fd.as_fd(), libc::SHUT_WR).expect("shutdown");
+            assert_eq!(recv_n(&fd, msg.len(), Duration::from_secs(5)), msg.to_ascii_uppercase().as_bytes());
+            assert!(closed_within(&fd, Duration::from_secs(5)), "no end of stream");
+            let segs = segments_in(&fd);
+            assert!(segs >= 2, "{segs} segments in");
+            merged += usize::from(segs == 2);
+        }
+        // A retransmission on a loaded machine may add one now and then.
+        assert!(merged >= 15, "defer_accept {defer_accept}: {merged} of 20 merged");
+    }
+}

@@ -34,16 +34,18 @@ pub(crate) const READ_BUDGET: usize = 16;
 pub(crate) trait Io {
     /// `recv()`: `Ok(0)` is the peer's end of stream.
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    /// `send()`: may take only part of `buf`.
-    fn send(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// `send()`: may take only part of `buf`. With `more` (`MSG_MORE`) the
+    /// kernel may hold the bytes back to go out with what follows: here
+    /// always the end of stream, as `close()` follows at once.
+    fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize>;
 }
 
 impl Io for OwnedFd {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         sys::recv(self.as_fd(), buf)
     }
-    fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sys::send(self.as_fd(), buf)
+    fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
+        sys::send_flags(self.as_fd(), buf, if more { libc::MSG_MORE } else { 0 })
     }
 }
 
@@ -146,12 +148,15 @@ pub(crate) struct Conn<S> {
     /// `Some` only in the writing state.
     pending: Option<Box<Pending>>,
     pub(crate) clock: Clock,
+    /// Nothing has been read yet: the first request may come with the end
+    /// of stream (a one-shot client), worth looking ahead for.
+    fresh: bool,
 }
 
 impl<S: Io> Conn<S> {
     /// A connection accepted at `now`.
     pub(crate) fn new(sock: S, now: u64, pace: &Pace) -> Conn<S> {
-        Conn { sock, pending: None, clock: Clock::start(now, pace) }
+        Conn { sock, pending: None, clock: Clock::start(now, pace), fresh: true }
     }
 
     /// In the writing state: watch for room to write rather than for input.
@@ -198,7 +203,7 @@ impl<S: Io> Conn<S> {
             return self.pump(buf, c, now, pace, false);
         }
         if readable {
-            self.pump(buf, c, now, pace, false)
+            self.pump(buf, c, now, pace, self.fresh)
         } else {
             Outcome::Keep
         }
@@ -209,7 +214,7 @@ impl<S: Io> Conn<S> {
     fn flush(&mut self, c: &Counters, now: u64, pace: &Pace) -> Outcome {
         let Some(p) = self.pending.as_mut() else { return Outcome::Keep };
         while p.sent < p.buf.len() {
-            match self.sock.send(&p.buf[p.sent..]) {
+            match self.sock.send(&p.buf[p.sent..], false) {
                 Ok(k) => {
                     p.sent += k;
                     // A reply held back is taken at last: that earns credit.
@@ -227,32 +232,43 @@ impl<S: Io> Conn<S> {
         Outcome::Keep
     }
 
-    /// `recv()`, upper-case, `send()`, for up to `READ_BUDGET` chunks. When
+    /// `recv()`, upper-case, `send()`, for up to `READ_BUDGET` reads. When
     /// the kernel takes only part of a reply, the rest is kept in the
-    /// connection's own buffer and reading stops (back-pressure). With
-    /// `drain`, a short read does not end the round: the next read may well
-    /// find the client's end of stream, which finishes the exchange here
-    /// and now.
+    /// connection's own buffer and reading stops (back-pressure).
+    ///
+    /// With `drain` (a connection just accepted, or reading its first
+    /// request), a short read is not answered before the rest of the buffer
+    /// is offered to one more read: a one-shot exchange's end of stream is
+    /// most likely there already. Then the reply goes out with `MSG_MORE`
+    /// and the connection is closed at once, so the kernel sends the reply
+    /// and the FIN in one segment: one packet fewer for both ends, and the
+    /// client sees its reply and its end of stream in one wake-up. (A
+    /// kept-open connection pays for the look-ahead, one `EAGAIN`, once in
+    /// its life.)
     fn pump(&mut self, buf: &mut [u8], c: &Counters, now: u64, pace: &Pace, drain: bool) -> Outcome {
-        for _ in 0..READ_BUDGET {
-            let n = match self.sock.recv(buf) {
-                // Half-close from the client, and everything it sent has
-                // been answered: the whole exchange is complete.
-                Ok(0) => return Outcome::Close,
-                Ok(n) => n.min(buf.len()),
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Outcome::Keep,
-                    Some(libc::EINTR) => continue,
-                    _ => return Outcome::Fail,
-                },
+        let mut reads = 0;
+        while reads < READ_BUDGET {
+            let mut n = match self.read(buf, &mut reads, c, now, pace) {
+                Read::Data(n) => n,
+                Read::Eof => return Outcome::Close,
+                Read::Empty => return Outcome::Keep,
+                Read::Fail => return Outcome::Fail,
             };
-            self.clock.progress(now, n, pace);
-            Counters::add(&c.bytes_in, n as u64);
+            // After the look-ahead: the client half-closed / its socket is empty.
+            let (mut eof, mut empty) = (false, false);
+            if drain && n < buf.len() && reads < READ_BUDGET {
+                match self.read(&mut buf[n..], &mut reads, c, now, pace) {
+                    Read::Data(m) => n += m,
+                    Read::Eof => eof = true,
+                    Read::Empty => empty = true,
+                    Read::Fail => return Outcome::Fail,
+                }
+            }
             let chunk = &mut buf[..n];
             upper_in_place(chunk);
             let mut sent = 0;
             while sent < n {
-                match self.sock.send(&chunk[sent..]) {
+                match self.sock.send(&chunk[sent..], eof) {
                     Ok(k) => sent += k.min(n - sent),
                     Err(e) => match e.raw_os_error() {
                         Some(libc::EAGAIN) => break,
@@ -264,11 +280,16 @@ impl<S: Io> Conn<S> {
             Counters::add(&c.bytes_out, sent as u64);
             if sent < n {
                 // The client is not reading fast enough: keep the rest and
-                // stop reading until it has gone (back-pressure).
+                // stop reading until it has gone (back-pressure). Sending
+                // it later, without `MSG_MORE`, pushes out anything the
+                // kernel held back; the end of stream is read again then.
                 self.pending = Some(Box::new(Pending { buf: chunk[sent..].to_vec(), sent: 0 }));
                 return Outcome::Keep;
             }
-            if n < buf.len() && !drain {
+            if eof {
+                return Outcome::Close;
+            }
+            if empty || (n < buf.len() && !drain) {
                 // A short read: the socket is most likely drained. Level-
                 // triggered epoll reports it again if more has arrived.
                 return Outcome::Keep;
@@ -276,6 +297,41 @@ impl<S: Io> Conn<S> {
         }
         Outcome::Keep
     }
+
+    /// One `recv()` into `buf` (not empty), counted in `reads`; `EINTR` is
+    /// retried while the budget lasts.
+    fn read(&mut self, buf: &mut [u8], reads: &mut usize, c: &Counters, now: u64, pace: &Pace) -> Read {
+        while *reads < READ_BUDGET {
+            *reads += 1;
+            match self.sock.recv(buf) {
+                // Half-close from the client: everything it sent before has
+                // been read.
+                Ok(0) => return Read::Eof,
+                Ok(n) => {
+                    let n = n.min(buf.len());
+                    self.fresh = false;
+                    self.clock.progress(now, n, pace);
+                    Counters::add(&c.bytes_in, n as u64);
+                    return Read::Data(n);
+                }
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Read::Empty,
+                    Some(libc::EINTR) => continue,
+                    _ => return Read::Fail,
+                },
+            }
+        }
+        // Out of budget: level-triggered epoll reports the socket again.
+        Read::Empty
+    }
+}
+
+/// What one [`Conn::read`] found.
+enum Read {
+    Data(usize),
+    Eof,
+    Empty,
+    Fail,
 }
 
 /// A simulated client and kernel that drive a [`Conn`] through arbitrary
@@ -330,6 +386,10 @@ pub mod sim {
         read_total: usize,
         /// Set while a reply is pending: a read then breaks back-pressure.
         must_not_read: bool,
+        /// The last send had `MSG_MORE`: the kernel may be holding its
+        /// bytes until a send without it, or the close, pushes them.
+        corked: bool,
+        corked_sends: usize,
     }
 
     fn fatal(code: i32) -> bool {
@@ -359,9 +419,12 @@ pub mod sim {
             Ok(n)
         }
 
-        fn send(&mut self, buf: &[u8]) -> io::Result<usize> {
+        fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
             assert!(!self.failed, "used after a fatal error");
             assert!(!buf.is_empty(), "an empty send");
+            if more {
+                assert!(self.eof && self.inbound.is_empty(), "MSG_MORE before the end of stream was read");
+            }
             if let Some(code) = self.send_errors.pop_front() {
                 self.failed |= fatal(code);
                 return Err(io::Error::from_raw_os_error(code));
@@ -371,6 +434,8 @@ pub mod sim {
                 return Err(io::Error::from_raw_os_error(libc::EAGAIN));
             }
             let n = room.min(buf.len());
+            self.corked = more;
+            self.corked_sends += usize::from(more);
             self.outbound += n;
             self.received_by_client.extend_from_slice(&buf[..n]);
             Ok(n)
@@ -408,6 +473,8 @@ pub mod sim {
         pub expired: bool,
         /// Wake-ups that found a reply pending (back-pressure engaged).
         pub writing_wakeups: usize,
+        /// Replies sent with `MSG_MORE` (the end of stream read ahead).
+        pub corked_sends: usize,
     }
 
     /// The reference transform, one byte at a time.
@@ -503,6 +570,7 @@ pub mod sim {
                     if expect {
                         report.closed = true;
                         report.expired = true;
+                        report.corked_sends = conn.sock.corked_sends;
                         return report;
                     }
                 }
@@ -560,7 +628,12 @@ pub mod sim {
             }
             check(&conn, &sent_by_client, buf_len, outcome == Outcome::Fail);
             match outcome {
-                Outcome::Keep => {}
+                Outcome::Keep => {
+                    assert!(
+                        conn.wants_write() || !conn.sock.corked,
+                        "bytes sent with MSG_MORE, then neither closed nor pushed"
+                    );
+                }
                 Outcome::Close => {
                     assert!(conn.sock.eof, "closed before the client's end of stream");
                     assert!(conn.sock.inbound.is_empty(), "closed with input unread");
@@ -571,12 +644,14 @@ pub mod sim {
                         "closed with bytes unanswered"
                     );
                     report.closed = true;
+                    report.corked_sends = conn.sock.corked_sends;
                     return report;
                 }
                 Outcome::Fail => {
                     assert!(conn.sock.failed, "failed without a fatal error");
                     report.closed = true;
                     report.failed = true;
+                    report.corked_sends = conn.sock.corked_sends;
                     return report;
                 }
             }
@@ -591,10 +666,14 @@ pub mod sim {
                         Outcome::Close => {
                             assert_eq!(conn.sock.received_by_client.len(), sent_by_client.len());
                             report.closed = true;
+                            report.corked_sends = conn.sock.corked_sends;
                             return report;
                         }
                         Outcome::Fail => panic!("failed with no fatal error left"),
-                        Outcome::Keep => {}
+                        Outcome::Keep => assert!(
+                            conn.wants_write() || !conn.sock.corked,
+                            "bytes sent with MSG_MORE, then neither closed nor pushed"
+                        ),
                     }
                 }
                 panic!("no end in sight after the client half-closed");
@@ -653,6 +732,7 @@ mod tests {
             total.failed |= r.failed;
             total.expired |= r.expired;
             total.writing_wakeups += r.writing_wakeups;
+            total.corked_sends += r.corked_sends;
             closed += usize::from(r.closed);
         }
         // Enough scripts reach every corner: failures, expiries,
@@ -660,6 +740,7 @@ mod tests {
         if count >= 10_000 {
             assert!(total.failed && total.expired, "{total:?}");
             assert!(total.writing_wakeups > 100, "{total:?}");
+            assert!(total.corked_sends > 100, "{total:?}");
         }
         assert_eq!(closed, count);
     }
