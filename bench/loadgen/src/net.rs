@@ -138,8 +138,19 @@ pub fn connect(fd: &Fd, a: &SockAddr) -> Result<bool, i32> {
 
 /// send() without SIGPIPE; `Err(EAGAIN)` when the socket buffer is full.
 pub fn send(fd: &Fd, buf: &[u8]) -> Result<usize, i32> {
+    send_flags(fd, buf, 0)
+}
+
+/// [`send`] with `MSG_MORE`: the kernel may hold the bytes back for what
+/// follows. Only for bytes that a `shutdown(SHUT_WR)` follows at once,
+/// which then leaves with them, FIN and data in one segment.
+pub fn send_more(fd: &Fd, buf: &[u8]) -> Result<usize, i32> {
+    send_flags(fd, buf, libc::MSG_MORE)
+}
+
+fn send_flags(fd: &Fd, buf: &[u8], flags: libc::c_int) -> Result<usize, i32> {
     // SAFETY: the pointer and length describe the live slice `buf`.
-    let n = unsafe { libc::send(fd.raw(), buf.as_ptr() as *const libc::c_void, buf.len(), libc::MSG_NOSIGNAL) };
+    let n = unsafe { libc::send(fd.raw(), buf.as_ptr() as *const libc::c_void, buf.len(), flags | libc::MSG_NOSIGNAL) };
     if n < 0 {
         Err(errno())
     } else {

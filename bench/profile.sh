@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Where a server's CPU goes under one load generator mode: the figures
+# behind "What bounds the targets not met" in BENCHMARKS.md.
+#
+#   bench/profile.sh MODE [LOADGEN OPTION...] -- SERVER COMMAND...
+#   bench/profile.sh persistent --duration 3 -- build/c/tcp_server --quiet --threads 1 0 127.0.0.1
+#   bench/profile.sh udp --duration 3 -- build/bench/epoll_server --udp 0 127.0.0.1
+#
+# The server command must listen on port 0 of a loopback address; its port
+# is read from `ss`. Three runs of the same load, one for each measurement,
+# so that none of them disturbs another:
+#  1. server CPU per operation (utime + stime of all its threads, from
+#     /proc/PID/stat) and TCP segments per operation (`nstat`, both
+#     directions: loopback carries them all);
+#  2. system calls per operation (`perf stat` on the syscall tracepoints);
+#  3. a profile (`perf record -e cpu-clock`, the software clock, which works
+#     where the hardware counters are not available, as in most VMs): the
+#     share of samples in the kernel and in user space, and the top symbols.
+# Needs perf (Debian: linux-perf) and root (or perf_event_paranoid <= 1).
+# Every run is bounded by the load generator's own --duration / --bytes.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LOADGEN=$ROOT/target/release/loadgen
+[ $# -ge 3 ] || { sed -n '2,8p' "$0" >&2; exit 2; }
+MODE=$1
+shift
+LARGS=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do LARGS+=("$1"); shift; done
+[ "${1:-}" = "--" ] || { echo "profile.sh: no -- before the server command" >&2; exit 2; }
+shift
+[ $# -gt 0 ] || { echo "profile.sh: no server command" >&2; exit 2; }
+command -v perf >/dev/null || { echo "profile.sh: perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
+[ -x "$LOADGEN" ] || { echo "profile.sh: build the load generator first (make bench, or cargo build --release -p upcase-loadgen)" >&2; exit 2; }
+
+WORK=$(mktemp -d)
+SPID=
+cleanup() {
+    if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Starts the server; sets SPID and PORT.
+start() {
+    "$@" >"$WORK/server.out" 2>&1 &
+    SPID=$!
+    PORT=
+    for _ in $(seq 100); do
+        PORT=$(ss -ltnupH -p 2>/dev/null | grep "pid=$SPID," | head -1 | awk '{print $5}' | sed 's/.*://') || true
+        [ -n "$PORT" ] && return 0
+        kill -0 "$SPID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "profile.sh: the server did not start listening:" >&2
+    cat "$WORK/server.out" >&2
+    exit 1
+}
+stop() { kill "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# The load generator's report: operations, checked for errors.
+load() {
+    "$LOADGEN" "$MODE" --port "$PORT" "${LARGS[@]}" >"$WORK/report.json"
+    python3 - "$WORK/report.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+bad = d.get("errors", 0) + d.get("bad_replies", 0) + d.get("lost", 0)
+if bad:
+    sys.exit(f"profile.sh: the load generator reported {bad} errors / bad replies / losses")
+print(d["ops"])
+EOF
+}
+
+HZ=$(getconf CLK_TCK)
+start "$@"
+nstat -n >/dev/null
+t0=$(ticks "$SPID")
+OPS=$(load)
+t1=$(ticks "$SPID")
+SEGS=$(nstat | awk '$1 == "TcpOutSegs" {print $2}')
+stop
+python3 - "$OPS" "$((t1 - t0))" "$HZ" "${SEGS:-0}" <<'EOF'
+import sys
+ops, ticks, hz, segs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print(f"operations: {ops}")
+print(f"server CPU: {ticks / hz:.2f} s, {ticks / hz * 1e6 / ops:.2f} us per operation")
+print(f"TCP segments (both directions) per operation: {segs / ops:.2f}")
+EOF
+
+start "$@"
+EVENTS=$(printf 'syscalls:sys_enter_%s,' accept4 recvfrom sendto read write recvmmsg sendmmsg \
+    epoll_wait epoll_ctl poll ppoll close)
+perf stat -e "${EVENTS%,}" -p "$SPID" -o "$WORK/stat.txt" 2>/dev/null &
+PERF=$!
+sleep 0.3
+OPS=$(load)
+kill -INT "$PERF"; wait "$PERF" || true
+stop
+echo "system calls per operation ($OPS operations):"
+awk -v ops="$OPS" '/syscalls:sys_enter_/ && $1 + 0 > 0 {
+    gsub(",", "", $1); sub("syscalls:sys_enter_", "", $2); printf "  %-11s %8.3f\n", $2, $1 / ops }' "$WORK/stat.txt"
+
+start "$@"
+perf record -q -F 2000 -e cpu-clock -g -p "$SPID" -o "$WORK/perf.data" 2>/dev/null &
+PERF=$!
+sleep 0.3
+load >/dev/null
+kill -INT "$PERF"; wait "$PERF" || true
+stop
+perf report -q -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null |
+    awk 'BEGIN { k = 0; u = 0 } $1 ~ /%$/ { p = $1 + 0; if ($2 ~ /kernel/) k += p; else u += p }
+         END { printf "samples in the kernel: %.1f %%, in user space: %.1f %%\n", k, u }'
+echo "top symbols (self):"
+perf report -q -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | head -15
+echo "top call paths (with children):"
+perf report -q -i "$WORK/perf.data" --children --sort sym --stdio -g none 2>/dev/null |
+    grep -E 'sys_(sendto|recvfrom|sendmmsg|recvmmsg|accept4|close|epoll_wait|poll)\b|__x64_sys_|net_rx_action|_copy_(to|from)_iter|upper' | head -15
