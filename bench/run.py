@@ -66,6 +66,10 @@ SERVERS = {
                            ["oneshot", "persistent", "stream", "udp"]),
     "slide server (Python)": ([PY, f"{S}/slide_tcp_server.py", "0", HOST], [PY, f"{S}/slide_udp_server.py", "0", HOST],
                               ["oneshot", "stream", "udp"]),
+    # The reference again, last in each round: how far one server moves
+    # between two places in the same round (the noise gauge of the run).
+    "C epoll reference (again)": ([EPOLL_BIN, "0", HOST], [EPOLL_BIN, "--udp", "0", HOST],
+                                  ["oneshot", "persistent", "stream", "udp"]),
 }
 REFERENCE = "C epoll reference"
 MODES = ["oneshot", "persistent", "stream", "udp", "hold"]
@@ -96,14 +100,23 @@ def targets(rows, pyclient):
         return r.get(key) if r else None
 
     lines = ["### Targets (ratios within this run)", "",
+             "Each ratio is of the medians; in brackets, the lowest and highest of the ratios",
+             "paired by round (round i of the server against round i of the reference).", "",
              "| target | goal | upcase (C example) | upcase (1 loop + defer-accept) | met |", "|---|---|---:|---:|---|"]
 
+    def paired(server, mode, key):
+        """The median ratio, and the range of the per-round ratios."""
+        mid = ratio(get(server, mode, key), get(REFERENCE, mode, key))
+        per = [ratio(a, b) for a, b in zip(get(server, mode, "rounds_" + key) or [],
+                                            get(REFERENCE, mode, "rounds_" + key) or [])]
+        per = [p for p in per if p is not None]
+        text = f"{fmt(mid, 2)}x" + (f" ({min(per):.2f}-{max(per):.2f})" if len(per) > 1 else "")
+        return mid, text
+
     def add(label, goal, mode, key, better, bound):
-        vals = []
-        for server in ["upcase (C example)", "upcase (1 loop + defer-accept)"]:
-            vals.append(ratio(get(server, mode, key), get(REFERENCE, mode, key)))
-        ok = any(v is not None and (v >= bound if better == "ge" else v <= bound) for v in vals)
-        lines.append(f"| {label} | {goal} | {fmt(vals[0], 2)}x | {fmt(vals[1], 2)}x | {'yes' if ok else 'no'} |")
+        vals = [paired(server, mode, key) for server in ["upcase (C example)", "upcase (1 loop + defer-accept)"]]
+        ok = any(v is not None and (v >= bound if better == "ge" else v <= bound) for v, _ in vals)
+        lines.append(f"| {label} | {goal} | {vals[0][1]} | {vals[1][1]} | {'yes' if ok else 'no'} |")
 
     for mode in ["oneshot", "persistent", "stream", "udp"]:
         add(f"throughput, {mode}", ">= 1.0x C reference", mode, "rate", "ge", 1.0)
@@ -128,6 +141,16 @@ def targets(rows, pyclient):
                      f"{'yes' if r >= 1.0 else 'no'} |")
         lines.append(f"| upcase.udp_request vs the stdlib socket, in a loop | (no goal) | {fmt(pyclient['udp_ratio'], 2)}x | | |")
     lines.append("")
+    again = f"{REFERENCE} (again)"
+    if any(r["server"] == again for r in rows):
+        lines += ["### Noise gauge: the C reference against itself", "",
+                  "The same reference binary, run a second time at the end of each round. A ratio",
+                  "away from 1.00x here is the machine, not a server; read the targets with it.", "",
+                  "| mode | throughput | server CPU per op |", "|---|---:|---:|"]
+        for mode in ["oneshot", "persistent", "stream", "udp"]:
+            if get(again, mode, "rate") is not None:
+                lines.append(f"| {mode} | {paired(again, mode, 'rate')[1]} | {paired(again, mode, 'cpu_us_per_op')[1]} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -297,6 +320,9 @@ def median_row(rs):
     if rates:
         row["rate"] = rates[len(rates) // 2]
     row["rounds"] = len(rs)
+    # Every round's figures, in round order, for ratios paired by round.
+    row["rounds_rate"] = [r.get("rate") for r in rs]
+    row["rounds_cpu_us_per_op"] = [r.get("cpu_us_per_op") for r in rs]
     return row
 
 
