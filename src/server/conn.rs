@@ -36,8 +36,15 @@ pub(crate) trait Io {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// `send()`: may take only part of `buf`. With `more` (`MSG_MORE`) the
     /// kernel may hold the bytes back to go out with what follows: here
-    /// always the end of stream, as `close()` follows at once.
+    /// always our end of stream ([`Io::finish`]), or, after a partial send,
+    /// the rest of the reply sent without it, which pushes them out.
     fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize>;
+    /// `shutdown(SHUT_WR)`: our end of stream, which pushes out anything
+    /// held back by `MSG_MORE` in the same segment as the FIN. Done on the
+    /// socket itself, so it happens even while another copy of the
+    /// descriptor lives on (a `fork()`ed child of the host program), where
+    /// a `close()` alone would send nothing.
+    fn finish(&mut self) -> io::Result<()>;
 }
 
 impl Io for OwnedFd {
@@ -46,6 +53,9 @@ impl Io for OwnedFd {
     }
     fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
         sys::send_flags(self.as_fd(), buf, if more { libc::MSG_MORE } else { 0 })
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        sys::shutdown(self.as_fd(), libc::SHUT_WR)
     }
 }
 
@@ -240,11 +250,13 @@ impl<S: Io> Conn<S> {
     /// request), a short read is not answered before the rest of the buffer
     /// is offered to one more read: a one-shot exchange's end of stream is
     /// most likely there already. Then the reply goes out with `MSG_MORE`
-    /// and the connection is closed at once, so the kernel sends the reply
-    /// and the FIN in one segment: one packet fewer for both ends, and the
-    /// client sees its reply and its end of stream in one wake-up. (A
-    /// kept-open connection pays for the look-ahead, one `EAGAIN`, once in
-    /// its life.)
+    /// and is followed at once by our end of stream, so the kernel sends
+    /// the reply and the FIN in one segment: one packet fewer for both
+    /// ends, and the client sees its reply and its end of stream in one
+    /// wake-up. (A kept-open connection pays for the look-ahead, one
+    /// `EAGAIN`, once in its life. Once a look-ahead has found more data,
+    /// the rest of the call keeps looking ahead, until the socket is empty
+    /// or the budget is spent.)
     fn pump(&mut self, buf: &mut [u8], c: &Counters, now: u64, pace: &Pace, drain: bool) -> Outcome {
         let mut reads = 0;
         while reads < READ_BUDGET {
@@ -287,6 +299,10 @@ impl<S: Io> Conn<S> {
                 return Outcome::Keep;
             }
             if eof {
+                // Reply and FIN leave now, in one segment. Should the
+                // shutdown fail (the client reset meanwhile), the close
+                // that follows is all there is left to do anyway.
+                let _ = self.sock.finish();
                 return Outcome::Close;
             }
             if empty || (n < buf.len() && !drain) {
@@ -390,6 +406,8 @@ pub mod sim {
         /// bytes until a send without it, or the close, pushes them.
         corked: bool,
         corked_sends: usize,
+        /// The server has shut down its side of the connection.
+        finished: bool,
     }
 
     fn fatal(code: i32) -> bool {
@@ -422,6 +440,7 @@ pub mod sim {
         fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
             assert!(!self.failed, "used after a fatal error");
             assert!(!buf.is_empty(), "an empty send");
+            assert!(!self.finished, "a send after our end of stream");
             if more {
                 assert!(self.eof && self.inbound.is_empty(), "MSG_MORE before the end of stream was read");
             }
@@ -439,6 +458,14 @@ pub mod sim {
             self.outbound += n;
             self.received_by_client.extend_from_slice(&buf[..n]);
             Ok(n)
+        }
+
+        fn finish(&mut self) -> io::Result<()> {
+            assert!(!self.failed, "used after a fatal error");
+            assert!(self.eof && self.inbound.is_empty(), "our end of stream before the client's was read");
+            self.corked = false;
+            self.finished = true;
+            Ok(())
         }
     }
 
@@ -631,7 +658,7 @@ pub mod sim {
                 Outcome::Keep => {
                     assert!(
                         conn.wants_write() || !conn.sock.corked,
-                        "bytes sent with MSG_MORE, then neither closed nor pushed"
+                        "bytes sent with MSG_MORE, then neither finished nor pushed"
                     );
                 }
                 Outcome::Close => {
@@ -643,6 +670,7 @@ pub mod sim {
                         sent_by_client.len(),
                         "closed with bytes unanswered"
                     );
+                    assert!(!conn.sock.corked, "closed with bytes held back by MSG_MORE");
                     report.closed = true;
                     report.corked_sends = conn.sock.corked_sends;
                     return report;
@@ -665,6 +693,7 @@ pub mod sim {
                     match outcome {
                         Outcome::Close => {
                             assert_eq!(conn.sock.received_by_client.len(), sent_by_client.len());
+                            assert!(!conn.sock.corked, "closed with bytes held back by MSG_MORE");
                             report.closed = true;
                             report.corked_sends = conn.sock.corked_sends;
                             return report;
@@ -672,7 +701,7 @@ pub mod sim {
                         Outcome::Fail => panic!("failed with no fatal error left"),
                         Outcome::Keep => assert!(
                             conn.wants_write() || !conn.sock.corked,
-                            "bytes sent with MSG_MORE, then neither closed nor pushed"
+                            "bytes sent with MSG_MORE, then neither finished nor pushed"
                         ),
                     }
                 }
