@@ -34,6 +34,7 @@ command -v perf >/dev/null || { echo "profile.sh: perf is not installed (apt-get
 [ -x "$LOADGEN" ] || { echo "profile.sh: build the load generator first (make bench, or cargo build --release -p upcase-loadgen)" >&2; exit 2; }
 
 WORK=$(mktemp -d)
+export NSTAT_HISTORY=$WORK/nstat   # our own history: another nstat user cannot skew the delta
 SPID=
 cleanup() {
     if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; fi
@@ -41,14 +42,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts the server; sets SPID and PORT.
+# Starts the server; sets SPID, HOST and PORT (from its listening socket).
 start() {
     "$@" >"$WORK/server.out" 2>&1 &
     SPID=$!
     PORT=
     for _ in $(seq 100); do
-        PORT=$(ss -ltnupH -p 2>/dev/null | grep "pid=$SPID," | head -1 | awk '{print $5}' | sed 's/.*://') || true
-        [ -n "$PORT" ] && return 0
+        local addr
+        addr=$(ss -ltnupH -p 2>/dev/null | grep "pid=$SPID," | head -1 | awk '{print $5}') || true
+        if [ -n "$addr" ]; then
+            PORT=${addr##*:}
+            HOST=${addr%:*}
+            HOST=${HOST#[}
+            HOST=${HOST%]}
+            return 0
+        fi
         kill -0 "$SPID" 2>/dev/null || break
         sleep 0.05
     done
@@ -56,11 +64,23 @@ start() {
     cat "$WORK/server.out" >&2
     exit 1
 }
-stop() { kill "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; }
+# utime + stime; the fields are counted after the ")" that ends the name.
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# Stops a perf started in the background; fails loudly if it could not run.
+stop_perf() {
+    kill -INT "$1" 2>/dev/null || true
+    wait "$1" || true
+    if [ ! -s "$2" ]; then
+        echo "profile.sh: perf recorded nothing:" >&2
+        cat "$WORK/perf.err" >&2
+        exit 1
+    fi
+}
 # The load generator's report: operations, checked for errors.
 load() {
-    "$LOADGEN" "$MODE" --port "$PORT" "${LARGS[@]}" >"$WORK/report.json"
+    "$LOADGEN" "$MODE" --host "$HOST" --port "$PORT" "${LARGS[@]}" >"$WORK/report.json" ||
+        { echo "profile.sh: the load generator failed" >&2; return 1; }
     python3 - "$WORK/report.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -88,28 +108,29 @@ print(f"TCP segments (both directions) per operation: {segs / ops:.2f}")
 EOF
 
 start "$@"
-EVENTS=$(printf 'syscalls:sys_enter_%s,' accept4 recvfrom sendto read write recvmmsg sendmmsg \
-    epoll_wait epoll_ctl poll ppoll close)
-perf stat -e "${EVENTS%,}" -p "$SPID" -o "$WORK/stat.txt" 2>/dev/null &
+EVENTS=$(printf 'syscalls:sys_enter_%s,' accept4 recvfrom sendto recvmsg sendmsg read write recvmmsg \
+    sendmmsg epoll_wait epoll_pwait epoll_ctl poll ppoll shutdown close)
+perf stat -x, -e "${EVENTS%,}" -p "$SPID" -o "$WORK/stat.txt" 2>"$WORK/perf.err" &
 PERF=$!
 sleep 0.3
 OPS=$(load)
-kill -INT "$PERF"; wait "$PERF" || true
+stop_perf "$PERF" "$WORK/stat.txt"
 stop
 echo "system calls per operation ($OPS operations):"
-awk -v ops="$OPS" '/syscalls:sys_enter_/ && $1 + 0 > 0 {
-    gsub(",", "", $1); sub("syscalls:sys_enter_", "", $2); printf "  %-11s %8.3f\n", $2, $1 / ops }' "$WORK/stat.txt"
+awk -F, -v ops="$OPS" '$3 ~ /syscalls:sys_enter_/ && $1 + 0 > 0 {
+    sub("syscalls:sys_enter_", "", $3); printf "  %-11s %8.3f\n", $3, $1 / ops }' "$WORK/stat.txt"
 
 start "$@"
-perf record -q -F 2000 -e cpu-clock -g -p "$SPID" -o "$WORK/perf.data" 2>/dev/null &
+perf record -q -F 2000 -e cpu-clock -g -p "$SPID" -o "$WORK/perf.data" 2>"$WORK/perf.err" &
 PERF=$!
 sleep 0.3
 load >/dev/null
-kill -INT "$PERF"; wait "$PERF" || true
+stop_perf "$PERF" "$WORK/perf.data"
 stop
-perf report -q -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null |
-    awk 'BEGIN { k = 0; u = 0 } $1 ~ /%$/ { p = $1 + 0; if ($2 ~ /kernel/) k += p; else u += p }
-         END { printf "samples in the kernel: %.1f %%, in user space: %.1f %%\n", k, u }'
+perf report -q -i "$WORK/perf.data" --no-children --sort dso --stdio -g none >"$WORK/dso.txt" 2>"$WORK/perf.err" ||
+    { echo "profile.sh: perf report failed:" >&2; cat "$WORK/perf.err" >&2; exit 1; }
+awk 'BEGIN { k = 0; u = 0 } $1 ~ /%$/ { p = $1 + 0; if ($2 ~ /kernel/) k += p; else u += p }
+     END { printf "samples in the kernel: %.1f %%, in user space: %.1f %%\n", k, u }' "$WORK/dso.txt"
 echo "top symbols (self):"
 # (`head` closes the pipe early: not a failure.)
 perf report -q -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | head -15 || true

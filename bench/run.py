@@ -378,7 +378,7 @@ def chart(rows, path):
     except ImportError:
         return False
     modes = [m for m in ["oneshot", "persistent", "stream", "udp"] if any(r["mode"] == m for r in rows)]
-    servers = [s for s in SERVERS if s != REFERENCE]
+    servers = [s for s in SERVERS if not s.startswith(REFERENCE)]  # the reference is the 1.0 line
     ref = {r["mode"]: r for r in rows if r["server"] == REFERENCE}
     fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
     width = 0.8 / max(1, len(servers))
@@ -420,7 +420,8 @@ def main():
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     rounds = args.rounds or (1 if args.quick else 3)
-    names = [n for n in SERVERS if not args.only or n == REFERENCE or n in args.only.split(",")]
+    # The reference (and its second run, the noise gauge) always runs.
+    names = [n for n in SERVERS if not args.only or n.startswith(REFERENCE) or n in args.only.split(",")]
     started = time.monotonic()
     rows = []
     for mode in modes:
