@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ EPOLL_BIN = str(ROOT / "build" / "bench" / "epoll_server")
 TICK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 
+REFERENCE = "C epoll reference"
 # name -> (tcp command, udp command, modes); "{port}" is filled with 0.
 S = str(ROOT / "bench" / "servers")
 SERVERS = {
@@ -71,14 +73,13 @@ SERVERS = {
     "C epoll reference (again)": ([EPOLL_BIN, "0", HOST], [EPOLL_BIN, "--udp", "0", HOST],
                                   ["oneshot", "persistent", "stream", "udp"]),
 }
-REFERENCE = "C epoll reference"
 MODES = ["oneshot", "persistent", "stream", "udp", "hold"]
-# Rounds per mode. persistent and stream get five: their CPU targets (1.0x and
-# 0.9x) lie within this machine's round-to-round noise (the noise gauge moves
-# 5-30 %), and three rounds left the verdict to one lucky or unlucky run.
-# persistent runs 2 s a round to pay for them; the whole run stays near 8 min.
-ROUNDS = {"oneshot": 3, "persistent": 5, "stream": 5, "udp": 3, "hold": 3}
-SECONDS = {"oneshot": 3, "persistent": 2, "udp": 3}
+ROUNDS = 3
+# The servers whose CPU per operation the targets compare: after a mode's
+# rounds, these and the reference run again in paired slices (see paired()).
+PAIRED = ["upcase (C example)", "upcase (1 loop + defer-accept)", f"{REFERENCE} (again)"]
+PAIRED_CYCLES = 12
+PAIRED_SECONDS = 0.5
 UNIT = {"oneshot": "conn", "persistent": "req", "stream": "MiB", "udp": "dgram", "hold": "probe"}
 
 
@@ -99,15 +100,20 @@ def python_client_bench(quick):
         udp.stop()
 
 
-def targets(rows, pyclient):
+def targets(rows, pyclient, slices=None):
     """The issue's targets, each as the measured ratio in this run."""
+    slices = slices or {}
+
     def get(server, mode, key):
         r = next((x for x in rows if x["server"] == server and x["mode"] == mode), None)
         return r.get(key) if r else None
 
     lines = ["### Targets (ratios within this run)", "",
-             "Each ratio is of the medians; in brackets, the lowest and highest of the ratios",
-             "paired by round (round i of the server against round i of the reference).", "",
+             "Throughput: the ratio of the medians of the rounds; in brackets, the lowest and",
+             "highest of the ratios paired by round (round i of the server against round i of",
+             "the reference). Server CPU per op: the median of the ratios of the paired slices",
+             "(each server's slice against the reference's slice of the same cycle), in",
+             "brackets their quartiles; where a mode had no slices, as for throughput.", "",
              "| target | goal | upcase (C example) | upcase (1 loop + defer-accept) | met |", "|---|---|---:|---:|---|"]
 
     def paired(server, mode, key):
@@ -119,8 +125,16 @@ def targets(rows, pyclient):
         text = f"{fmt(mid, 2)}x" + (f" ({min(per):.2f}-{max(per):.2f})" if len(per) > 1 else "")
         return mid, text
 
+    def sliced(server, mode):
+        """The paired slices' median ratio and quartiles, or None."""
+        got = slices.get(mode, {}).get(server)
+        if not got:
+            return None
+        return got["ratio"], f"{got['ratio']:.2f}x ({got['q1']:.2f}-{got['q3']:.2f})"
+
     def add(label, goal, mode, key, better, bound):
-        vals = [paired(server, mode, key) for server in ["upcase (C example)", "upcase (1 loop + defer-accept)"]]
+        vals = [(key == "cpu_us_per_op" and sliced(server, mode)) or paired(server, mode, key)
+                for server in ["upcase (C example)", "upcase (1 loop + defer-accept)"]]
         ok = any(v is not None and (v >= bound if better == "ge" else v <= bound) for v, _ in vals)
         lines.append(f"| {label} | {goal} | {vals[0][1]} | {vals[1][1]} | {'yes' if ok else 'no'} |")
 
@@ -155,12 +169,16 @@ def targets(rows, pyclient):
     again = f"{REFERENCE} (again)"
     if any(r["server"] == again for r in rows):
         lines += ["### Noise gauge: the C reference against itself", "",
-                  "The same reference binary, run a second time at the end of each round. A ratio",
-                  "away from 1.00x here is the machine, not a server; read the targets with it.", "",
-                  "| mode | throughput | server CPU per op |", "|---|---:|---:|"]
+                  "The same reference binary, run a second time at the end of each round and as one",
+                  "more server in the paired slices. A ratio away from 1.00x here is the machine,",
+                  "not a server; read the targets with it.", "",
+                  "| mode | throughput (rounds) | server CPU per op (rounds) | server CPU per op (paired slices) |",
+                  "|---|---:|---:|---:|"]
         for mode in ["oneshot", "persistent", "stream", "udp"]:
             if get(again, mode, "rate") is not None:
-                lines.append(f"| {mode} | {paired(again, mode, 'rate')[1]} | {paired(again, mode, 'cpu_us_per_op')[1]} |")
+                cut = sliced(again, mode)
+                lines.append(f"| {mode} | {paired(again, mode, 'rate')[1]} | {paired(again, mode, 'cpu_us_per_op')[1]} | "
+                             f"{cut[1] if cut else '-'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -231,7 +249,7 @@ def run_one(name, mode, quick):
         rss0 = rss_kib(pid)
         cpu0 = cpu_seconds(pid)
         held = {}
-        secs = 2 if quick else SECONDS.get(mode, 3)
+        secs = 2 if quick else 3
         if mode == "oneshot":
             r = loadgen("oneshot", srv.port, secs, ["--clients", "8", "--size", "32"])
         elif mode == "persistent":
@@ -278,6 +296,86 @@ def run_one(name, mode, quick):
         row["idle_alive_after_probes"] = r.get("idle_alive_after_probes")
         row["rate"] = None  # the figure is latency, not throughput
     return row
+
+
+SLICE_LOAD = {
+    "oneshot": ["--clients", "8", "--size", "32"],
+    "persistent": ["--connections", "32", "--size", "64"],
+    "stream": ["--bytes", str(256 << 20)],
+    "udp": ["--workers", "64", "--size", "64"],
+}
+
+
+def task_cpu_seconds(pid):
+    """CPU time of all the process's threads from the scheduler's own
+    nanosecond count (/proc/PID/stat counts 10 ms ticks: too coarse for a
+    half-second slice)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended between the listing and the read
+    return total / 1e9
+
+
+def paired(mode, names, cycles, seconds):
+    """Server CPU per operation in paired slices. The rounds run each server
+    for seconds, one after the other, and on this VM a slow patch lasts about
+    as long: it can hit one server and spare the next. Here the servers (the
+    reference first) are all started once and kept running, and the load
+    generator goes to each in turn for a short slice (`seconds`; stream: 256
+    MiB each way), `cycles` times, the order reversed every other cycle. A
+    server's slice is divided by the reference's slice of the same cycle.
+
+    Returns {name: [CPU µs per operation, one per cycle]}; raises if a slice
+    had an error, a wrong reply or a loss."""
+    servers = {}
+    per_op = {n: [] for n in names}
+    try:
+        for n in names:
+            tcp, udp, _ = SERVERS[n]
+            servers[n] = Server(udp if mode == "udp" else tcp)
+        time.sleep(0.2)
+        for cycle in range(cycles):
+            for n in (names if cycle % 2 == 0 else names[::-1]):
+                srv = servers[n]
+                before = task_cpu_seconds(srv.proc.pid)
+                r = loadgen(mode, srv.port, 60 if mode == "stream" else seconds, SLICE_LOAD[mode])
+                used = task_cpu_seconds(srv.proc.pid) - before
+                wrong = r.get("errors", 0) + r.get("bad_replies", 0) + r.get("lost", 0)
+                if wrong:
+                    raise RuntimeError(f"{n}, {mode} slice: {r.get('errors', 0)} errors, "
+                                       f"{r.get('bad_replies', 0)} wrong replies, {r.get('lost', 0)} lost: "
+                                       f"{r.get('error_kinds')}")
+                ops = r.get("bytes", 0) / (1 << 20) if mode == "stream" else r.get("ops", 0)
+                if not ops:
+                    raise RuntimeError(f"{n}, {mode} slice: no operation completed")
+                per_op[n].append(used * 1e6 / ops)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    return per_op
+
+
+def paired_summary(per_op):
+    """For each server: the median CPU per operation, and the median and
+    quartiles of its ratios to the reference, cycle by cycle."""
+    ref = per_op[REFERENCE]
+    out = {}
+    for n, xs in per_op.items():
+        rs = sorted(a / b for a, b in zip(xs, ref))
+        out[n] = {"cpu_us_per_op": statistics.median(xs), "ratio": statistics.median(rs),
+                  "q1": quartile(rs, 1), "q3": quartile(rs, 3), "cycles": len(xs), "per_cycle": xs}
+    return out
+
+
+def quartile(sorted_xs, k):
+    """The k-th quartile (k = 1 or 3), by linear interpolation."""
+    pos = (len(sorted_xs) - 1) * k / 4
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
 def iperf3(quick):
@@ -427,20 +525,23 @@ def main():
     ap.add_argument("--quick", action="store_true", help="shorter runs (for a smoke test)")
     ap.add_argument("--only", default="", help="comma-separated server names (the reference is always run)")
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--rounds", type=int, default=0,
-                    help="runs per server and mode, median reported (default: 5 for persistent and stream, "
-                         "3 for the others; 1 with --quick)")
+    ap.add_argument("--rounds", type=int, default=0, help="runs per server and mode, median reported (default 3, 1 with --quick)")
+    ap.add_argument("--cycles", type=int, default=0,
+                    help=f"cycles of paired slices per mode (default {PAIRED_CYCLES}, 3 with --quick; 0 after --no-paired)")
+    ap.add_argument("--no-paired", action="store_true", help="skip the paired slices (the CPU targets then use the rounds)")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     # The reference (and its second run, the noise gauge) always runs.
     names = [n for n in SERVERS if not args.only or n.startswith(REFERENCE) or n in args.only.split(",")]
     started = time.monotonic()
     rows = []
+    slices = {}  # mode -> paired_summary()
+    problems = []
     for mode in modes:
         # Rounds go over all the servers in turn, so that a slow patch of the
         # machine hits every server alike; each figure is the median.
         runs = {name: [] for name in names if mode in SERVERS[name][2]}
-        rounds = args.rounds or (1 if args.quick else ROUNDS[mode])
+        rounds = args.rounds or (1 if args.quick else ROUNDS)
         for rnd in range(rounds):
             for name in runs:
                 print(f"[{time.monotonic() - started:6.1f}s] {mode:<10} {name} (round {rnd + 1}/{rounds}) ...", end=" ",
@@ -457,6 +558,19 @@ def main():
                       f"errors {row['errors']}, bad {row['bad_replies']}, lost {row['lost']}")
         for name, rs in runs.items():
             rows.append(median_row(rs))
+        chosen = [REFERENCE] + [n for n in PAIRED if n in runs]
+        if mode in SLICE_LOAD and not args.no_paired and len(chosen) > 1:
+            cycles = args.cycles or (3 if args.quick else PAIRED_CYCLES)
+            print(f"[{time.monotonic() - started:6.1f}s] {mode:<10} paired slices: {cycles} cycles over "
+                  f"{len(chosen)} servers ...", end=" ", flush=True)
+            try:
+                got = paired_summary(paired(mode, chosen, cycles, PAIRED_SECONDS))
+            except Exception as e:  # reported, and the run fails at the end
+                print(f"FAILED: {e}")
+                problems.append(f"paired slices, {mode}: {e}")
+            else:
+                slices[mode] = got
+                print(", ".join(f"{n} {v['ratio']:.2f}x" for n, v in got.items() if n != REFERENCE))
         if mode == "stream":
             r = iperf3(args.quick)
             if r:
@@ -469,8 +583,9 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": round(time.monotonic() - started, 1), "quick": args.quick}
-    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "rows": rows, "python_client": pyclient}, indent=1))
-    md = targets(rows, pyclient) + "\n" + table(rows)
+    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "rows": rows, "paired_slices": slices,
+                                                     "python_client": pyclient}, indent=1))
+    md = targets(rows, pyclient, slices) + "\n" + table(rows)
     (RESULTS / "latest.md").write_text(md)
     have_chart = chart(rows, RESULTS / "chart.png")
     print()
@@ -481,6 +596,9 @@ def main():
         bad += [f"python client {k}" for k, v in pyclient.items() if isinstance(v, dict) and v.get("bad")]
     if bad:
         print("WRONG REPLIES:", ", ".join(bad))
+        sys.exit(1)
+    if problems:
+        print("FAILED:", "; ".join(problems))
         sys.exit(1)
     if pyclient is None:
         print("the python client bench failed (see above): its two targets are missing from this run")

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Server CPU per operation of a few servers in paired slices, alone: the
+measurement `make bench` makes after each mode's rounds (`paired()` in
+`run.py`), for any servers and as many cycles as wanted.
+
+    .venv/bin/python bench/paired.py MODE SERVER... [--cycles N] [--seconds S]
+    .venv/bin/python bench/paired.py persistent "upcase (1 loop + defer-accept)" "C epoll reference (again)"
+
+The C reference is always the first server; names are those of `run.py`.
+Prints, for each server, its median CPU per operation and the median and
+quartiles of its ratios to the reference, cycle by cycle. Fails if any slice
+had an error, a wrong reply or a loss. Needs what `make bench` builds.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402  (the servers, their commands, the load generator)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("mode", choices=sorted(run.SLICE_LOAD))
+    ap.add_argument("servers", nargs="+", help="server names as in bench/run.py")
+    ap.add_argument("--cycles", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=run.PAIRED_SECONDS, help="slice length (not stream: 256 MiB)")
+    args = ap.parse_args()
+    if args.cycles < 2 or not 0.1 <= args.seconds <= 30:
+        ap.error("--cycles must be at least 2 and --seconds 0.1-30")
+    names = [run.REFERENCE] + [n for n in args.servers if n != run.REFERENCE]
+    for n in names:
+        if n not in run.SERVERS:
+            ap.error(f"no server named {n!r}; the names: {', '.join(run.SERVERS)}")
+        if args.mode not in run.SERVERS[n][2]:
+            ap.error(f"{n!r} does not run {args.mode}")
+    try:
+        got = run.paired_summary(run.paired(args.mode, names, args.cycles, args.seconds))
+    except RuntimeError as e:
+        sys.exit(f"paired.py: {e}")
+    unit = run.UNIT[args.mode]
+    what = "256 MiB each way" if args.mode == "stream" else f"{args.seconds} s"
+    print(f"{args.mode}: {args.cycles} cycles of {what} slices")
+    print(f"| server | CPU µs/{unit} (median) | ratio to the reference (median of cycles) | quartiles |")
+    print("|---|---:|---:|---|")
+    for n, v in got.items():
+        print(f"| {n} | {v['cpu_us_per_op']:.2f} | {v['ratio']:.3f}x | {v['q1']:.3f}-{v['q3']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
