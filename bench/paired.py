@@ -7,12 +7,14 @@ measurement `make bench` makes after each mode's rounds (`paired()` in
     .venv/bin/python bench/paired.py persistent "upcase (1 loop + defer-accept)" "C epoll reference (again)"
 
 The C reference is always the first server; names are those of `run.py`.
-Prints, for each server, its median CPU per operation and the median and
-quartiles of its ratios to the reference, cycle by cycle. Fails if any slice
+Prints, for each server, its median CPU per operation and throughput, and
+the median and quartiles of its ratios to the reference, cycle by cycle. Fails if any slice
 had an error, a wrong reply or a loss. Needs what `make bench` builds.
 """
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,29 +26,39 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=sorted(run.SLICE_LOAD))
     ap.add_argument("servers", nargs="+", help="server names as in bench/run.py")
-    ap.add_argument("--cycles", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=run.PAIRED_SECONDS, help="slice length (not stream: 256 MiB)")
+    ap.add_argument("--cycles", type=int, default=16, help="cycles, at least 2 (default 16; make bench runs 12)")
+    ap.add_argument("--seconds", type=float, default=run.PAIRED_SECONDS,
+                    help=f"slice length (default {run.PAIRED_SECONDS}; stream slices are 256 MiB each way instead)")
     args = ap.parse_args()
     if args.cycles < 2 or not 0.1 <= args.seconds <= 30:
         ap.error("--cycles must be at least 2 and --seconds 0.1-30")
-    names = [run.REFERENCE] + [n for n in args.servers if n != run.REFERENCE]
+    # The reference first, then each named server once, in the order given.
+    names = list(dict.fromkeys([run.REFERENCE] + args.servers))
+    if len(names) < 2:
+        ap.error("name at least one server besides the reference")
     for n in names:
         if n not in run.SERVERS:
-            ap.error(f"no server named {n!r}; the names: {', '.join(run.SERVERS)}")
+            ap.error(f"no server named {n!r}; the names: {'; '.join(run.SERVERS)}")
         if args.mode not in run.SERVERS[n][2]:
             ap.error(f"{n!r} does not run {args.mode}")
+    needed = [run.LOADGEN] + [(run.SERVERS[n][1] if args.mode == "udp" else run.SERVERS[n][0])[0] for n in names]
+    missing = [x for x in dict.fromkeys(needed) if not os.access(x, os.X_OK)]
+    if missing:
+        sys.exit(f"paired.py: not built: {', '.join(missing)} (run `make bench` once first)")
     try:
         got = run.paired_summary(run.paired(args.mode, names, args.cycles, args.seconds))
-    except RuntimeError as e:
+    except (RuntimeError, OSError, ValueError, ArithmeticError, subprocess.SubprocessError) as e:
         sys.exit(f"paired.py: {e}")
     unit = run.UNIT[args.mode]
     what = "256 MiB each way" if args.mode == "stream" else f"{args.seconds} s"
-    print(f"{args.mode}: {args.cycles} cycles of {what} slices")
-    print(f"| server | CPU µs/{unit} (median) | ratio to the reference (median of cycles) | quartiles |")
-    print("|---|---:|---:|---|")
+    print(f"{args.mode}: {args.cycles} cycles of {what} slices; ratios to the reference: median of the cycles "
+          "(quartiles)")
+    print(f"| server | CPU µs/{unit} (median) | CPU ratio | {unit}/s (median) | throughput ratio |")
+    print("|---|---:|---:|---:|---:|")
     for n, v in got.items():
-        print(f"| {n} | {v['cpu_us_per_op']:.2f} | {v['ratio']:.3f}x | {v['q1']:.3f}-{v['q3']:.3f} |")
-
+        c, r = v["cpu"], v["rate"]
+        print(f"| {n} | {c['median']:.2f} | {c['ratio']:.3f}x ({c['q1']:.3f}-{c['q3']:.3f}) | "
+              f"{r['median']:,.0f} | {r['ratio']:.3f}x ({r['q1']:.3f}-{r['q3']:.3f}) |")
 
 if __name__ == "__main__":
     main()

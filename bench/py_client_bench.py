@@ -59,7 +59,8 @@ def make_stdlib_udp_kept():
 
 
 def upcase_udp(port):
-    return upcase.udp_request(HOST, port, MSG)
+    # retries=0: like the stdlib version, a lost datagram is an error, not a quiet resend.
+    return upcase.udp_request(HOST, port, MSG, timeout=1.0, retries=0)
 
 
 def rate(fn, port, seconds):
