@@ -582,12 +582,12 @@ def main():
         ap.error("--rounds must be 1 or more")
     if args.cycles < 0 or args.cycles == 1:
         ap.error("--cycles must be 2 or more")
-    unknown = [n for n in args.only.split(",") if n and n not in SERVERS]
+    only, unknown = only_names(args.only)
     if unknown:
-        ap.error(f"--only: no server named {', '.join(map(repr, unknown))}; the names: {'; '.join(SERVERS)}")
+        ap.error(f"--only: no server named {unknown!r}; the names: {'; '.join(SERVERS)}")
     modes = [m for m in args.modes.split(",") if m]
     # The reference (and its second run, the noise gauge) always runs.
-    names = [n for n in SERVERS if not args.only or n.startswith(REFERENCE) or n in args.only.split(",")]
+    names = [n for n in SERVERS if not only or n.startswith(REFERENCE) or n in only]
     started = time.monotonic()
     rows = []
     slices = {}  # mode -> paired_summary()
@@ -658,6 +658,21 @@ def main():
         for prob in problems:
             print(f"  - {prob}")
         sys.exit(1)
+
+
+def only_names(text):
+    """The server names in a comma-separated --only list, where a name may
+    itself hold a comma ("upcase.Server (Python, 1 loop + defer-accept)"):
+    pieces are joined back until they make a name. Returns (names, the
+    first text that is no name, or None)."""
+    names, cur = [], None
+    for piece in text.split(","):
+        cur = piece if cur is None else f"{cur},{piece}"
+        if cur.strip() in SERVERS:
+            names.append(cur.strip())
+            cur = None
+    leftover = cur.strip() if cur is not None and cur.strip() else None
+    return names, leftover
 
 
 def round_problems(row, rnd):
