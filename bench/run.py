@@ -8,8 +8,9 @@ operation (utime + stime from /proc/PID/stat, all threads) and server RSS
 (/proc/PID/status). Every reply is verified byte for byte by the load
 generator; wrong or missing bytes are reported, never ignored, and fail the
 run. After each mode's rounds, the reference and the two upcase servers the
-targets name are measured again in paired slices (see paired()): the CPU
-rows of the targets table come from there.
+targets name (in oneshot also the servers of the Python target) are
+measured again in paired slices (see paired()): the targets table comes
+from there.
 
 Writes bench/results/latest.json, latest.md (the table) and chart.png, and
 puts the table and chart into BENCHMARKS.md. All claims are ratios to the C
