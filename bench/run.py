@@ -413,17 +413,11 @@ def paired_summary(per_op):
 
 
 def ratio_stats(xs, base):
-    """Median and quartiles of xs[i] / base[i]."""
-    rs = sorted(a / b for a, b in zip(xs, base))
-    return {"ratio": statistics.median(rs), "q1": quartile(rs, 1), "q3": quartile(rs, 3)}
-
-
-def quartile(sorted_xs, k):
-    """The k-th quartile (k = 1 or 3), by linear interpolation."""
-    pos = (len(sorted_xs) - 1) * k / 4
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_xs) - 1)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+    """Median and quartiles (inclusive: of the ratios themselves, not of a
+    population beyond them) of xs[i] / base[i]."""
+    rs = [a / b for a, b in zip(xs, base)]
+    q1, median, q3 = statistics.quantiles(rs, n=4, method="inclusive")
+    return {"ratio": median, "q1": q1, "q3": q3}
 
 
 def iperf3(quick):
@@ -616,8 +610,8 @@ def main():
                 problems += round_problems(row, rnd + 1)
         for name, rs in runs.items():
             rows.append(median_row(rs))
-        chosen = [REFERENCE] + [n for n in PAIRED + PAIRED_EXTRA.get(mode, []) if n in runs]
         if mode in SLICE_LOAD and not args.no_paired and any(n in runs for n in PAIRED if n.startswith("upcase")):
+            chosen = [REFERENCE] + [n for n in PAIRED + PAIRED_EXTRA.get(mode, []) if n in runs]
             cycles = args.cycles or (3 if args.quick else PAIRED_CYCLES)
             print(f"[{time.monotonic() - started:6.1f}s] {mode:<10} paired slices: {cycles} cycles over "
                   f"{len(chosen)} servers ...", end=" ", flush=True)

@@ -4,7 +4,6 @@ its command line. `make bench` itself is not run here (minutes of load, not
 a test); these are the parts whose mistakes would give a wrong verdict
 without anyone noticing."""
 
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -18,14 +17,6 @@ import run  # noqa: E402
 pytestmark = pytest.mark.timeout(60)
 
 UP, ONE, AGAIN = "upcase (C example)", "upcase (1 loop + defer-accept)", f"{run.REFERENCE} (again)"
-
-
-@pytest.mark.parametrize("xs", [[1.0, 2.0], [3.0, 1.0, 2.0], [0.9, 1.1, 1.0, 1.3, 0.7], list(range(1, 13))])
-def test_quartiles_are_the_inclusive_ones(xs):
-    xs = sorted(float(x) for x in xs)
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    assert run.quartile(xs, 1) == pytest.approx(q[0])
-    assert run.quartile(xs, 3) == pytest.approx(q[2])
 
 
 def test_ratios_pair_the_same_cycle():
