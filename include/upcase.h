@@ -580,6 +580,8 @@ int upcase_server_stop(const struct upcase_server *server);
 
 /**
  * Copies the server's counters into `*out` (written only on success).
+ * They are read one by one while the server runs, but a connection counted
+ * as rejected or timed out is never also counted in `connections_active`.
  *
  * # Safety
  * `server` must be NULL or live; `out` NULL or writable.

@@ -200,6 +200,73 @@ fn connections_over_the_cap_are_refused_and_counted() {
     assert_eq!(tcp_request("127.0.0.1", s.port, b"room again", T).expect("served"), b"ROOM AGAIN");
 }
 
+/// Opens `rounds` connections one after another, each ended by the server
+/// (`end` waits for that), while another thread reads `stats` without
+/// pause. No snapshot may count a connection twice: as active and as
+/// ended (timed out, rejected). Returns how many snapshots were checked.
+fn no_snapshot_counts_a_connection_twice(
+    s: &Running,
+    held: u64,
+    rounds: u64,
+    end: impl Fn(&std::os::fd::OwnedFd),
+) -> u64 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let opened = Arc::new(AtomicU64::new(held));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (server, opened, done) = (Arc::clone(&s.server), Arc::clone(&opened), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut checked = 0u64;
+            while !done.load(Ordering::Acquire) {
+                let st = server.stats();
+                // Read after the snapshot: every connection in it was opened.
+                let opened = opened.load(Ordering::Acquire);
+                let counted = st.connections_active + st.idle_timeouts + st.connections_rejected;
+                if counted > opened {
+                    return Err(format!("{st:?} counts {counted} connections of {opened}"));
+                }
+                checked += 1;
+            }
+            Ok(checked)
+        })
+    };
+    for _ in 0..rounds {
+        opened.fetch_add(1, Ordering::Release);
+        let fd = raw_connect("127.0.0.1", s.port);
+        end(&fd);
+    }
+    done.store(true, Ordering::Release);
+    let checked = watcher.join().expect("watcher").unwrap_or_else(|e| panic!("{e}"));
+    assert!(checked > 0);
+    checked
+}
+
+#[test]
+fn stats_never_count_an_ended_connection_as_active() {
+    let closed = |fd: &std::os::fd::OwnedFd| assert!(closed_within(fd, Duration::from_secs(5)), "not closed");
+    for mode in [Mode::Concurrent, Mode::Iterative] {
+        let cfg = Config {
+            threads: 1,
+            idle_timeout: Some(Duration::from_millis(2)),
+            ..config("127.0.0.1", Transport::Tcp, mode)
+        };
+        let s = start(cfg);
+        no_snapshot_counts_a_connection_twice(&s, 0, 200, closed);
+        assert!(eventually(Duration::from_secs(5), || s.stats().idle_timeouts == 200), "{mode:?}: {:?}", s.stats());
+        assert_eq!(s.stats().connections_active, 0);
+    }
+    // Over the cap: each extra connection is active for a moment, then
+    // rejected.
+    let cfg = Config { threads: 1, max_connections: 1, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) };
+    let s = start(cfg);
+    let _held = raw_connect("127.0.0.1", s.port);
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 1));
+    no_snapshot_counts_a_connection_twice(&s, 1, 300, closed);
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_rejected == 300), "{:?}", s.stats());
+    assert_eq!(s.stats().connections_active, 1);
+}
+
 #[test]
 fn run_after_stop_and_run_twice_are_refused() {
     let server =

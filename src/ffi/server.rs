@@ -321,6 +321,8 @@ pub unsafe extern "C" fn upcase_server_stop(server: *const upcase_server) -> c_i
 }
 
 /// Copies the server's counters into `*out` (written only on success).
+/// They are read one by one while the server runs, but a connection counted
+/// as rejected or timed out is never also counted in `connections_active`.
 ///
 /// # Safety
 /// `server` must be NULL or live; `out` NULL or writable.

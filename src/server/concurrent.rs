@@ -175,7 +175,7 @@ impl Loop<'_> {
             let active = self.shared.active.fetch_add(1, Ordering::Relaxed);
             if active >= self.shared.config.max_connections as u64 {
                 self.shared.active.fetch_sub(1, Ordering::Relaxed);
-                Counters::add(&counters.rejected, 1);
+                Counters::ended(&counters.rejected);
                 drop(fd); // closed at once: the client sees end of stream
                 continue;
             }
@@ -248,8 +248,8 @@ impl Loop<'_> {
         for index in 0..self.slots.len() {
             let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.now, &self.pace));
             if expired {
-                Counters::add(&self.counters.idle, 1);
                 self.close(index, false);
+                Counters::ended(&self.counters.idle);
             }
         }
     }
@@ -268,11 +268,11 @@ impl Loop<'_> {
 
     /// The end of an accepted connection, registered or not.
     fn retire(&self, conn: Conn<OwnedFd>, failed: bool) {
-        if failed {
-            Counters::add(&self.counters.errors, 1);
-        }
         drop(conn);
         self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        if failed {
+            Counters::ended(&self.counters.errors);
+        }
     }
 
     fn close_all(&mut self) {

@@ -81,20 +81,33 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
         Counters::add(&counters.accepted, 1);
         shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.tell(&peer);
-        let outcome = serve_one(shared, counters, &conn, &mut buf);
-        shared.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let end = serve_one(shared, counters, &conn, &mut buf);
         drop(conn); // close(): this client is done; the welcoming socket stays
-        match outcome {
-            Ok(true) => {}
-            Ok(false) => return Ok(()), // stopped
-            Err(()) => Counters::add(&counters.errors, 1),
+        shared.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // Counted once the connection is no longer active (see `stats`).
+        match end {
+            End::Done => {}
+            End::Idle => Counters::ended(&counters.idle),
+            End::Failed => Counters::ended(&counters.errors),
+            End::Stopped => return Ok(()),
         }
     }
 }
 
-/// Serves one client to the end. `Ok(false)` when stopped meanwhile,
-/// `Err(())` when the connection failed.
-fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8]) -> std::result::Result<bool, ()> {
+/// How a client's service ended.
+enum End {
+    /// The client closed its side, everything answered.
+    Done,
+    /// Past its deadline: the idle timeout or the minimum rate.
+    Idle,
+    /// The connection failed (a reset, a send error).
+    Failed,
+    /// The server was stopped meanwhile.
+    Stopped,
+}
+
+/// Serves one client to the end.
+fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8]) -> End {
     let pace = shared.pace();
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -102,20 +115,18 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
     // How long the next wait may last: until the connection's deadline.
     let left = |clock: &Clock| clock.deadline(&pace).map(|d| Duration::from_nanos(d.saturating_sub(now())));
     loop {
-        match wait(shared, conn, libc::POLLIN, left(&clock)).map_err(|_| ())? {
-            Ready::Stopped => return Ok(false),
-            Ready::TimedOut => {
-                Counters::add(&counters.idle, 1);
-                return Ok(true);
-            }
-            Ready::Yes => {}
+        match wait(shared, conn, libc::POLLIN, left(&clock)) {
+            Ok(Ready::Yes) => {}
+            Ok(Ready::Stopped) => return End::Stopped,
+            Ok(Ready::TimedOut) => return End::Idle,
+            Err(_) => return End::Failed,
         }
         // recv(): whatever has arrived, up to one chunk.
         let n = match sys::recv(conn.as_fd(), buf) {
-            Ok(0) => return Ok(true), // the client half-closed: all answered
+            Ok(0) => return End::Done, // the client half-closed: all answered
             Ok(n) => n,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
-            Err(_) => return Err(()),
+            Err(_) => return End::Failed,
         };
         clock.progress(now(), n, &pace);
         Counters::add(&counters.bytes_in, n as u64);
@@ -135,16 +146,14 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                     waited = true;
-                    match wait(shared, conn, libc::POLLOUT, left(&clock)).map_err(|_| ())? {
-                        Ready::Stopped => return Ok(false),
-                        Ready::TimedOut => {
-                            Counters::add(&counters.idle, 1);
-                            return Ok(true);
-                        }
-                        Ready::Yes => {}
+                    match wait(shared, conn, libc::POLLOUT, left(&clock)) {
+                        Ok(Ready::Yes) => {}
+                        Ok(Ready::Stopped) => return End::Stopped,
+                        Ok(Ready::TimedOut) => return End::Idle,
+                        Err(_) => return End::Failed,
                     }
                 }
-                Err(_) => return Err(()),
+                Err(_) => return End::Failed,
             }
         }
     }

@@ -186,9 +186,12 @@ pub struct Stats {
 }
 
 /// The live counters of one loop thread: atomics, updated by that thread
-/// alone with relaxed ordering (each is a plain tally; nothing else is
-/// ordered by them) and summed by `stats`. One cache line pair each, so two
-/// loops never write to the same line.
+/// alone and summed by `stats`. Most are plain tallies, with relaxed
+/// ordering. The ones that record a connection's end (`rejected`, `idle`,
+/// `errors` for a failed connection) are counted with [`Counters::ended`],
+/// after `Shared::active` has let the connection go, so a snapshot that
+/// shows the end also shows the connection gone. One cache line pair each,
+/// so two loops never write to the same line.
 #[derive(Default)]
 #[repr(align(128))]
 pub(crate) struct Counters {
@@ -206,6 +209,14 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts the end of a connection that `Shared::active` no longer
+    /// holds. Release pairs with the acquiring loads in `Server::stats`,
+    /// which reads these before `active`: whoever sees this count also sees
+    /// the decrement made before it.
+    pub(crate) fn ended(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -434,10 +445,14 @@ impl Server {
         Stopper { shared: Arc::clone(&self.shared) }
     }
 
-    /// The counters now.
+    /// The counters now. Not one atomic snapshot, but a consistent one for
+    /// connections: one counted as rejected, timed out or failed is not
+    /// also counted as active.
     pub fn stats(&self) -> Stats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut s = Stats { connections_active: get(&self.shared.active), ..Stats::default() };
+        // Acquire: pairs with `Counters::ended`, and keeps the load of
+        // `active` below after the loads of the counters.
+        let get = |a: &AtomicU64| a.load(Ordering::Acquire);
+        let mut s = Stats::default();
         for c in self.shared.counters.iter() {
             s.connections_accepted += get(&c.accepted);
             s.connections_rejected += get(&c.rejected);
@@ -449,6 +464,7 @@ impl Server {
             s.errors += get(&c.errors);
             s.idle_timeouts += get(&c.idle);
         }
+        s.connections_active = get(&self.shared.active);
         s
     }
 }
