@@ -322,7 +322,9 @@ pub unsafe extern "C" fn upcase_server_stop(server: *const upcase_server) -> c_i
 
 /// Copies the server's counters into `*out` (written only on success).
 /// They are read one by one while the server runs, but a connection counted
-/// as rejected or timed out is never also counted in `connections_active`.
+/// as rejected or timed out is never also counted in `connections_active`,
+/// and it is counted before the server closes it: a client that has seen
+/// its connection closed finds it counted.
 ///
 /// # Safety
 /// `server` must be NULL or live; `out` NULL or writable.

@@ -39,6 +39,17 @@ struct Slot {
     conn: Option<Conn<OwnedFd>>,
 }
 
+/// How a connection ended, for the counters.
+#[derive(Clone, Copy)]
+enum End {
+    /// Closed by the client, or at stop.
+    Done,
+    /// Failed: a reset, a send error.
+    Failed,
+    /// Past its deadline: the idle timeout or the minimum rate.
+    Idle,
+}
+
 fn token(index: usize, gen: u32) -> u64 {
     ((gen as u64) << 32) | index as u64
 }
@@ -190,11 +201,11 @@ impl Loop<'_> {
             match conn.first(&mut self.buf, counters, self.now, &self.pace) {
                 Outcome::Keep => {}
                 Outcome::Close => {
-                    self.retire(conn, false);
+                    self.retire(conn, End::Done);
                     continue;
                 }
                 Outcome::Fail => {
-                    self.retire(conn, true);
+                    self.retire(conn, End::Failed);
                     continue;
                 }
             }
@@ -210,7 +221,7 @@ impl Loop<'_> {
             let tok = token(index, slot.gen);
             if self.epoll.add(conn.sock.as_raw_fd(), interest(&conn), tok).is_err() {
                 self.free.push(index);
-                self.retire(conn, true);
+                self.retire(conn, End::Failed);
                 continue;
             }
             slot.conn = Some(conn);
@@ -237,8 +248,8 @@ impl Loop<'_> {
         }
         match outcome {
             Outcome::Keep => {}
-            Outcome::Close => self.close(index, false),
-            Outcome::Fail => self.close(index, true),
+            Outcome::Close => self.close(index, End::Done),
+            Outcome::Fail => self.close(index, End::Failed),
         }
     }
 
@@ -248,8 +259,7 @@ impl Loop<'_> {
         for index in 0..self.slots.len() {
             let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.now, &self.pace));
             if expired {
-                self.close(index, false);
-                Counters::ended(&self.counters.idle);
+                self.close(index, End::Idle);
             }
         }
     }
@@ -258,26 +268,31 @@ impl Loop<'_> {
     /// first: closing alone would leave it registered while any copy of the
     /// descriptor lives on (a `fork()`ed child of the host program), and
     /// its events would keep waking this loop for a slot that is gone.
-    fn close(&mut self, index: usize, failed: bool) {
+    fn close(&mut self, index: usize, end: End) {
         if let Some(conn) = self.slots[index].conn.take() {
             let _ = self.epoll.delete(conn.sock.as_raw_fd());
             self.free.push(index);
-            self.retire(conn, failed);
+            self.retire(conn, end);
         }
     }
 
     /// The end of an accepted connection, registered or not.
-    fn retire(&self, conn: Conn<OwnedFd>, failed: bool) {
-        drop(conn);
+    /// In this order: no longer active, counted as ended, closed. So a
+    /// `stats` snapshot never shows an ended connection as active, and the
+    /// client, once it sees the close, sees it in `stats` too.
+    fn retire(&self, conn: Conn<OwnedFd>, end: End) {
         self.shared.active.fetch_sub(1, Ordering::Relaxed);
-        if failed {
-            Counters::ended(&self.counters.errors);
+        match end {
+            End::Done => {}
+            End::Failed => Counters::ended(&self.counters.errors),
+            End::Idle => Counters::ended(&self.counters.idle),
         }
+        drop(conn);
     }
 
     fn close_all(&mut self) {
         for index in 0..self.slots.len() {
-            self.close(index, false);
+            self.close(index, End::Done);
         }
     }
 }

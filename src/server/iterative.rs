@@ -82,14 +82,17 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
         shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.tell(&peer);
         let end = serve_one(shared, counters, &conn, &mut buf);
-        drop(conn); // close(): this client is done; the welcoming socket stays
+        // No longer active, counted as ended, then closed (see `stats`):
+        // a client that sees the close sees the count too.
         shared.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        // Counted once the connection is no longer active (see `stats`).
         match end {
-            End::Done => {}
+            End::Done | End::Stopped => {}
             End::Idle => Counters::ended(&counters.idle),
             End::Failed => Counters::ended(&counters.errors),
-            End::Stopped => return Ok(()),
+        }
+        drop(conn); // close(): this client is done; the welcoming socket stays
+        if let End::Stopped = end {
+            return Ok(());
         }
     }
 }

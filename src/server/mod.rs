@@ -447,7 +447,8 @@ impl Server {
 
     /// The counters now. Not one atomic snapshot, but a consistent one for
     /// connections: one counted as rejected, timed out or failed is not
-    /// also counted as active.
+    /// also counted as active. And it is counted before the server closes
+    /// it, so a client that has seen its connection closed finds it counted.
     pub fn stats(&self) -> Stats {
         // Acquire: pairs with `Counters::ended`, and keeps the load of
         // `active` below after the loads of the counters.
