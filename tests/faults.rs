@@ -324,26 +324,14 @@ fn ten_thousand_idle_connections_cost_little_and_slow_nothing() {
     assert!(status.success(), "tcp_server exited with {status}");
 }
 
-/// Threads of this process (`/proc/self/task`), once the count is steady.
-fn threads() -> usize {
-    let count = || std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
-    let mut last = count();
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(10));
-        let now = count();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
-/// The server's own loop threads still alive (`upcase-loop-N`).
-fn loop_threads() -> usize {
+/// Threads of this process named `upcase-...`: the server's loops
+/// (`upcase-loop-N`) and the thread `start` runs it on (`upcase-run`).
+/// Counting the process's threads instead would count the test harness's
+/// too, which start and end with the other tests.
+fn server_threads(prefix: &str) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };
     dir.filter_map(|t| t.ok())
-        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("upcase-loop")))
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
         .count()
 }
 
@@ -353,16 +341,16 @@ fn loop_threads() -> usize {
 fn stop_with_fifty_clients_mid_transfer_is_prompt_and_leaves_no_thread() {
     let _serial = serial();
     const CLIENTS: usize = 50;
-    let threads_before = threads();
+    assert_eq!(server_threads("upcase-"), 0, "a server thread left by an earlier test");
     let fds_before = open_fds();
 
     let mut s = start(Config { threads: 4, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) });
     // The caller's thread (the one `start` spawned) and 3 more loops.
     assert!(
-        eventually(Duration::from_secs(5), || threads() == threads_before + 4 && loop_threads() == 3),
-        "expected 4 more threads, 3 of them upcase-loop-N: {} more, {} loops",
-        threads().saturating_sub(threads_before),
-        loop_threads()
+        eventually(Duration::from_secs(5), || server_threads("upcase-") == 4 && server_threads("upcase-loop") == 3),
+        "expected 4 threads, 3 of them upcase-loop-N: {} threads, {} loops",
+        server_threads("upcase-"),
+        server_threads("upcase-loop")
     );
 
     // Each client sends as much as the kernel takes and reads nothing, so
@@ -395,11 +383,10 @@ fn stop_with_fifty_clients_mid_transfer_is_prompt_and_leaves_no_thread() {
     drop(s);
 
     assert!(
-        eventually(Duration::from_secs(2), || loop_threads() == 0 && threads() == threads_before),
-        "threads left behind: {} before, {} after ({} loops)",
-        threads_before,
-        threads(),
-        loop_threads()
+        eventually(Duration::from_secs(2), || server_threads("upcase-") == 0),
+        "threads left behind: {} ({} loops)",
+        server_threads("upcase-"),
+        server_threads("upcase-loop")
     );
     assert_eq!(open_fds(), fds_before, "descriptors left behind");
     eprintln!("stop mid-transfer: stopped in {took:?}");

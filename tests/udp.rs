@@ -13,17 +13,21 @@ use upcase::server::{Config, Mode, Server, Transport};
 use upcase::sys;
 
 const SEC: Duration = Duration::from_secs(1);
+/// How long a test waits for a reply, or for the counters to move: long,
+/// so that a loaded machine does not make the client send again (and the
+/// server count a second datagram) or a test give up early.
+const WAIT: Duration = Duration::from_secs(5);
 
 #[test]
 fn answers_over_ipv4_and_ipv6_in_both_modes() {
     for host in ["127.0.0.1", "::1"] {
         for mode in [Mode::Concurrent, Mode::Iterative] {
             let s = start(config(host, Transport::Udp, mode));
-            assert_eq!(udp_request(host, s.port, b"hello udp", SEC, 3).expect("request"), b"HELLO UDP");
+            assert_eq!(udp_request(host, s.port, b"hello udp", WAIT, 3).expect("request"), b"HELLO UDP");
             let seen = s.seen.lock().expect("lock").clone();
             assert_eq!(seen.len(), 1, "{seen:?}");
             assert!(seen[0].starts_with(if host == "::1" { "[::1]:" } else { "127.0.0.1:" }), "{seen:?}");
-            assert!(eventually(SEC, || {
+            assert!(eventually(WAIT, || {
                 let st = s.stats();
                 (st.datagrams_in, st.datagrams_out, st.datagrams_dropped) == (1, 1, 0)
             }));
@@ -36,7 +40,7 @@ fn sizes_zero_one_and_the_ipv4_limit() {
     let s = start(config("127.0.0.1", Transport::Udp, Mode::Concurrent));
     for n in [0usize, 1, 1024, 1025, 2048, 9000, 65_507] {
         let data = pattern(n);
-        let reply = udp_request("127.0.0.1", s.port, &data, SEC, 3).expect("request");
+        let reply = udp_request("127.0.0.1", s.port, &data, WAIT, 3).expect("request");
         assert!(reply == upper(&data), "size {n}");
     }
     // One byte more than IPv4 carries: refused by the kernel, said clearly.
@@ -48,7 +52,7 @@ fn sizes_zero_one_and_the_ipv4_limit() {
 fn the_ipv6_limit() {
     let s = start(config("::1", Transport::Udp, Mode::Concurrent));
     let data = pattern(65_527);
-    assert!(udp_request("::1", s.port, &data, SEC, 3).expect("request") == upper(&data));
+    assert!(udp_request("::1", s.port, &data, WAIT, 3).expect("request") == upper(&data));
 }
 
 #[test]
@@ -88,7 +92,7 @@ fn replies_go_to_each_sender_many_at_once() {
             std::thread::spawn(move || {
                 for i in 0..100 {
                     let msg = format!("sender {t} datagram {i}");
-                    let r = udp_request("127.0.0.1", port, msg.as_bytes(), SEC, 5).expect("reply");
+                    let r = udp_request("127.0.0.1", port, msg.as_bytes(), WAIT, 5).expect("reply");
                     assert_eq!(r, msg.to_ascii_uppercase().as_bytes());
                 }
             })
@@ -98,7 +102,7 @@ fn replies_go_to_each_sender_many_at_once() {
         t.join().expect("sender");
     }
     // The counters are added after each batch is sent: allow them a moment.
-    assert!(eventually(SEC, || s.stats().datagrams_out >= 800));
+    assert!(eventually(WAIT, || s.stats().datagrams_out >= 800));
 }
 
 #[test]
@@ -150,7 +154,7 @@ fn no_answer_is_a_bounded_timeout_with_retries() {
 fn stop_is_prompt() {
     for mode in [Mode::Concurrent, Mode::Iterative] {
         let mut s = start(config("::1", Transport::Udp, mode));
-        assert_eq!(udp_request("::1", s.port, b"x", SEC, 3).expect("x"), b"X");
+        assert_eq!(udp_request("::1", s.port, b"x", WAIT, 3).expect("x"), b"X");
         assert!(s.stop() < Duration::from_secs(1));
     }
 }
@@ -158,8 +162,8 @@ fn stop_is_prompt() {
 #[test]
 fn dual_stack_udp_answers_ipv4_as_plain_ipv4() {
     let s = start(config("", Transport::Udp, Mode::Concurrent));
-    assert_eq!(udp_request("127.0.0.1", s.port, b"four", SEC, 3).expect("v4"), b"FOUR");
-    assert_eq!(udp_request("::1", s.port, b"six", SEC, 3).expect("v6"), b"SIX");
+    assert_eq!(udp_request("127.0.0.1", s.port, b"four", WAIT, 3).expect("v4"), b"FOUR");
+    assert_eq!(udp_request("::1", s.port, b"six", WAIT, 3).expect("v6"), b"SIX");
     let seen = s.seen.lock().expect("lock").clone();
     assert!(seen.iter().any(|a| a.starts_with("127.0.0.1:")), "{seen:?}");
 }
@@ -175,7 +179,7 @@ fn a_udp_port_in_use_is_refused_not_shared() {
             .expect("port in use");
         assert_eq!(e.code(), -libc::EADDRINUSE, "{mode:?}: {e}");
     }
-    assert_eq!(udp_request("127.0.0.1", s.port, b"still mine", SEC, 3).expect("served"), b"STILL MINE");
+    assert_eq!(udp_request("127.0.0.1", s.port, b"still mine", WAIT, 3).expect("served"), b"STILL MINE");
 }
 
 #[test]
@@ -194,7 +198,7 @@ fn datagrams_from_server_ports_are_not_answered() {
         assert!(sys::recvfrom(fd.as_fd(), &mut buf, 0).is_err(), "answered a server port");
     }
     // Ordinary clients are answered.
-    assert_eq!(udp_request("127.0.0.1", s.port, b"fine", SEC, 3).expect("served"), b"FINE");
+    assert_eq!(udp_request("127.0.0.1", s.port, b"fine", WAIT, 3).expect("served"), b"FINE");
 }
 
 /// Sends `msg` to `to` from a fresh, unconnected socket (so a reply from any
@@ -233,11 +237,11 @@ fn a_wildcard_server_replies_from_the_address_each_request_was_sent_to() {
             // The library's own client connects its socket: it only sees a
             // reply from the address it sent to.
             for dst in ["127.0.0.2", "127.0.0.3"] {
-                let r = udp_request(dst, s.port, b"connected", SEC, 3);
+                let r = udp_request(dst, s.port, b"connected", WAIT, 3);
                 assert_eq!(r.expect("udp_request").as_slice(), b"CONNECTED", "{host:?} {mode:?} to {dst}");
                 sent += 1;
             }
-            assert!(eventually(SEC, || {
+            assert!(eventually(WAIT, || {
                 let st = s.stats();
                 (st.datagrams_out, st.datagrams_dropped, st.errors) == (sent, 0, 0)
             }));
@@ -277,7 +281,7 @@ fn an_ipv6_wildcard_server_replies_to_ipv6_from_the_address_sent_to() {
                 assert_eq!(reply, format!("SIX {n}").as_bytes());
                 assert_eq!(from, to, "{host:?} {mode:?}");
             }
-            assert_eq!(udp_request("::1", s.port, b"six", SEC, 3).expect("::1"), b"SIX");
+            assert_eq!(udp_request("::1", s.port, b"six", WAIT, 3).expect("::1"), b"SIX");
         }
     }
 }
@@ -379,12 +383,15 @@ fn loops_between_two_servers_are_cut(payloads: &[&[u8]]) {
             still_since = Instant::now();
         }
     }
-    let (x, y) = last;
     let loops = payloads.len() as u64;
-    assert!(still_since.elapsed() >= Duration::from_millis(500), "still exchanging after 20 s: {x} + {y} replies");
+    assert!(still_since.elapsed() >= Duration::from_millis(500), "still exchanging after 20 s: {last:?} replies");
+    // A stall of the machine can look like stillness before the last loop
+    // is cut: wait for every cut (each is one dropped datagram).
+    let dropped = || a.stats().datagrams_dropped + b.stats().datagrams_dropped;
+    assert!(eventually(Duration::from_secs(20), || dropped() >= loops), "{} of {loops} loops cut", dropped());
+    let (x, y) = out();
     assert!(x + y <= loops * 2 * (ECHOES_ALLOWED + 4), "{x} + {y} replies before the loops were cut");
-    let dropped = a.stats().datagrams_dropped + b.stats().datagrams_dropped;
-    assert_eq!(dropped, loops, "one datagram dropped ends one loop");
+    assert_eq!(dropped(), loops, "one datagram dropped ends one loop");
 }
 
 #[test]
@@ -427,7 +434,7 @@ fn clients_from_one_port_are_all_answered() {
     for i in 0..1000 {
         assert_eq!(ask(&fd, &to, b"hello again", 5 * SEC).as_deref(), Some(&b"HELLO AGAIN"[..]), "#{i}");
     }
-    assert!(eventually(SEC, || s.stats().datagrams_out == 2000));
+    assert!(eventually(WAIT, || s.stats().datagrams_out == 2000));
     assert_eq!(s.stats().datagrams_dropped, 0);
 }
 
@@ -443,8 +450,16 @@ fn a_client_that_sends_our_replies_back_loses_one_in_65() {
     // from the reply or the counter, not from a timeout, so a slow machine
     // does not turn a late answer into a loss.
     let mut lost = 0;
+    // The longest pause between two requests: one past the rule's window
+    // (a stalled machine) starts the count of echoes again.
+    let mut longest = Duration::ZERO;
+    let mut last_sent: Option<Instant> = None;
     for i in 0..200 {
         let dropped = s.stats().datagrams_dropped;
+        if let Some(t) = last_sent {
+            longest = longest.max(t.elapsed());
+        }
+        last_sent = Some(Instant::now());
         sys::sendto(fd.as_fd(), b"PING", &to).expect("sendto");
         let t = Instant::now();
         loop {
@@ -463,6 +478,13 @@ fn a_client_that_sends_our_replies_back_loses_one_in_65() {
     }
     // The first is no echo; then 64 echoes are answered and one dropped,
     // and so on: numbers 66, 131 and 196 go unanswered.
-    assert_eq!(lost, 3);
-    assert_eq!(s.stats().datagrams_dropped, 3);
+    assert_eq!(s.stats().datagrams_dropped, lost);
+    // The server sees a gap of at most two of ours (a request it was slow
+    // to take shows as our wait for its reply), so below half the window
+    // the count is exact.
+    if longest < Duration::from_millis(450) {
+        assert_eq!(lost, 3, "longest pause between requests {longest:?}");
+    } else {
+        assert!((1..=3).contains(&lost), "{lost} lost, longest pause between requests {longest:?}");
+    }
 }

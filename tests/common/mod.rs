@@ -70,7 +70,9 @@ pub fn start(mut config: Config) -> Running {
     assert_ne!(port, 0);
     let stopper = server.stopper();
     let s2 = Arc::clone(&server);
-    let thread = std::thread::spawn(move || s2.run());
+    // Named, so a test can count the server's threads apart from the test
+    // harness's own (which come and go as other tests start and end).
+    let thread = std::thread::Builder::new().name("upcase-run".into()).spawn(move || s2.run()).expect("spawn");
     Running { port, host, stopper, server, thread: Some(thread), seen }
 }
 

@@ -113,7 +113,12 @@ def test_server_and_clients(ex_servers, server, ip):
     srv.stop()
     lines = srv.out.text().splitlines()
     assert lines[:2] == ["The server is ready to receive", f"listening on {fmt_addr(host, srv.port)}"]
-    assert len(lines) == 4, lines
+    if proto == "tcp":
+        assert len(lines) == 4, lines
+    else:
+        # A client that heard nothing for a second (a stalled machine)
+        # sends again, and the server answers and reports that one too.
+        assert len(lines) >= 4, lines
     word = "connection" if proto == "tcp" else "datagram"
     for line in lines[2:]:
         m = re.fullmatch(rf"{word} from {re.escape(fmt_addr(host, ''))}(\d+)", line)

@@ -15,7 +15,7 @@ Clients:
   py-socket        examples/python/TCPClient.py / UDPClient.py HOST PORT
   upcase-request   upcase.tcp_request / udp_request, in this process
   stdlib           a plain standard-library socket, in this process
-  nc               netcat-openbsd: `nc -N HOST PORT`, `nc -u -w1 HOST PORT`
+  nc               netcat-openbsd: `nc -N HOST PORT`, `nc -u -w2 HOST PORT`
   slide-stdlib     TCPClient.py with `from socket import *` (TCP only: the
                    slide's UDP client, `socket(socket.AF_INET, ...)`, needs upcase)
 
@@ -167,7 +167,7 @@ def client_subprocess(proto: str, client: str, host: str, port: int, pool: Serve
         argv = [PYTHON, pool.stdlib(SLIDE_FILES[proto][1]), host, str(port)]
     elif client == "nc":
         # nc sends the bytes as they are, newline included, and prints the reply as it is.
-        argv = [nc_path(), "-N", host, str(port)] if proto == "tcp" else [nc_path(), "-u", "-w1", host, str(port)]
+        argv = [nc_path(), "-N", host, str(port)] if proto == "tcp" else [nc_path(), "-u", "-w2", host, str(port)]
         expected = (upper_ascii(LINE) + "\n").encode()
     else:
         raise AssertionError(f"unknown client {client!r}")

@@ -280,9 +280,10 @@ def test_other_threads_run_while_main_blocks_in_rust(name):
         t.join(5)
     assert elapsed >= 0.5, f"{name} did not block ({elapsed:.3f} s)"
     # Holding the interpreter for the whole call would leave the counter
-    # almost still; released, it counts at (a good part of) its free rate.
+    # almost still; released, it counts at a fair part of its free rate
+    # (a small part is enough here: a VM's stolen time varies).
     assert advanced >= 10_000, f"{name}: the counter moved {advanced} in {elapsed:.2f} s"
-    assert advanced >= 0.25 * rate * elapsed, (
+    assert advanced >= 0.05 * rate * elapsed, (
         f"{name}: the counter moved {advanced} in {elapsed:.2f} s, free rate {rate:.0f}/s"
     )
 

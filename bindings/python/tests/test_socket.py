@@ -730,11 +730,15 @@ def test_socket_closed_in_another_thread_while_blocked():
     s = upcase.socket(upcase.AF_INET, upcase.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
     s.settimeout(0.5)
-    threading.Timer(0.1, s.close).start()
+    closer = threading.Timer(0.1, s.close)
+    closer.start()
     t0 = time.monotonic()
     with pytest.raises(OSError):
         s.recvfrom(10)
     assert time.monotonic() - t0 < 3
+    # The timeout may have come first on a slow machine: the close is done
+    # once the timer's thread is.
+    closer.join(5)
     assert s.fileno() == -1
 
 
