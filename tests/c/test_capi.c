@@ -249,8 +249,9 @@ static int udp_roundtrip(const char *host, uint16_t port, size_t len, uint32_t s
     int ok;
     fill_pattern(data, len, seed);
     ref_upper(data, want, len);
-    /* 5 s a try: a retry sent because a loaded machine was slow would be
-       answered and counted too, and some tests count datagrams. */
+    /* 5 s a try, one retry: a retry sent only because a loaded machine was
+       slow would be answered and counted too, and some tests count
+       datagrams. */
     ok = CHECK_OK(upcase_udp_request(host, port, data, len, reply, len, &reply_len, 5000, 1));
     ok = ok && CHECK_EQ(reply_len, len);
     ok = ok && CHECK(memcmp(reply, want, len) == 0);

@@ -103,7 +103,8 @@ def same_protocol_clients(proto: str) -> list[str]:
 @pytest.mark.parametrize("server", SERVERS)
 def test_server_and_clients(ex_servers, server, ip):
     """Both clients of the protocol against the server; the server's whole
-    output is exactly: ready, listening on HOST:PORT, one line per client."""
+    output is exactly: ready, listening on HOST:PORT, one line per client
+    (UDP: per datagram, so a client's retry adds one)."""
     proto, sargs = SERVERS[server]
     host = FAMILIES[ip]
     srv = ex_servers(sargs, proto, "0", host)
@@ -117,8 +118,8 @@ def test_server_and_clients(ex_servers, server, ip):
         assert len(lines) == 4, lines
     else:
         # A client that heard nothing for a second (a stalled machine)
-        # sends again, and the server answers and reports that one too.
-        assert len(lines) >= 4, lines
+        # sends again, up to 3 times, and the server reports those too.
+        assert 4 <= len(lines) <= 2 + 2 * 4, lines
     word = "connection" if proto == "tcp" else "datagram"
     for line in lines[2:]:
         m = re.fullmatch(rf"{word} from {re.escape(fmt_addr(host, ''))}(\d+)", line)
