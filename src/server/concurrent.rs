@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Outcome, Pace};
 use super::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
-use super::{Counters, Shared, CHUNK};
+use super::{Counters, End, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -37,17 +37,6 @@ const WAKER: u64 = u64::MAX - 1;
 struct Slot {
     gen: u32,
     conn: Option<Conn<OwnedFd>>,
-}
-
-/// How a connection ended, for the counters.
-#[derive(Clone, Copy)]
-enum End {
-    /// Closed by the client, or at stop.
-    Done,
-    /// Failed: a reset, a send error.
-    Failed,
-    /// Past its deadline: the idle timeout or the minimum rate.
-    Idle,
 }
 
 fn token(index: usize, gen: u32) -> u64 {
@@ -185,8 +174,7 @@ impl Loop<'_> {
             };
             let active = self.shared.active.fetch_add(1, Ordering::Relaxed);
             if active >= self.shared.config.max_connections as u64 {
-                self.shared.active.fetch_sub(1, Ordering::Relaxed);
-                Counters::ended(&counters.rejected);
+                self.shared.ended(counters, End::Rejected);
                 drop(fd); // closed at once: the client sees end of stream
                 continue;
             }
@@ -276,17 +264,10 @@ impl Loop<'_> {
         }
     }
 
-    /// The end of an accepted connection, registered or not.
-    /// In this order: no longer active, counted as ended, closed. So a
-    /// `stats` snapshot never shows an ended connection as active, and the
-    /// client, once it sees the close, sees it in `stats` too.
+    /// The end of an accepted connection, registered or not: counted
+    /// (see [`Shared::ended`]), then closed.
     fn retire(&self, conn: Conn<OwnedFd>, end: End) {
-        self.shared.active.fetch_sub(1, Ordering::Relaxed);
-        match end {
-            End::Done => {}
-            End::Failed => Counters::ended(&self.counters.errors),
-            End::Idle => Counters::ended(&self.counters.idle),
-        }
+        self.shared.ended(self.counters, end);
         drop(conn);
     }
 

@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::conn::Clock;
-use super::{Counters, Shared, CHUNK};
+use super::{Counters, End, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::upper::upper_in_place;
@@ -82,35 +82,17 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
         shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.tell(&peer);
         let end = serve_one(shared, counters, &conn, &mut buf);
-        // No longer active, counted as ended, then closed (see `stats`):
-        // a client that sees the close sees the count too.
-        shared.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        match end {
-            End::Done | End::Stopped => {}
-            End::Idle => Counters::ended(&counters.idle),
-            End::Failed => Counters::ended(&counters.errors),
-        }
+        shared.ended(counters, end.unwrap_or(End::Done)); // counted, then closed
         drop(conn); // close(): this client is done; the welcoming socket stays
-        if let End::Stopped = end {
-            return Ok(());
+        if end.is_none() {
+            return Ok(()); // stopped
         }
     }
 }
 
-/// How a client's service ended.
-enum End {
-    /// The client closed its side, everything answered.
-    Done,
-    /// Past its deadline: the idle timeout or the minimum rate.
-    Idle,
-    /// The connection failed (a reset, a send error).
-    Failed,
-    /// The server was stopped meanwhile.
-    Stopped,
-}
-
-/// Serves one client to the end.
-fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8]) -> End {
+/// Serves one client to the end; `None` when the server was stopped
+/// meanwhile.
+fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8]) -> Option<End> {
     let pace = shared.pace();
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -120,16 +102,16 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
     loop {
         match wait(shared, conn, libc::POLLIN, left(&clock)) {
             Ok(Ready::Yes) => {}
-            Ok(Ready::Stopped) => return End::Stopped,
-            Ok(Ready::TimedOut) => return End::Idle,
-            Err(_) => return End::Failed,
+            Ok(Ready::Stopped) => return None,
+            Ok(Ready::TimedOut) => return Some(End::Idle),
+            Err(_) => return Some(End::Failed),
         }
         // recv(): whatever has arrived, up to one chunk.
         let n = match sys::recv(conn.as_fd(), buf) {
-            Ok(0) => return End::Done, // the client half-closed: all answered
+            Ok(0) => return Some(End::Done), // the client half-closed: all answered
             Ok(n) => n,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
-            Err(_) => return End::Failed,
+            Err(_) => return Some(End::Failed),
         };
         clock.progress(now(), n, &pace);
         Counters::add(&counters.bytes_in, n as u64);
@@ -151,12 +133,12 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
                     waited = true;
                     match wait(shared, conn, libc::POLLOUT, left(&clock)) {
                         Ok(Ready::Yes) => {}
-                        Ok(Ready::Stopped) => return End::Stopped,
-                        Ok(Ready::TimedOut) => return End::Idle,
-                        Err(_) => return End::Failed,
+                        Ok(Ready::Stopped) => return None,
+                        Ok(Ready::TimedOut) => return Some(End::Idle),
+                        Err(_) => return Some(End::Failed),
                     }
                 }
-                Err(_) => return End::Failed,
+                Err(_) => return Some(End::Failed),
             }
         }
     }

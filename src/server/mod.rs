@@ -188,10 +188,8 @@ pub struct Stats {
 /// The live counters of one loop thread: atomics, updated by that thread
 /// alone and summed by `stats`. Most are plain tallies, with relaxed
 /// ordering. The ones that record a connection's end (`rejected`, `idle`,
-/// `errors` for a failed connection) are counted with [`Counters::ended`],
-/// after `Shared::active` has let the connection go, so a snapshot that
-/// shows the end also shows the connection gone. One cache line pair each,
-/// so two loops never write to the same line.
+/// `errors` for a failed connection) are counted by [`Shared::ended`].
+/// One cache line pair each, so two loops never write to the same line.
 #[derive(Default)]
 #[repr(align(128))]
 pub(crate) struct Counters {
@@ -210,14 +208,19 @@ impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+}
 
-    /// Counts the end of a connection that `Shared::active` no longer
-    /// holds. Release pairs with the acquiring loads in `Server::stats`,
-    /// which reads these before `active`: whoever sees this count also sees
-    /// the decrement made before it.
-    pub(crate) fn ended(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Release);
-    }
+/// How a TCP connection ended, for the counters.
+#[derive(Clone, Copy)]
+pub(crate) enum End {
+    /// Closed by the client, or at stop.
+    Done,
+    /// Failed: a reset, a send error.
+    Failed,
+    /// Past its deadline: the idle timeout or the minimum rate.
+    Idle,
+    /// Over `max_connections`: closed at once.
+    Rejected,
 }
 
 /// What the loops share.
@@ -241,6 +244,23 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A connection counted in `active` is over; its owner closes it right
+    /// after. In this order: no longer active, then its end counted, with
+    /// Release, pairing with the acquiring loads in `Server::stats`, which
+    /// reads the counters before `active`. So no snapshot shows an ended
+    /// connection as active, and a client that has seen the close finds
+    /// it counted.
+    pub(crate) fn ended(&self, counters: &Counters, end: End) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        let counter = match end {
+            End::Done => return,
+            End::Failed => &counters.errors,
+            End::Idle => &counters.idle,
+            End::Rejected => &counters.rejected,
+        };
+        counter.fetch_add(1, Ordering::Release);
+    }
+
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
@@ -450,7 +470,7 @@ impl Server {
     /// also counted as active. And it is counted before the server closes
     /// it, so a client that has seen its connection closed finds it counted.
     pub fn stats(&self) -> Stats {
-        // Acquire: pairs with `Counters::ended`, and keeps the load of
+        // Acquire: pairs with `Shared::ended`, and keeps the load of
         // `active` below after the loads of the counters.
         let get = |a: &AtomicU64| a.load(Ordering::Acquire);
         let mut s = Stats::default();
