@@ -2,9 +2,9 @@
 # Where a server's CPU goes under one load generator mode: the figures
 # behind "What bounds the targets not met" in BENCHMARKS.md.
 #
-#   bench/profile.sh MODE [LOADGEN OPTION...] -- SERVER COMMAND...
+#   bench/profile.sh [--flame FILE.svg] MODE [LOADGEN OPTION...] -- SERVER COMMAND...
 #   bench/profile.sh persistent --duration 3 -- build/c/tcp_server --quiet --threads 1 0 127.0.0.1
-#   bench/profile.sh udp --duration 3 -- build/bench/epoll_server --udp 0 127.0.0.1
+#   bench/profile.sh --flame udp.svg udp --duration 3 -- build/bench/epoll_server --udp 0 127.0.0.1
 #
 # The server command must listen on port 0 of a loopback address; its port
 # is read from `ss`. Three runs of the same load, one for each measurement,
@@ -15,13 +15,21 @@
 #  2. system calls per operation (`perf stat` on the syscall tracepoints);
 #  3. a profile (`perf record -e cpu-clock`, the software clock, which works
 #     where the hardware counters are not available, as in most VMs): the
-#     share of samples in the kernel and in user space, and the top symbols.
+#     share of samples in the kernel and in user space, and the top symbols;
+#     with --flame, also a flame graph of it (inferno, which is installed
+#     into target/tools from crates.io the first time).
 # Needs perf (Debian: linux-perf) and root (or perf_event_paranoid <= 1).
 # Every run is bounded by the load generator's own --duration / --bytes.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOADGEN=$ROOT/target/release/loadgen
+FLAME=
+if [ "${1:-}" = "--flame" ]; then
+    [ $# -ge 2 ] && [ -n "$2" ] || { echo "profile.sh: --flame needs a file name" >&2; exit 2; }
+    FLAME=$2
+    shift 2
+fi
 [ $# -ge 3 ] || { sed -n '2,8p' "$0" >&2; exit 2; }
 MODE=$1
 shift
@@ -32,6 +40,12 @@ shift
 [ $# -gt 0 ] || { echo "profile.sh: no server command" >&2; exit 2; }
 command -v perf >/dev/null || { echo "profile.sh: perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
 [ -x "$LOADGEN" ] || { echo "profile.sh: build the load generator first (make bench, or cargo build --release -p upcase-loadgen)" >&2; exit 2; }
+INFERNO=$ROOT/target/tools/bin
+if [ -n "$FLAME" ] && [ ! -x "$INFERNO/inferno-flamegraph" ]; then
+    echo "profile.sh: installing inferno (flame graphs) into target/tools ..." >&2
+    cargo install --quiet --locked --root "$ROOT/target/tools" inferno --version '^0.12' >&2 ||
+        { echo "profile.sh: could not install inferno" >&2; exit 2; }
+fi
 
 WORK=$(mktemp -d)
 export NSTAT_HISTORY=$WORK/nstat   # our own history: another nstat user cannot skew the delta
@@ -137,3 +151,10 @@ perf report -q -i "$WORK/perf.data" --no-children --sort sym --stdio -g none 2>/
 echo "system calls and other paths, with what they call (children):"
 perf report -q -i "$WORK/perf.data" --children --sort sym --stdio -g none 2>/dev/null |
     grep -E '__x64_sys_|net_rx_action|_copy_(to|from)_iter|upper|schedule$' | head -15 || true
+if [ -n "$FLAME" ]; then
+    # The server's name and the mode as the title; kernel frames in their own colour.
+    perf script -i "$WORK/perf.data" 2>"$WORK/perf.err" | "$INFERNO/inferno-collapse-perf" --all |
+        "$INFERNO/inferno-flamegraph" --colors java --minwidth 0.1 --title "$(basename "$1") ${*:2}: $MODE" >"$FLAME" ||
+        { echo "profile.sh: the flame graph failed:" >&2; cat "$WORK/perf.err" >&2; exit 1; }
+    echo "flame graph: $FLAME"
+fi
