@@ -3,7 +3,7 @@
 measurement `make bench` makes after each mode's rounds (`paired()` in
 `run.py`), for any servers and as many cycles as wanted.
 
-    .venv/bin/python bench/paired.py MODE SERVER... [--cycles N] [--seconds S]
+    .venv/bin/python bench/paired.py MODE SERVER... [--cycles N] [--seconds S] [--load OPTIONS]
     .venv/bin/python bench/paired.py persistent "upcase (1 loop + defer-accept)" "C epoll reference (again)"
 
 The C reference is always the first server; names are those of `run.py`.
@@ -14,6 +14,7 @@ had an error, a wrong reply or a loss. Needs what `make bench` builds.
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -27,11 +28,19 @@ def main():
     ap.add_argument("mode", choices=sorted(run.SLICE_LOAD))
     ap.add_argument("servers", nargs="+", help="server names as in bench/run.py")
     ap.add_argument("--cycles", type=int, default=16, help="cycles, at least 2 (default 16; make bench runs 12)")
+    ap.add_argument("--load", default="",
+                    help="more load generator options, after the mode's own (a later option wins), "
+                         "e.g. --load='--threads 1'")
     ap.add_argument("--seconds", type=float, default=run.PAIRED_SECONDS,
                     help=f"slice length (default {run.PAIRED_SECONDS}; stream slices are 256 MiB each way instead)")
     args = ap.parse_args()
     if args.cycles < 2 or not 0.1 <= args.seconds <= 30:
         ap.error("--cycles must be at least 2 and --seconds 0.1-30")
+    if args.load:
+        try:
+            run.SLICE_LOAD[args.mode] = run.SLICE_LOAD[args.mode] + shlex.split(args.load)
+        except ValueError as e:
+            ap.error(f"--load: {e}")
     # The reference first, then each named server once, in the order given.
     names = list(dict.fromkeys([run.REFERENCE] + args.servers))
     if len(names) < 2:
@@ -53,6 +62,7 @@ def main():
     what = "256 MiB each way" if args.mode == "stream" else f"{args.seconds} s"
     print(f"{args.mode}: {args.cycles} cycles of {what} slices; ratios to the reference: median of the cycles "
           "(quartiles)")
+    print(f"load: loadgen {args.mode} {' '.join(run.SLICE_LOAD[args.mode])}")
     print(f"| server | CPU µs/{unit} (median) | CPU ratio | {unit}/s (median) | throughput ratio |")
     print("|---|---:|---:|---:|---:|")
     for n, v in got.items():

@@ -121,6 +121,8 @@ def test_paired_py_refuses_unknown_servers_and_modes():
     assert out.returncode == 2 and "does not run persistent" in out.stderr
     out = run_cli(str(ROOT / "bench" / "paired.py"), "hold", ONE)
     assert out.returncode == 2
+    out = run_cli(str(ROOT / "bench" / "paired.py"), "udp", ONE, "--load", "'--threads 2")
+    assert out.returncode == 2 and "--load: No closing quotation" in out.stderr
 
 
 def test_only_takes_names_that_hold_a_comma():
