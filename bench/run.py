@@ -546,7 +546,7 @@ def chart(rows, path):
     modes = [m for m in ["oneshot", "persistent", "stream", "udp"] if any(r["mode"] == m for r in rows)]
     servers = [s for s in SERVERS if not s.startswith(REFERENCE)]  # the reference is the 1.0 line
     ref = {r["mode"]: r for r in rows if r["server"] == REFERENCE}
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
     width = 0.8 / max(1, len(servers))
     for ax, key, title in [(axes[0], "rate", "throughput vs C epoll reference (higher is better)"),
                            (axes[1], "cpu_us_per_op", "server CPU per operation vs C epoll reference (lower is better)")]:
@@ -562,8 +562,10 @@ def chart(rows, path):
         ax.set_xticklabels(modes)
         ax.set_title(title, fontsize=10)
         ax.set_yscale("log")
-    axes[0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    # Below both panels, where it covers no bar.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     return True
 
