@@ -23,24 +23,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the servers, their commands, the load generator)
 
 
+def with_load(mode, extra):
+    """The load generator options of `mode`'s slices with `extra` (a shell-
+    quoted string) after them; ValueError if it does not split."""
+    return run.SLICE_LOAD[mode] + shlex.split(extra)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mode", choices=sorted(run.SLICE_LOAD))
     ap.add_argument("servers", nargs="+", help="server names as in bench/run.py")
     ap.add_argument("--cycles", type=int, default=16, help="cycles, at least 2 (default 16; make bench runs 12)")
     ap.add_argument("--load", default="",
-                    help="more load generator options, after the mode's own (a later option wins), "
-                         "e.g. --load='--threads 1'")
+                    help="more load generator options, after the mode's own (a later option wins); "
+                         "write it with '=', as in --load='--threads 1'")
     ap.add_argument("--seconds", type=float, default=run.PAIRED_SECONDS,
                     help=f"slice length (default {run.PAIRED_SECONDS}; stream slices are 256 MiB each way instead)")
     args = ap.parse_args()
     if args.cycles < 2 or not 0.1 <= args.seconds <= 30:
         ap.error("--cycles must be at least 2 and --seconds 0.1-30")
-    if args.load:
-        try:
-            run.SLICE_LOAD[args.mode] = run.SLICE_LOAD[args.mode] + shlex.split(args.load)
-        except ValueError as e:
-            ap.error(f"--load: {e}")
+    try:
+        run.SLICE_LOAD[args.mode] = with_load(args.mode, args.load)
+    except ValueError as e:
+        ap.error(f"--load: {e}")
     # The reference first, then each named server once, in the order given.
     names = list(dict.fromkeys([run.REFERENCE] + args.servers))
     if len(names) < 2:
@@ -62,7 +67,7 @@ def main():
     what = "256 MiB each way" if args.mode == "stream" else f"{args.seconds} s"
     print(f"{args.mode}: {args.cycles} cycles of {what} slices; ratios to the reference: median of the cycles "
           "(quartiles)")
-    print(f"load: loadgen {args.mode} {' '.join(run.SLICE_LOAD[args.mode])}")
+    print(f"load: {shlex.join(['loadgen', args.mode] + run.SLICE_LOAD[args.mode])}")
     print(f"| server | CPU µs/{unit} (median) | CPU ratio | {unit}/s (median) | throughput ratio |")
     print("|---|---:|---:|---:|---:|")
     for n, v in got.items():

@@ -26,15 +26,25 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LOADGEN=$ROOT/target/release/loadgen
 FLAME=
 if [ "${1:-}" = "--flame" ]; then
-    [ $# -ge 2 ] && [ -n "$2" ] || { echo "profile.sh: --flame needs a file name" >&2; exit 2; }
+    case "${2:-}" in
+        "" | -*) echo "profile.sh: --flame needs a file name (FILE.svg)" >&2; exit 2 ;;
+    esac
     FLAME=$2
     shift 2
 fi
 [ $# -ge 3 ] || { sed -n '2,8p' "$0" >&2; exit 2; }
 MODE=$1
+case "$MODE" in
+    oneshot | persistent | stream | udp | hold) ;;
+    *) echo "profile.sh: no mode $MODE (oneshot, persistent, stream, udp, hold; --flame goes first)" >&2; exit 2 ;;
+esac
 shift
 LARGS=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do LARGS+=("$1"); shift; done
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    [ "$1" != "--flame" ] || { echo "profile.sh: --flame goes before the mode" >&2; exit 2; }
+    LARGS+=("$1")
+    shift
+done
 [ "${1:-}" = "--" ] || { echo "profile.sh: no -- before the server command" >&2; exit 2; }
 shift
 [ $# -gt 0 ] || { echo "profile.sh: no server command" >&2; exit 2; }
@@ -152,9 +162,12 @@ echo "system calls and other paths, with what they call (children):"
 perf report -q -i "$WORK/perf.data" --children --sort sym --stdio -g none 2>/dev/null |
     grep -E '__x64_sys_|net_rx_action|_copy_(to|from)_iter|upper|schedule$' | head -15 || true
 if [ -n "$FLAME" ]; then
-    # The server's name and the mode as the title; kernel frames in their own colour.
-    perf script -i "$WORK/perf.data" 2>"$WORK/perf.err" | "$INFERNO/inferno-collapse-perf" --all |
-        "$INFERNO/inferno-flamegraph" --colors java --minwidth 0.1 --title "$(basename "$1") ${*:2}: $MODE" >"$FLAME" ||
+    # The server command and the load as the title; kernel frames in their
+    # own colour. Drawn aside first: a failure leaves no half-written file.
+    TITLE="$(basename "$1")${2:+ ${*:2}}: $MODE${LARGS[*]:+ ${LARGS[*]}}"
+    perf script -i "$WORK/perf.data" 2>"$WORK/perf.err" | "$INFERNO/inferno-collapse-perf" --all 2>>"$WORK/perf.err" |
+        "$INFERNO/inferno-flamegraph" --colors java --minwidth 0.1 --title "$TITLE" >"$WORK/flame.svg" 2>>"$WORK/perf.err" ||
         { echo "profile.sh: the flame graph failed:" >&2; cat "$WORK/perf.err" >&2; exit 1; }
+    mv "$WORK/flame.svg" "$FLAME"
     echo "flame graph: $FLAME"
 fi

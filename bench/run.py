@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import statistics
@@ -294,7 +295,8 @@ def run_one(name, mode, quick):
         cpu0 = cpu_seconds(pid)
         held = {}
         # The targets come from the paired slices; the rounds fill the
-        # tables, and 1 s of load is tens of thousands of operations.
+        # tables, and 1 s of load is thousands of operations (tens of
+        # thousands for all but the slowest servers).
         secs = 1
         if mode in LOAD:
             r = loadgen(mode, srv.port, secs, LOAD[mode])
@@ -580,12 +582,38 @@ def machine():
 
 
 class Tee:
-    """Standard output, also written to a file: the run's log is kept
-    beside its results (bench/results/latest-run.log)."""
+    """What the run prints, stdout and stderr, also goes into
+    bench/results/latest-run.log. It is written beside it (`.tmp`) and
+    takes the name only with the results (`keep()`): a run that stops
+    before writing its results leaves the log of the last one in place."""
 
-    def __init__(self, stream, path):
+    def __init__(self, path):
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.file = open(self.tmp, "w", encoding="utf-8", buffering=1)
+        self.saved = (sys.stdout, sys.stderr)
+        sys.stdout = _Both(sys.stdout, self.file)
+        sys.stderr = _Both(sys.stderr, self.file)
+
+    def _restore(self):
+        sys.stdout, sys.stderr = self.saved
+        self.file.close()
+
+    def keep(self):
+        self._restore()
+        os.replace(self.tmp, self.path)
+
+    def discard(self):
+        self._restore()
+        self.tmp.unlink(missing_ok=True)
+
+
+class _Both:
+    """A text stream that also writes to a file; anything else is the stream's."""
+
+    def __init__(self, stream, file):
         self.stream = stream
-        self.file = open(path, "w", encoding="utf-8")
+        self.file = file
 
     def write(self, text):
         self.stream.write(text)
@@ -595,6 +623,9 @@ class Tee:
     def flush(self):
         self.stream.flush()
         self.file.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def main():
@@ -616,12 +647,36 @@ def main():
     if unknown:
         ap.error(f"--only: no server named {unknown!r}; the names: {'; '.join(SERVERS)}")
     modes = [m for m in args.modes.split(",") if m]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        ap.error(f"--modes: {', '.join(unknown) if unknown else 'none given'}; the modes: {','.join(MODES)}")
     # The reference (and its second run, the noise gauge) always runs.
     names = [n for n in SERVERS if not only or n.startswith(REFERENCE) or n in only]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    sys.stdout = Tee(sys.stdout, RESULTS / "latest-run.log")
-    print(f"bench/run.py {' '.join(sys.argv[1:])}".rstrip() + f"  ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"{machine()})")
+    # A SIGTERM ends the run as Ctrl-C does: through the `finally`s that
+    # stop the servers (each in a session of its own, so nothing else would).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    log = Tee(RESULTS / "latest-run.log")
+    try:
+        print(f"{shlex.join(['bench/run.py'] + sys.argv[1:])}  "
+              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()})")
+        problems = measure(args, names, modes)
+        if problems:
+            print("THIS RUN FAILED:")
+            for prob in problems:
+                print(f"  - {prob}")
+    except BaseException:
+        log.discard()
+        raise
+    log.keep()
+    if problems:
+        sys.exit(1)
+
+
+def measure(args, names, modes):
+    """Every server in every mode, then the Python client bench; writes the
+    results (latest.json, latest.md, chart.png, BENCHMARKS.md). Returns what
+    fails the run."""
     started = time.monotonic()
     rows = []
     slices = {}  # mode -> paired_summary()
@@ -687,11 +742,7 @@ def main():
     print()
     print(md)
     update_benchmarks_md(meta, md, have_chart)
-    if problems:
-        print("THIS RUN FAILED:")
-        for prob in problems:
-            print(f"  - {prob}")
-        sys.exit(1)
+    return problems
 
 
 def only_names(text):

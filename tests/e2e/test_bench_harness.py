@@ -121,8 +121,17 @@ def test_paired_py_refuses_unknown_servers_and_modes():
     assert out.returncode == 2 and "does not run persistent" in out.stderr
     out = run_cli(str(ROOT / "bench" / "paired.py"), "hold", ONE)
     assert out.returncode == 2
-    out = run_cli(str(ROOT / "bench" / "paired.py"), "udp", ONE, "--load", "'--threads 2")
+    out = run_cli(str(ROOT / "bench" / "paired.py"), "udp", ONE, "--load='--threads 2")
     assert out.returncode == 2 and "--load: No closing quotation" in out.stderr
+
+
+def test_paired_py_load_goes_after_the_modes_own():
+    import paired
+    assert paired.with_load("udp", "--threads 2 --src 'kernel'") == run.LOAD["udp"] + ["--threads", "2", "--src", "kernel"]
+    assert paired.with_load("stream", "") == run.SLICE_LOAD["stream"]
+    # The mode's own options come first, so the later ones win in the load generator.
+    assert paired.with_load("oneshot", "--threads 1")[-2:] == ["--threads", "1"]
+    assert "--threads" in run.LOAD["oneshot"]
 
 
 def test_only_takes_names_that_hold_a_comma():
