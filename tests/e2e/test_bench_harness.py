@@ -114,6 +114,34 @@ def test_run_py_refuses_unknown_servers_and_bad_counts_before_measuring():
     assert out.returncode == 2 and "--cycles" in out.stderr
 
 
+def test_run_py_refuses_unknown_modes_before_measuring():
+    out = run_cli(str(ROOT / "bench" / "run.py"), "--modes", "oneshot,onshot")
+    assert out.returncode == 2 and "--modes: onshot" in out.stderr
+    out = run_cli(str(ROOT / "bench" / "run.py"), "--modes", ",")
+    assert out.returncode == 2 and "none given" in out.stderr
+
+
+def test_the_log_replaces_the_last_only_with_the_results(tmp_path, capsys):
+    log = tmp_path / "latest-run.log"
+    log.write_text("the last run\n")
+    tee = run.Tee(log)
+    print("a run that stops half-way")
+    print("and its error", file=sys.stderr)
+    tee.discard()
+    assert log.read_text() == "the last run\n"
+    assert not (tmp_path / "latest-run.log.tmp").exists()
+    tee = run.Tee(log)
+    print("a run that wrote its results")
+    print("with a warning", file=sys.stderr)
+    tee.keep()
+    assert log.read_text() == "a run that wrote its results\nwith a warning\n"
+    assert not (tmp_path / "latest-run.log.tmp").exists()
+    # Both went to the terminal too, and the streams are the terminal's again.
+    out, err = capsys.readouterr()
+    assert out.count("a run") == 2 and "with a warning" in err
+    assert not isinstance(sys.stdout, run._Both) and not isinstance(sys.stderr, run._Both)
+
+
 def test_paired_py_refuses_unknown_servers_and_modes():
     out = run_cli(str(ROOT / "bench" / "paired.py"), "udp", "nosuch")
     assert out.returncode == 2 and "no server named 'nosuch'" in out.stderr
