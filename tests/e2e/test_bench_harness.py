@@ -121,21 +121,23 @@ def test_run_py_refuses_unknown_modes_before_measuring():
     assert out.returncode == 2 and "none given" in out.stderr
 
 
+def a_run(log, out, err, end):
+    """A run that prints `out` and, on stderr, `err` through a Tee on
+    `log`, then ends it with `end` (Tee.keep or Tee.discard)."""
+    tee = run.Tee(log)
+    print(out)
+    print(err, file=sys.stderr)
+    end(tee)
+    assert not log.with_name(log.name + ".tmp").exists()
+
+
 def test_the_log_replaces_the_last_only_with_the_results(tmp_path, capsys):
     log = tmp_path / "latest-run.log"
     log.write_text("the last run\n")
-    tee = run.Tee(log)
-    print("a run that stops half-way")
-    print("and its error", file=sys.stderr)
-    tee.discard()
+    a_run(log, "a run that stops half-way", "and its error", run.Tee.discard)
     assert log.read_text() == "the last run\n"
-    assert not (tmp_path / "latest-run.log.tmp").exists()
-    tee = run.Tee(log)
-    print("a run that wrote its results")
-    print("with a warning", file=sys.stderr)
-    tee.keep()
+    a_run(log, "a run that wrote its results", "with a warning", run.Tee.keep)
     assert log.read_text() == "a run that wrote its results\nwith a warning\n"
-    assert not (tmp_path / "latest-run.log.tmp").exists()
     # Both went to the terminal too, and the streams are the terminal's again.
     out, err = capsys.readouterr()
     assert out.count("a run") == 2 and "with a warning" in err
