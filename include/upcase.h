@@ -17,16 +17,6 @@
 #define UPCASE_VERSION_HEX ((UPCASE_VERSION_MAJOR << 16) | (UPCASE_VERSION_MINOR << 8) | UPCASE_VERSION_PATCH)
 
 /**
- * The most loop threads a server runs.
- */
-#define MAX_THREADS 1024
-
-/**
- * Datagrams moved per system call.
- */
-#define BATCH 32
-
-/**
  * Success.
  */
 #define UPCASE_OK 0
@@ -152,6 +142,11 @@
 #define UPCASE_MAX_MIN_RATE 1000000000
 
 /**
+ * The most loop threads `upcase_server_config.threads` may ask for.
+ */
+#define UPCASE_MAX_THREADS 1024
+
+/**
  * A kept-open TCP connection (opaque). Made by `upcase_connection_new`,
  * released by `upcase_connection_free`.
  */
@@ -202,7 +197,8 @@ typedef struct upcase_server_config {
    */
   int mode;
   /**
-   * Loop threads in concurrent mode; 0: one per CPU. At most 1024.
+   * Loop threads in concurrent mode; 0: one per CPU. At most
+   * `UPCASE_MAX_THREADS` (1024).
    */
   uint32_t threads;
   /**

@@ -224,6 +224,24 @@ static ERRNO_TABLE: &[Entry] = errno_rows![
     EALREADY => "connection already in progress",
     EINPROGRESS => "operation in progress",
     ECANCELED => "operation canceled",
+    EHOSTDOWN => "host is down",
+    ENETRESET => "connection reset by network",
+    ESHUTDOWN => "cannot send after socket shutdown",
+    EPROTO => "protocol error",
+    ESOCKTNOSUPPORT => "socket type not supported",
+    EPFNOSUPPORT => "protocol family not supported",
+    ETOOMANYREFS => "too many references",
+    ENONET => "machine is not on the network",
+    ENODEV => "no such device",
+    ENXIO => "no such device or address",
+    EOVERFLOW => "value too large for its type",
+    ENOTTY => "inappropriate ioctl for device",
+    ENAMETOOLONG => "file name too long",
+    ELOOP => "too many levels of symbolic links",
+    ENOTDIR => "not a directory",
+    EROFS => "read-only file system",
+    ENOTEMPTY => "directory not empty",
+    ESRCH => "no such process",
 ];
 
 macro_rules! eai_rows {
@@ -246,6 +264,13 @@ static EAI_TABLE: &[Entry] = eai_rows![
     EAI_OVERFLOW => "resolver argument buffer overflow",
 ];
 
+/// glibc's `EAI_ADDRFAMILY` (the host has no address of the family asked
+/// for), which the `libc` crate does not name.
+pub(crate) const EAI_ADDRFAMILY: c_int = -9;
+
+static EAI_GLIBC: &[Entry] =
+    &[Entry(EAI_BASE + EAI_ADDRFAMILY, c"UPCASE_EAI_ADDRFAMILY", c"host has no address in the family asked for")];
+
 static OWN_TABLE: &[Entry] = &[
     Entry(0, c"UPCASE_OK", c"success"),
     Entry(ERR_BUFFER_TOO_SMALL, c"UPCASE_ERR_BUFFER_TOO_SMALL", c"buffer too small for the reply"),
@@ -257,7 +282,7 @@ static OWN_TABLE: &[Entry] = &[
 ];
 
 fn lookup(code: c_int) -> Option<&'static Entry> {
-    OWN_TABLE.iter().chain(ERRNO_TABLE).chain(EAI_TABLE).find(|e| e.0 == code)
+    OWN_TABLE.iter().chain(ERRNO_TABLE).chain(EAI_TABLE).chain(EAI_GLIBC).find(|e| e.0 == code)
 }
 
 /// The static message for a status code; `"unknown error"` for a code
@@ -283,9 +308,86 @@ mod tests {
         assert_eq!(strerror(-libc::ECONNREFUSED).to_str(), Ok("connection refused"));
         assert_eq!(errname(EAI_BASE + libc::EAI_NONAME).to_str(), Ok("UPCASE_EAI_NONAME"));
         assert_eq!(strerror(12345).to_str(), Ok("unknown error"));
-        for e in OWN_TABLE.iter().chain(ERRNO_TABLE).chain(EAI_TABLE) {
+        for e in OWN_TABLE.iter().chain(ERRNO_TABLE).chain(EAI_TABLE).chain(EAI_GLIBC) {
             assert!(e.0 <= 0);
             assert_eq!(lookup(e.0).map(|x| x.1), Some(e.1), "codes are unique: {:?}", e.1);
+        }
+    }
+
+    /// Every error that the calls made here (socket(2), bind(2), listen(2),
+    /// accept(2), connect(2), send(2), recv(2), shutdown(2), setsockopt(2),
+    /// getsockname(2), epoll_*(2), close(2)) document for network sockets
+    /// (not those of file systems or STREAMS, such as EDQUOT or ENOSR), and
+    /// every resolver code, has a name and a message of its own.
+    #[test]
+    fn every_error_of_the_socket_calls_is_named() {
+        let errnos = [
+            libc::EACCES,
+            libc::EADDRINUSE,
+            libc::EADDRNOTAVAIL,
+            libc::EAFNOSUPPORT,
+            libc::EAGAIN,
+            libc::EALREADY,
+            libc::EBADF,
+            libc::ECONNABORTED,
+            libc::ECONNREFUSED,
+            libc::ECONNRESET,
+            libc::EDESTADDRREQ,
+            libc::EEXIST,
+            libc::EFAULT,
+            libc::EHOSTDOWN,
+            libc::EHOSTUNREACH,
+            libc::EINPROGRESS,
+            libc::EINTR,
+            libc::EINVAL,
+            libc::EIO,
+            libc::EISCONN,
+            libc::ELOOP,
+            libc::EMFILE,
+            libc::EMSGSIZE,
+            libc::ENAMETOOLONG,
+            libc::ENETDOWN,
+            libc::ENETRESET,
+            libc::ENETUNREACH,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOENT,
+            libc::ENOMEM,
+            libc::ENONET,
+            libc::ENOPROTOOPT,
+            libc::ENOSPC,
+            libc::ENOTCONN,
+            libc::ENOTDIR,
+            libc::ENOTSOCK,
+            libc::EOPNOTSUPP,
+            libc::EPERM,
+            libc::EPIPE,
+            libc::EPROTO,
+            libc::EPROTONOSUPPORT,
+            libc::EPROTOTYPE,
+            libc::EROFS,
+            libc::ESHUTDOWN,
+            libc::ESOCKTNOSUPPORT,
+            libc::ETIMEDOUT,
+        ];
+        let eai = [
+            libc::EAI_AGAIN,
+            libc::EAI_BADFLAGS,
+            libc::EAI_FAIL,
+            libc::EAI_FAMILY,
+            libc::EAI_MEMORY,
+            libc::EAI_NODATA,
+            libc::EAI_NONAME,
+            libc::EAI_OVERFLOW,
+            libc::EAI_SERVICE,
+            libc::EAI_SOCKTYPE,
+            libc::EAI_SYSTEM,
+            EAI_ADDRFAMILY,
+        ];
+        let codes = errnos.iter().map(|e| -e).chain(eai.iter().map(|e| EAI_BASE + e));
+        for code in codes {
+            assert_ne!(errname(code).to_str(), Ok("UPCASE_UNKNOWN"), "code {code} has no name");
+            assert_ne!(strerror(code).to_str(), Ok("unknown error"), "code {code} has no message");
         }
     }
 

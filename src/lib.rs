@@ -16,8 +16,8 @@
 //! | `connect()`  | [`sys::connect`], called by [`client::connect_tcp`] |
 //! | `recv()`     | [`sys::recv`] |
 //! | `send()`     | [`sys::send`] |
-//! | `sendto()`   | [`sys::sendto`] |
-//! | `recvfrom()` | [`sys::recvfrom`] |
+//! | `sendto()`   | [`sys::sendmmsg`] in the UDP server (a batch of `sendto`s); [`sys::sendto`] in the Python `socket` |
+//! | `recvfrom()` | [`sys::recvmmsg`] in the UDP server (a batch of `recvfrom`s); [`sys::recvfrom`] in the client and the Python `socket` |
 //! | `close()`    | dropping the [`std::os::fd::OwnedFd`] |
 //! | `htons()`    | [`endian::hton16`] |
 //!

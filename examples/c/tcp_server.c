@@ -97,7 +97,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--defer-accept") == 0) {
             cfg.defer_accept = 1;               /* accept only once a request has arrived */
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > 1024)
+            if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
                 return usage("--threads takes a number from 0 (one per CPU) to 1024");
         } else if (strcmp(argv[i], "--max-connections") == 0 && i + 1 < argc) {
             if (parse_count(argv[++i], &cfg.max_connections) != 0 || cfg.max_connections == 0)

@@ -95,7 +95,7 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--quiet") == 0) {
             cfg.on_client = NULL;               /* no line per client */
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > 1024)
+            if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
                 return usage("--threads takes a number from 0 (one per CPU) to 1024");
         } else if (strcmp(argv[i], "--max-datagram") == 0 && i + 1 < argc) {
             if (parse_count(argv[++i], &cfg.max_datagram) != 0 || cfg.max_datagram == 0 || cfg.max_datagram > 65527)

@@ -23,6 +23,9 @@ pub const UPCASE_MODE_ITERATIVE: c_int = 1;
 /// The largest `upcase_server_config.min_rate`, in bytes per second.
 pub const UPCASE_MAX_MIN_RATE: u32 = 1_000_000_000;
 
+/// The most loop threads `upcase_server_config.threads` may ask for.
+pub const UPCASE_MAX_THREADS: usize = 1024;
+
 /// Told about each client: `host` (text such as `"127.0.0.1"` or `"::1"`,
 /// valid only during the call) and `port`, per TCP connection or per UDP
 /// datagram, on a server thread. Keep it short; it must not call
@@ -48,7 +51,8 @@ pub struct upcase_server_config {
     pub transport: c_int,
     /// `UPCASE_MODE_CONCURRENT` (default) or `UPCASE_MODE_ITERATIVE`.
     pub mode: c_int,
-    /// Loop threads in concurrent mode; 0: one per CPU. At most 1024.
+    /// Loop threads in concurrent mode; 0: one per CPU. At most
+    /// `UPCASE_MAX_THREADS` (1024).
     pub threads: u32,
     /// Most TCP connections open at once; more are closed at once and
     /// counted as rejected. 0: the default, 16384.

@@ -53,7 +53,8 @@ pub enum Mode {
 /// holds of replies not yet taken by the kernel.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
-/// The most loop threads a server runs.
+/// The most loop threads a server runs. The C header has it as
+/// `UPCASE_MAX_THREADS`.
 pub const MAX_THREADS: usize = 1024;
 
 /// The largest `min_rate` (bytes per second): one byte then earns 1 ns.
@@ -62,8 +63,9 @@ pub const MAX_MIN_RATE: u32 = 1_000_000_000;
 
 #[cfg(all(test, feature = "capi"))]
 #[test]
-fn the_c_limit_is_the_rust_one() {
+fn the_c_limits_are_the_rust_ones() {
     assert_eq!(crate::ffi::UPCASE_MAX_MIN_RATE, MAX_MIN_RATE);
+    assert_eq!(crate::ffi::UPCASE_MAX_THREADS, MAX_THREADS);
 }
 
 /// Called with each client's address: per connection (TCP) or per datagram

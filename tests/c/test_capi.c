@@ -1952,8 +1952,10 @@ static void test_bind_errors(void)
         CHECK(srv == sentinel);
     }
     config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, UPCASE_MODE_CONCURRENT);
-    cfg.threads = 1025;
+    cfg.threads = UPCASE_MAX_THREADS + 1;
     CHECK_RC(upcase_server_bind(&cfg, &srv), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "threads"));
+    CHECK(srv == sentinel);
     config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_UDP, UPCASE_MODE_CONCURRENT);
     cfg.max_datagram = 65528;
     CHECK_RC(upcase_server_bind(&cfg, &srv), UPCASE_EINVAL);
