@@ -130,7 +130,8 @@ def targets(rows, pyclient, slices=None):
              "(each server's slice against the reference's slice of the same cycle; for the",
              "Python row, against ThreadingTCPServer's), in brackets their quartiles. Where a",
              "mode had no slices: the ratio of the medians of the rounds, in brackets the",
-             "lowest and highest of the ratios paired by round.", "",
+             "lowest and highest of the ratios paired by round. \"met\" is yes when either",
+             "configuration meets the goal.", "",
              "| target | goal | upcase (C example) | upcase (1 loop + defer-accept) | met |", "|---|---|---:|---:|---|"]
 
     def by_round(server, mode, key):

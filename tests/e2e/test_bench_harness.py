@@ -169,3 +169,36 @@ def test_only_takes_names_that_hold_a_comma():
     assert run.only_names(f"{ONE},{py1},tokio") == ([ONE, py1, "tokio"], None)
     assert run.only_names("") == ([], None)
     assert run.only_names("tokio,nosuch") == (["tokio"], "nosuch")
+
+
+def test_paired_py_extra_servers_are_name_equals_command():
+    import paired
+    taken = set(run.SERVERS)
+    assert paired.extra_server("old=/tmp/old/tcp_server --quiet 0 {host}", taken) == (
+        "old", ["/tmp/old/tcp_server", "--quiet", "0", run.HOST])
+    # The name may hold spaces; the command is shell-split.
+    assert paired.extra_server(" io uring = srv 'a b' ", taken) == ("io uring", ["srv", "a b"])
+    for bad, why in [("noequals", "not NAME=COMMAND"), ("=srv 0", "not NAME=COMMAND"),
+                     ("x=", "has no command"), (f"{run.REFERENCE}=srv", "is taken"), (f"{ONE}=srv", "is taken")]:
+        with pytest.raises(ValueError, match=why):
+            paired.extra_server(bad, taken)
+    with pytest.raises(ValueError, match="No closing quotation"):
+        paired.extra_server("x=srv 'a", taken)
+
+
+def test_paired_py_checks_extra_servers_before_starting_anything():
+    paired_py = str(ROOT / "bench" / "paired.py")
+    out = run_cli(paired_py, "persistent", "--extra=x=/nonexistent/srv 0 {host}")
+    assert out.returncode != 0 and "not found or not executable" in out.stderr and "/nonexistent/srv" in out.stderr
+    out = run_cli(paired_py, "persistent", "--extra=x=srv", "--extra=x=srv2")
+    assert out.returncode == 2 and "--extra: 'x' is taken" in out.stderr
+    out = run_cli(paired_py, "persistent", "--extra=x")
+    assert out.returncode == 2 and "not NAME=COMMAND" in out.stderr
+    # Server names may come after the options.
+    out = run_cli(paired_py, "persistent", "--cycles", "3", "nosuch")
+    assert out.returncode == 2 and "no server named 'nosuch'" in out.stderr
+    out = run_cli(paired_py, "persistent", "--extra=x=/nonexistent/srv", AGAIN)
+    assert out.returncode != 0 and "/nonexistent/srv" in out.stderr
+    # With no server named and none added, there is nothing to compare.
+    out = run_cli(paired_py, "persistent")
+    assert out.returncode == 2 and "at least one server" in out.stderr
