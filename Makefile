@@ -5,6 +5,7 @@
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
 #   make bench    upcase against the reference servers (not in CI; about 6.5 minutes once built)
+#   make experiments  the measurements behind BENCHMARKS.md's notes: build/bench/syscall_cost, build/bench/uring_server
 #   make soak     mixed TCP/UDP load, every byte checked, fds and RSS must return (not in CI; 5 minutes)
 #   make miri     the pure parts (transform, byte order, addresses, UDP control messages) under Miri (nightly)
 #   make fuzz-smoke   every cargo-fuzz target for SMOKE_SECONDS (25 s) each, as CI does (nightly)
@@ -28,7 +29,7 @@ EXAMPLES := tcp_server tcp_client udp_server udp_client
 EXAMPLE_BINS := $(addprefix $(BUILD)/,$(EXAMPLES))
 CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan
 
-.PHONY: bench soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
+.PHONY: bench experiments soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
 all: lib examples python
 
@@ -118,6 +119,14 @@ bench: all
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
 	$(CARGO) bench --locked --bench upper | tee bench/results/upper.txt
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# Experiments, not part of make bench (see bench/experiments/): the io_uring
+# server needs liburing's header (Debian: liburing-dev, installed if missing).
+experiments:
+	mkdir -p build/bench
+	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/syscall_cost bench/experiments/syscall_cost.c
+	test -e /usr/include/liburing.h || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev; }
+	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/uring_server bench/experiments/uring_server.c -luring
 
 soak: all
 	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)

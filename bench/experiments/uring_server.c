@@ -1,14 +1,14 @@
 /* uring_server.c: the C reference's persistent-mode work (read, upper-case,
  * write back) on io_uring instead of epoll, as an experiment: does another
  * readiness model cut the server's CPU per request? Not part of `make bench`
- * (it needs liburing), and TCP over IPv4 only. BENCHMARKS.md has what it
- * measured ("What the sixth session ... measured").
+ * (it needs liburing), and TCP only. BENCHMARKS.md has what it measured
+ * ("What the sixth session ... measured"); `make experiments` builds it, and
+ * tests/e2e/test_experiments.py puts it through bench/servers/check_servers.py.
  *
  *   build: apt-get install -y liburing-dev
  *          cc -O2 -Wall -Wextra -Werror -o build/bench/uring_server \
  *             bench/experiments/uring_server.c -luring
- *   usage: uring_server [--link] [--fixed] [--buf-ring] PORT HOST
- *          (PORT may be 0; HOST a numeric IPv4 address)
+ *   usage: uring_server [--link] [--fixed] [--buf-ring] PORT HOST   (PORT may be 0)
  *   run:   .venv/bin/python bench/paired.py persistent \
  *             "upcase (1 loop + defer-accept)" "C epoll reference (again)" \
  *             --extra='io_uring=build/bench/uring_server 0 {host}' \
@@ -31,19 +31,22 @@
  *               gives it back once its reply has gone (the memory target's
  *               way: no buffer per idle connection).
  *
- * Prints "listening on HOST:PORT" once ready; SIGTERM ends it (the default
- * action).
+ * Prints "listening on HOST:PORT" (IPv6 as [h]:p) once ready; SIGTERM or
+ * SIGINT exits 0 (through a signalfd watched by the ring).
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <liburing.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #define BUF_SIZE 4096
@@ -51,7 +54,7 @@
 #define RING_BUFS 4096 /* provided buffers (--buf-ring), a power of two */
 #define FILES 16384    /* registered descriptor slots (--fixed) */
 
-enum { ACCEPT = 1, RECV = 2, SEND = 3, CLOSE = 4 }; /* in the low bits of user_data */
+enum { ACCEPT = 1, RECV = 2, SEND = 3, CLOSE = 4, SIGNAL = 5 }; /* in the low bits of user_data */
 
 struct conn {
     int fd;       /* a descriptor, or a slot of the file table (--fixed) */
@@ -177,20 +180,40 @@ int main(int argc, char **argv)
                         "buffer before the send has given one back)\n", argv[0]);
         return 2;
     }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[i]))};
-    if (inet_pton(AF_INET, argv[i + 1], &a.sin_addr) != 1) {
-        fprintf(stderr, "%s: not a numeric IPv4 address\n", argv[i + 1]);
+    /* SIGTERM/SIGINT arrive on a signalfd that the ring polls: no races. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        die("sigprocmask", errno);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0)
+        die("signalfd", errno);
+
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    int err = getaddrinfo(argv[i + 1], argv[i], &hints, &res);
+    if (err) {
+        fprintf(stderr, "%s %s: %s\n", argv[i + 1], argv[i], gai_strerror(err));
         return 2;
     }
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    int lfd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
     if (lfd < 0)
         die("socket", errno);
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(lfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as the reference */
-    socklen_t alen = sizeof a;
-    if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, BACKLOG) < 0 ||
-        getsockname(lfd, (struct sockaddr *)&a, &alen) < 0)
+    struct sockaddr_storage sa;
+    socklen_t alen = sizeof sa;
+    if (bind(lfd, res->ai_addr, res->ai_addrlen) < 0 || listen(lfd, BACKLOG) < 0 ||
+        getsockname(lfd, (struct sockaddr *)&sa, &alen) < 0)
         die("bind/listen", errno);
+    freeaddrinfo(res);
+    char h[NI_MAXHOST], port[NI_MAXSERV];
+    if ((err = getnameinfo((struct sockaddr *)&sa, alen, h, sizeof h, port, sizeof port,
+                           NI_NUMERICHOST | NI_NUMERICSERV))) {
+        fprintf(stderr, "getnameinfo: %s\n", gai_strerror(err));
+        return 1;
+    }
 
     struct io_uring_params p = {.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
                                          IORING_SETUP_CQSIZE,
@@ -215,9 +238,12 @@ int main(int argc, char **argv)
                                   io_uring_buf_ring_mask(RING_BUFS), b);
         io_uring_buf_ring_advance(br, RING_BUFS);
     }
-    printf("listening on %s:%d\n", argv[i + 1], ntohs(a.sin_port));
+    printf(sa.ss_family == AF_INET6 ? "listening on [%s]:%s\n" : "listening on %s:%s\n", h, port);
     fflush(stdout);
 
+    struct io_uring_sqe *ps = next_sqe();
+    io_uring_prep_poll_add(ps, sfd, POLLIN);
+    io_uring_sqe_set_data64(ps, SIGNAL);
     post_accept(lfd);
     for (;;) {
         r = io_uring_submit_and_wait(&ring, 1);
@@ -231,6 +257,8 @@ int main(int argc, char **argv)
             struct conn *c = (struct conn *)(uintptr_t)(cqe->user_data & ~(uint64_t)7);
             if (kind == CLOSE)
                 continue;
+            if (kind == SIGNAL)
+                return 0;
             if (kind == ACCEPT) {
                 if (res >= 0) {
                     struct conn *n = malloc(sizeof *n + (opt_buf_ring ? 0 : BUF_SIZE));

@@ -13,10 +13,13 @@ and exit 0 within 1 s of SIGTERM (with a client connection still open, for
 TCP). Prints one line per server and transport, then `N passed, M failed`;
 exits 1 if anything failed.
 
-usage: check_servers.py [--epoll-bin PATH] [--tokio-bin PATH] [--only NAME ...]
+usage: check_servers.py [--epoll-bin PATH] [--tokio-bin PATH] [--uring-bin PATH] [--only NAME ...]
   Without --epoll-bin the C server is compiled into a temporary directory
   (cc -O2 -Wall -Wextra -Werror); --tokio-bin defaults to
   target/release/tokio-server (cargo build --release -p tokio-server).
+  --uring-bin adds the io_uring experiment (bench/experiments/uring_server.c,
+  TCP only), once plain and once with each of its flags: uring, uring_link,
+  uring_fixed, uring_buf_ring.
 """
 import argparse
 import os
@@ -52,8 +55,11 @@ def upper(data):
 ALL_BYTES = bytes(range(256))
 
 
-def servers(epoll_bin, tokio_bin):
+def servers(epoll_bin, tokio_bin, uring_bin=None):
     """(name, TCP command or None, UDP command or None); PORT HOST are appended."""
+    uring = [] if not uring_bin else [
+        (f'uring{flag.replace("-", "_")[1:] if flag else ""}', [uring_bin] + ([flag] if flag else []), None)
+        for flag in ['', '--link', '--fixed', '--buf-ring']]
     def py(script, *flags):
         return [PY, os.path.join(HERE, script), *flags]
 
@@ -64,7 +70,7 @@ def servers(epoll_bin, tokio_bin):
         ('threading', py('threading_server.py'), py('threading_server.py', '--udp')),
         ('asyncio', py('asyncio_server.py'), py('asyncio_server.py', '--udp')),
         ('upcase_py', py('upcase_py_server.py'), py('upcase_py_server.py', '--udp')),
-    ]
+    ] + uring
 
 
 class Running:
@@ -248,6 +254,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--epoll-bin')
     ap.add_argument('--tokio-bin', default=os.path.join(ROOT, 'target', 'release', 'tokio-server'))
+    ap.add_argument('--uring-bin', help='the io_uring experiment, built (make experiments)')
     ap.add_argument('--only', nargs='+', metavar='NAME')
     opts = ap.parse_args()
 
@@ -260,7 +267,7 @@ def main():
             src = os.path.join(HERE, 'epoll_server.c')
             subprocess.run([cc, '-O2', '-Wall', '-Wextra', '-Werror', '-o', epoll_bin, src], check=True)
         passed = failed = 0
-        for name, tcp, udp in servers(epoll_bin, opts.tokio_bin):
+        for name, tcp, udp in servers(epoll_bin, opts.tokio_bin, opts.uring_bin):
             if opts.only and name not in opts.only:
                 continue
             for transport, argv in (('tcp', tcp), ('udp', udp)):
