@@ -57,9 +57,9 @@ ALL_BYTES = bytes(range(256))
 
 def servers(epoll_bin, tokio_bin, uring_bin=None):
     """(name, TCP command or None, UDP command or None); PORT HOST are appended."""
-    uring = [] if not uring_bin else [
-        (f'uring{flag.replace("-", "_")[1:] if flag else ""}', [uring_bin] + ([flag] if flag else []), None)
-        for flag in ['', '--link', '--fixed', '--buf-ring']]
+    variants = [('uring', []), ('uring_link', ['--link']), ('uring_fixed', ['--fixed']),
+                ('uring_buf_ring', ['--buf-ring'])]
+    uring = [(name, [uring_bin, *flags], None) for name, flags in variants] if uring_bin else []
     def py(script, *flags):
         return [PY, os.path.join(HERE, script), *flags]
 
