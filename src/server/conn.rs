@@ -21,7 +21,7 @@
 //! sending one byte just before each idle timeout (slowloris).
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::Counters;
 use crate::sys;
@@ -45,6 +45,9 @@ pub(crate) trait Io {
     /// descriptor lives on (a `fork()`ed child of the host program), where
     /// a `close()` alone would send nothing.
     fn finish(&mut self) -> io::Result<()>;
+    /// The connection's segment size (`TCP_MAXSEG`: the MSS the kernel
+    /// sends with now), `None` if it cannot say.
+    fn segment_size(&mut self) -> Option<u16>;
 }
 
 impl Io for OwnedFd {
@@ -56,6 +59,32 @@ impl Io for OwnedFd {
     }
     fn finish(&mut self) -> io::Result<()> {
         sys::shutdown(self.as_fd(), libc::SHUT_WR)
+    }
+    fn segment_size(&mut self) -> Option<u16> {
+        segment_size(self.as_fd())
+    }
+}
+
+/// `TCP_MAXSEG` of a connected socket: the segment size it sends with now.
+/// `None` on an error or a value that is no MSS (0, or past 16 bits).
+pub(crate) fn segment_size(fd: BorrowedFd<'_>) -> Option<u16> {
+    let mss = sys::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG).ok()?;
+    u16::try_from(mss).ok().filter(|&m| m > 0)
+}
+
+/// How much of a `cap`-byte buffer to read into, for a connection whose
+/// segment size is `mss` (0: not known): the most whole segments that fit,
+/// so that a reply to a full read leaves in full segments only. With the
+/// whole 64 KiB, a reply would be one full segment and a tail (53 bytes on
+/// loopback, whose MSS is 65,483), which goes out at once on its own
+/// (`TCP_NODELAY`): one more packet to send, deliver and acknowledge per
+/// 64 KiB. The whole buffer when no segment fits in it or `mss` is unknown.
+pub(crate) fn read_len(cap: usize, mss: u16) -> usize {
+    let mss = usize::from(mss);
+    if mss == 0 || mss > cap {
+        cap
+    } else {
+        cap - cap % mss
     }
 }
 
@@ -161,12 +190,15 @@ pub(crate) struct Conn<S> {
     /// Nothing has been read yet: the first request may come with the end
     /// of stream (a one-shot client), worth looking ahead for.
     fresh: bool,
+    /// The segment size the next reads are cut to ([`read_len`]); 0 until
+    /// a read first fills the buffer.
+    mss: u16,
 }
 
 impl<S: Io> Conn<S> {
     /// A connection accepted at `now`.
     pub(crate) fn new(sock: S, now: u64, pace: &Pace) -> Conn<S> {
-        Conn { sock, pending: None, clock: Clock::start(now, pace), fresh: true }
+        Conn { sock, pending: None, clock: Clock::start(now, pace), fresh: true, mss: 0 }
     }
 
     /// In the writing state: watch for room to write rather than for input.
@@ -257,9 +289,11 @@ impl<S: Io> Conn<S> {
     /// `EAGAIN`, once in its life. Once a look-ahead has found more data,
     /// the rest of the call keeps looking ahead, until the socket is empty
     /// or the budget is spent.)
-    fn pump(&mut self, buf: &mut [u8], c: &Counters, now: u64, pace: &Pace, drain: bool) -> Outcome {
+    fn pump(&mut self, whole: &mut [u8], c: &Counters, now: u64, pace: &Pace, drain: bool) -> Outcome {
         let mut reads = 0;
         while reads < READ_BUDGET {
+            let len = read_len(whole.len(), self.mss);
+            let buf = &mut whole[..len];
             let mut n = match self.read(buf, &mut reads, c, now, pace) {
                 Read::Data(n) => n,
                 Read::Eof => return Outcome::Close,
@@ -275,6 +309,17 @@ impl<S: Io> Conn<S> {
                     Read::Empty => empty = true,
                     Read::Fail => return Outcome::Fail,
                 }
+            }
+            if n == buf.len() {
+                // A full read: the client sends in bulk, and the next reads
+                // are cut to whole segments. Asked again at every full
+                // read, for the segment size grows as the connection starts
+                // (the kernel caps it at half the largest window the peer
+                // has offered: on loopback 32,768, then 47,616, then 65,483
+                // bytes over the first few MiB) and may shrink (path MTU).
+                // One `getsockopt` per full buffer; a connection that sends
+                // a few bytes at a time never pays it.
+                self.mss = self.sock.segment_size().unwrap_or(0);
             }
             let chunk = &mut buf[..n];
             upper_in_place(chunk);
@@ -374,7 +419,7 @@ pub mod sim {
     use std::collections::VecDeque;
     use std::io;
 
-    use super::{Conn, Counters, Io, Outcome, Pace, READ_BUDGET};
+    use super::{read_len, Conn, Counters, Io, Outcome, Pace, READ_BUDGET};
 
     /// The kernel's side of the connection, as the server sees it.
     #[derive(Default)]
@@ -408,6 +453,16 @@ pub mod sim {
         corked_sends: usize,
         /// The server has shut down its side of the connection.
         finished: bool,
+        /// What `segment_size` answers (0: it fails).
+        mss: u16,
+        /// The server's whole buffer, and what `segment_size` last told
+        /// the server: from then on no read may reach past whole segments.
+        buf_len: usize,
+        told: Option<u16>,
+        /// The last `recv` filled the buffer it was offered.
+        last_full: bool,
+        /// Reads offered less than the whole buffer, cut to segments.
+        cut_reads: usize,
     }
 
     fn fatal(code: i32) -> bool {
@@ -419,6 +474,12 @@ pub mod sim {
             assert!(!self.must_not_read, "read while a reply was pending (back-pressure broken)");
             assert!(!self.failed, "used after a fatal error");
             self.recvs += 1;
+            self.last_full = false;
+            if let Some(m) = self.told {
+                let most = read_len(self.buf_len, m);
+                assert!(buf.len() <= most, "a read of {} bytes past whole {m}-byte segments", buf.len());
+                self.cut_reads += usize::from(most < self.buf_len);
+            }
             if let Some(code) = self.recv_errors.pop_front() {
                 self.failed |= fatal(code);
                 return Err(io::Error::from_raw_os_error(code));
@@ -434,6 +495,7 @@ pub mod sim {
                 *slot = byte;
             }
             self.read_total += n;
+            self.last_full = n == buf.len();
             Ok(n)
         }
 
@@ -466,6 +528,12 @@ pub mod sim {
             self.corked = false;
             self.finished = true;
             Ok(())
+        }
+
+        fn segment_size(&mut self) -> Option<u16> {
+            assert!(self.last_full, "the segment size asked for after a read that was not full");
+            self.told = Some(self.mss);
+            (self.mss > 0).then_some(self.mss)
         }
     }
 
@@ -502,6 +570,8 @@ pub mod sim {
         pub writing_wakeups: usize,
         /// Replies sent with `MSG_MORE` (the end of stream read ahead).
         pub corked_sends: usize,
+        /// Reads cut to whole segments, short of the whole buffer.
+        pub cut_reads: usize,
     }
 
     /// The reference transform, one byte at a time.
@@ -517,6 +587,7 @@ pub mod sim {
     pub fn run(data: &[u8]) -> Report {
         let (mut report, sock) = play(data);
         report.corked_sends = sock.corked_sends;
+        report.cut_reads = sock.cut_reads;
         report
     }
 
@@ -533,8 +604,12 @@ pub mod sim {
         let pace = Pace::new(idle, min_rate);
         let counters = Counters::default();
         let mut buf = vec![0u8; buf_len];
-        let mut sock = FakeSocket { send_capacity: usize::from(s.byte()), ..FakeSocket::default() };
-        sock.recv_max = usize::from(s.byte() % 8);
+        let mut sock = FakeSocket { send_capacity: usize::from(s.byte()), buf_len, ..FakeSocket::default() };
+        // One byte, two knobs: the longest read, and the segment size
+        // (0: unknown; mostly smaller than the buffer, so reads are cut).
+        let b = s.byte();
+        sock.recv_max = usize::from(b % 8);
+        sock.mss = u16::from(b / 8 % 32);
         let mut sent_by_client: Vec<u8> = Vec::new();
         let mut now: u64 = 1_000_000_000;
         // The reference model of the deadline.
@@ -585,7 +660,12 @@ pub mod sim {
                     conn.sock.outbound = conn.sock.outbound.saturating_sub(n);
                 }
                 4 => conn.sock.send_capacity = usize::from(s.byte()),
-                5 => conn.sock.recv_max = usize::from(s.byte() % 8),
+                5 => {
+                    // As above; a new segment size is the path's MTU changing.
+                    let b = s.byte();
+                    conn.sock.recv_max = usize::from(b % 8);
+                    conn.sock.mss = u16::from(b / 8 % 32);
+                }
                 6 => {
                     let code = [libc::EINTR, libc::EAGAIN, libc::ECONNRESET, libc::ENOTCONN][usize::from(s.byte() % 4)];
                     conn.sock.recv_errors.push_back(code);
@@ -773,6 +853,7 @@ mod tests {
             total.expired |= r.expired;
             total.writing_wakeups += r.writing_wakeups;
             total.corked_sends += r.corked_sends;
+            total.cut_reads += r.cut_reads;
             closed += usize::from(r.closed);
         }
         // Enough scripts reach every corner: failures, expiries,
@@ -781,6 +862,7 @@ mod tests {
             assert!(total.failed && total.expired, "{total:?}");
             assert!(total.writing_wakeups > 100, "{total:?}");
             assert!(total.corked_sends > 100, "{total:?}");
+            assert!(total.cut_reads > 100, "{total:?}");
         }
         assert_eq!(closed, count);
     }
@@ -836,6 +918,151 @@ mod tests {
         // A burst buys at most one idle period.
         clock.progress(100 * s, 1_000_000, &pace);
         assert!(clock.expired(101 * s, &pace));
+    }
+
+    #[test]
+    fn read_len_cuts_to_whole_segments() {
+        assert_eq!(read_len(65536, 0), 65536, "unknown: the whole buffer");
+        assert_eq!(read_len(65536, 65483), 65483, "loopback: one segment, no 53-byte tail");
+        assert_eq!(read_len(65536, 47616), 47616);
+        assert_eq!(read_len(65536, 32768), 65536, "two segments fit exactly");
+        assert_eq!(read_len(65536, 1448), 45 * 1448, "Ethernet");
+        assert_eq!(read_len(65536, 536), 122 * 536);
+        assert_eq!(read_len(65536, 1), 65536);
+        assert_eq!(read_len(10, 11), 10, "no segment fits: the whole buffer");
+        assert_eq!(read_len(10, 10), 10);
+        assert_eq!(read_len(10, 3), 9);
+        assert_eq!(read_len(0, 5), 0);
+        for cap in 0..200 {
+            for mss in 0..=200u16 {
+                let n = read_len(cap, mss);
+                assert!(n <= cap);
+                let m = usize::from(mss);
+                if m > 0 && m <= cap {
+                    assert!(n % m == 0 && cap - n < m, "cap {cap}, mss {mss}: {n}");
+                } else {
+                    assert_eq!(n, cap);
+                }
+            }
+        }
+    }
+
+    /// A socket that records the reads it was offered and the sends it
+    /// made, around a real one.
+    struct Recorder {
+        fd: OwnedFd,
+        /// (bytes offered, bytes read) of each `recv` that returned data.
+        reads: Vec<(usize, usize)>,
+        sends: Vec<usize>,
+        asked: Vec<u16>,
+    }
+
+    impl Io for Recorder {
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.fd.recv(buf)?;
+            self.reads.push((buf.len(), n));
+            Ok(n)
+        }
+        fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
+            let n = self.fd.send(buf, more)?;
+            self.sends.push(n);
+            Ok(n)
+        }
+        fn finish(&mut self) -> io::Result<()> {
+            self.fd.finish()
+        }
+        fn segment_size(&mut self) -> Option<u16> {
+            let mss = self.fd.segment_size();
+            self.asked.extend(mss);
+            mss
+        }
+    }
+
+    #[test]
+    fn replies_to_full_reads_are_whole_segments_of_the_kernels_mss() {
+        use crate::addr::SockAddr;
+        use std::os::fd::AsRawFd;
+        use std::time::{Duration, Instant};
+        // A real loopback connection whose segment size the listener caps
+        // at 1000 bytes (the accepted socket inherits TCP_MAXSEG), with
+        // room for a few buffers' worth of input waiting.
+        let tcp = |fd: &OwnedFd, name, value| sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, name, value);
+        let sol = |fd: &OwnedFd, name, value| sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, name, value);
+        let listener = sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).expect("socket");
+        tcp(&listener, libc::TCP_MAXSEG, 1000).expect("TCP_MAXSEG");
+        sol(&listener, libc::SO_RCVBUF, 1 << 20).expect("SO_RCVBUF");
+        sys::bind(listener.as_fd(), &SockAddr::v4([127, 0, 0, 1], 0)).expect("bind");
+        sys::listen(listener.as_fd(), 1).expect("listen");
+        let port = sys::getsockname(listener.as_fd()).expect("getsockname").port();
+        let client = sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).expect("socket");
+        sol(&client, libc::SO_SNDBUF, 1 << 20).expect("SO_SNDBUF");
+        sys::connect(client.as_fd(), &SockAddr::v4([127, 0, 0, 1], port)).expect("connect");
+        let (server, _) = sys::accept4(listener.as_fd(), true).expect("accept");
+        let mss = segment_size(server.as_fd()).expect("TCP_MAXSEG of a connected socket");
+        assert!((500..=1000).contains(&mss), "mss {mss}");
+        assert_eq!(segment_size(listener.as_fd()), Some(1000), "a listener's is what was set");
+
+        let pace = Pace::new(None, 0);
+        let counters = Counters::default();
+        let rec = Recorder { fd: server, reads: Vec::new(), sends: Vec::new(), asked: Vec::new() };
+        let mut conn = Conn::new(rec, 0, &pace);
+        let mut buf = vec![0u8; super::super::CHUNK];
+        // 1 MiB: the client sends what the kernel takes, the server is
+        // woken when at least a buffer's worth waits, the client reads
+        // what came back, until all of it has.
+        let data: Vec<u8> = (0..1usize << 20).map(|i| b"abcdefgh"[i % 8]).collect();
+        let (mut sent, mut back) = (0, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut reply = vec![0u8; 1 << 16];
+        let mut closed = false;
+        while back.len() < data.len() {
+            assert!(Instant::now() < deadline, "stuck at {} of {} bytes back", back.len(), data.len());
+            while sent < data.len() {
+                match sys::send(client.as_fd(), &data[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(_) => break,
+                }
+            }
+            if sent == data.len() {
+                let _ = sys::shutdown(client.as_fd(), libc::SHUT_WR);
+            }
+            let mut waiting: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int into `waiting`.
+            let rc = unsafe { libc::ioctl(conn.sock.fd.as_raw_fd(), libc::FIONREAD, &mut waiting) };
+            assert_eq!(rc, 0, "FIONREAD");
+            if !closed && (waiting as usize >= buf.len() || sent == data.len()) {
+                match conn.ready(true, true, &mut buf, &counters, 0, &pace) {
+                    Outcome::Keep => {}
+                    Outcome::Close => closed = true,
+                    Outcome::Fail => panic!("the connection failed"),
+                }
+            }
+            match sys::recv(client.as_fd(), &mut reply) {
+                Ok(n) => back.extend_from_slice(&reply[..n]),
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    let _ = sys::poll2((client.as_raw_fd(), libc::POLLIN), None, 1);
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        assert!(back == data.to_ascii_uppercase(), "the reply differs");
+        let rec = &conn.sock;
+        // The first full read asked for the segment size; from then on,
+        // every read is offered whole segments only, and a full read is
+        // answered in whole segments.
+        let full = rec.reads.iter().filter(|&&(offered, got)| got == offered).count();
+        assert!(full >= 4, "{full} full reads of {}: {:?}", rec.reads.len(), rec.reads);
+        assert!(!rec.asked.is_empty() && rec.asked.iter().all(|&m| m == mss), "asked {:?}", rec.asked);
+        let first = rec.reads.iter().position(|&(offered, got)| got == offered).unwrap_or(0);
+        let cut = read_len(buf.len(), mss);
+        assert_eq!(cut % usize::from(mss), 0);
+        for &(offered, got) in &rec.reads[first + 1..] {
+            assert!(offered <= cut, "offered {offered} bytes, past {cut}");
+            if got == offered && offered == cut {
+                assert_eq!(got % usize::from(mss), 0);
+            }
+        }
+        assert!(rec.sends.iter().filter(|&&n| n == cut).count() >= 3, "{:?}", rec.sends);
     }
 
     #[test]
