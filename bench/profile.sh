@@ -7,13 +7,15 @@
 #   bench/profile.sh --flame udp.svg udp --duration 3 -- build/bench/epoll_server --udp 0 127.0.0.1
 #
 # The server command must listen on port 0 of a loopback address; its port
-# is read from `ss`. Three runs of the same load, one for each measurement,
+# is read from `ss`. Four runs of the same load (three in udp), one for each measurement,
 # so that none of them disturbs another:
 #  1. server CPU per operation (utime + stime of all its threads, from
 #     /proc/PID/stat) and TCP segments per operation (`nstat`, both
 #     directions: loopback carries them all);
 #  2. system calls per operation (`perf stat` on the syscall tracepoints);
-#  3. a profile (`perf record -e cpu-clock`, the software clock, which works
+#  3. (TCP modes) loopback's packets by payload size (`perf record -e
+#     net:net_dev_xmit -a`): full segments, tails, packets without data;
+#  4. a profile (`perf record -e cpu-clock`, the software clock, which works
 #     where the hardware counters are not available, as in most VMs): the
 #     share of samples in the kernel and in user space, and the top symbols;
 #     with --flame, also a flame graph of it (inferno, which is installed
@@ -130,6 +132,40 @@ print(f"operations: {ops}")
 print(f"server CPU: {ticks / hz:.2f} s, {ticks / hz * 1e6 / ops:.2f} us per operation")
 print(f"TCP segments (both directions) per operation: {segs / ops:.2f}")
 EOF
+
+if [ "$MODE" != udp ]; then
+    # The packets on loopback by payload size (the `net_dev_xmit`
+    # tracepoint, all of loopback: run nothing else meanwhile). A full
+    # segment is one the size of the largest seen; a tail is a data segment
+    # under 1 KiB (a 64 KiB reply on loopback's 65,483-byte MSS leaves a
+    # 53-byte one).
+    start "$@"
+    perf record -q -e net:net_dev_xmit -a -o "$WORK/xmit.data" 2>"$WORK/perf.err" &
+    PERF=$!
+    sleep 0.3
+    OPS=$(load)
+    stop_perf "$PERF" "$WORK/xmit.data"
+    stop
+    perf script -i "$WORK/xmit.data" 2>/dev/null | grep -o 'dev=lo .*len=[0-9]*' | sed 's/.*len=//' |
+        python3 -c '
+import sys
+ops = int(sys.argv[1])
+# The headers: Ethernet 14, IPv4 20 (IPv6 40), TCP 32 with timestamps.
+lens = [int(x) for x in sys.stdin]
+if not lens:
+    sys.exit("profile.sh: no packets on lo")
+head = min(lens)
+pay = [n - head for n in lens]
+top = max(pay)
+kinds = {"no data (ACK, SYN, FIN)": 0, "full": 0, "tail (1-1023 bytes)": 0, "other": 0}
+for p in pay:
+    k = "no data (ACK, SYN, FIN)" if p == 0 else "full" if p == top else "tail (1-1023 bytes)" if p < 1024 else "other"
+    kinds[k] += 1
+print(f"packets on lo per operation, by payload (full: {top} bytes):")
+for k, v in kinds.items():
+    print(f"  {k:<24} {v / ops:10.3f}")
+' "$OPS"
+fi
 
 start "$@"
 EVENTS=$(printf 'syscalls:sys_enter_%s,' accept4 recvfrom sendto recvmsg sendmsg read write recvmmsg \
