@@ -6,8 +6,10 @@
 //! upper-cased in order, that at most one buffer is held for a client that
 //! does not read (back-pressure), that one wake-up reads at most its budget,
 //! that the connection closes only after the client's end of stream with
-//! everything answered, fails only on a fatal error, and expires exactly
-//! when the idle timeout and the minimum rate say. It panics otherwise.
+//! everything answered, fails only on a fatal error, expires exactly
+//! when the idle timeout and the minimum rate say, and, once it has asked
+//! for the segment size (only after a full read), never reads past whole
+//! segments. It panics otherwise.
 
 #![no_main]
 

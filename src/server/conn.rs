@@ -412,7 +412,10 @@ enum Read {
 /// - once the script ends, a client that half-closes and reads everything
 ///   gets its whole reply and the connection closes;
 /// - the connection expires exactly when the idle timeout and the minimum
-///   rate, computed here independently, say so.
+///   rate, computed here independently, say so;
+/// - the segment size is asked for only after a read that filled its
+///   buffer, and from then on no read is offered more than whole segments
+///   of the size last told ([`read_len`]).
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod sim {
