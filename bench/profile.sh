@@ -7,20 +7,21 @@
 #   bench/profile.sh --flame udp.svg udp --duration 3 -- build/bench/epoll_server --udp 0 127.0.0.1
 #
 # The server command must listen on port 0 of a loopback address; its port
-# is read from `ss`. Four runs of the same load (three in udp), one for each measurement,
-# so that none of them disturbs another:
+# is read from `ss`. Four runs of the same load in stream, three in the
+# other modes, one for each measurement, so that none disturbs another:
 #  1. server CPU per operation (utime + stime of all its threads, from
 #     /proc/PID/stat) and TCP segments per operation (`nstat`, both
 #     directions: loopback carries them all);
 #  2. system calls per operation (`perf stat` on the syscall tracepoints);
-#  3. (TCP modes) loopback's packets by payload size (`perf record -e
+#  3. (stream) loopback's packets by payload size (`perf record -e
 #     net:net_dev_xmit -a`): full segments, tails, packets without data;
 #  4. a profile (`perf record -e cpu-clock`, the software clock, which works
 #     where the hardware counters are not available, as in most VMs): the
 #     share of samples in the kernel and in user space, and the top symbols;
 #     with --flame, also a flame graph of it (inferno, which is installed
 #     into target/tools from crates.io the first time).
-# Needs perf (Debian: linux-perf) and root (or perf_event_paranoid <= 1).
+# Needs perf (Debian: linux-perf) and root (or perf_event_paranoid -1: the
+# stream run records tracepoints on all CPUs).
 # Every run is bounded by the load generator's own --duration / --bytes.
 set -euo pipefail
 
@@ -133,12 +134,18 @@ print(f"server CPU: {ticks / hz:.2f} s, {ticks / hz * 1e6 / ops:.2f} us per oper
 print(f"TCP segments (both directions) per operation: {segs / ops:.2f}")
 EOF
 
-if [ "$MODE" != udp ]; then
-    # The packets on loopback by payload size (the `net_dev_xmit`
-    # tracepoint, all of loopback: run nothing else meanwhile). A full
-    # segment is one the size of the largest seen; a tail is a data segment
-    # under 1 KiB (a 64 KiB reply on loopback's 65,483-byte MSS leaves a
-    # 53-byte one).
+if [ "$MODE" = stream ]; then
+    # The packets on loopback by payload size, both directions (the
+    # `net_dev_xmit` tracepoint on all CPUs: run nothing else meanwhile;
+    # `tcp:tcp_probe`, which knows the ports, sees the receiver's backlog
+    # after it has merged segments). The payload is the length past the
+    # smallest packet's (a bare ACK's headers). A full segment is one the
+    # size of the largest seen; a tail is one of 1-1023 bytes: a 64 KiB
+    # write on loopback's 65,483-byte MSS leaves a 53-byte one (from the
+    # server's replies, or the load generator's writes when the kernel
+    # takes 64 KiB of them), a 256 KiB write of the load generator a
+    # 212-byte one. The handful of handshake packets, whose options are
+    # longer, count as tails too.
     start "$@"
     perf record -q -e net:net_dev_xmit -a -o "$WORK/xmit.data" 2>"$WORK/perf.err" &
     PERF=$!
@@ -146,25 +153,31 @@ if [ "$MODE" != udp ]; then
     OPS=$(load)
     stop_perf "$PERF" "$WORK/xmit.data"
     stop
-    perf script -i "$WORK/xmit.data" 2>/dev/null | grep -o 'dev=lo .*len=[0-9]*' | sed 's/.*len=//' |
-        python3 -c '
-import sys
+    perf script -i "$WORK/xmit.data" >"$WORK/xmit.txt" 2>"$WORK/perf.err" ||
+        { echo "profile.sh: perf script failed:" >&2; cat "$WORK/perf.err" >&2; exit 1; }
+    python3 - "$OPS" "$WORK/xmit.txt" <<'EOF'
+import re, sys
 ops = int(sys.argv[1])
-# The headers: Ethernet 14, IPv4 20 (IPv6 40), TCP 32 with timestamps.
-lens = [int(x) for x in sys.stdin]
+pat = re.compile(r"dev=lo .*?len=(\d+)")
+lens = [int(m.group(1)) for m in map(pat.search, open(sys.argv[2])) if m]
 if not lens:
-    sys.exit("profile.sh: no packets on lo")
+    sys.exit("profile.sh: net_dev_xmit saw no packet on lo")
 head = min(lens)
-pay = [n - head for n in lens]
-top = max(pay)
-kinds = {"no data (ACK, SYN, FIN)": 0, "full": 0, "tail (1-1023 bytes)": 0, "other": 0}
-for p in pay:
-    k = "no data (ACK, SYN, FIN)" if p == 0 else "full" if p == top else "tail (1-1023 bytes)" if p < 1024 else "other"
+top = max(lens) - head
+kinds = {"no data (ACK, FIN)": 0, "full": 0, "tail (1-1023 bytes)": 0, "other": 0}
+tails = {}
+for n in lens:
+    p = n - head
+    k = "no data (ACK, FIN)" if p == 0 else "full" if p == top else "tail (1-1023 bytes)" if p < 1024 else "other"
     kinds[k] += 1
-print(f"packets on lo per operation, by payload (full: {top} bytes):")
+    if 0 < p < 1024:
+        tails[p] = tails.get(p, 0) + 1
+print(f"packets on lo per operation, by payload past a bare ACK (full: {top} bytes):")
 for k, v in kinds.items():
     print(f"  {k:<24} {v / ops:10.3f}")
-' "$OPS"
+common = sorted(tails.items(), key=lambda kv: (-kv[1], kv[0]))[:4]
+print("  tails by size (bytes x packets):", ", ".join(f"{size} x {n}" for size, n in common) or "none")
+EOF
 fi
 
 start "$@"
