@@ -67,7 +67,7 @@ impl Io for OwnedFd {
 
 /// `TCP_MAXSEG` of a connected socket: the segment size it sends with now.
 /// `None` on an error or a value that is no MSS (0, or past 16 bits).
-pub(crate) fn segment_size(fd: BorrowedFd<'_>) -> Option<u16> {
+fn segment_size(fd: BorrowedFd<'_>) -> Option<u16> {
     let mss = sys::getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG).ok()?;
     u16::try_from(mss).ok().filter(|&m| m > 0)
 }
@@ -190,8 +190,8 @@ pub(crate) struct Conn<S> {
     /// Nothing has been read yet: the first request may come with the end
     /// of stream (a one-shot client), worth looking ahead for.
     fresh: bool,
-    /// The segment size the next reads are cut to ([`read_len`]); 0 until
-    /// a read first fills the buffer.
+    /// The segment size the reads of a streaming client are cut to
+    /// ([`read_len`]); 0 until it has been seen to stream.
     mss: u16,
 }
 
@@ -216,7 +216,7 @@ impl<S: Io> Conn<S> {
     /// (request, half-close) is finished here, before the connection is
     /// ever registered with epoll.
     pub(crate) fn first(&mut self, buf: &mut [u8], c: &Counters, now: u64, pace: &Pace) -> Outcome {
-        self.pump(buf, c, now, pace, true)
+        self.pump(buf, c, now, pace, true, false)
     }
 
     /// The socket is readable (`readable`) and/or writable (`writable`);
@@ -241,11 +241,12 @@ impl<S: Io> Conn<S> {
             // All sent: more input has most likely arrived meanwhile (a
             // stream's client writes while it reads). Reading it now, not
             // after a trip through epoll, saves two epoll_ctl calls and a
-            // wait per round.
-            return self.pump(buf, c, now, pace, false);
+            // wait per round. A client that outran its replies sends in
+            // bulk: the reads are cut to whole segments from the first.
+            return self.pump(buf, c, now, pace, false, true);
         }
         if readable {
-            self.pump(buf, c, now, pace, self.fresh)
+            self.pump(buf, c, now, pace, self.fresh, false)
         } else {
             Outcome::Keep
         }
@@ -289,10 +290,19 @@ impl<S: Io> Conn<S> {
     /// `EAGAIN`, once in its life. Once a look-ahead has found more data,
     /// the rest of the call keeps looking ahead, until the socket is empty
     /// or the budget is spent.)
-    fn pump(&mut self, whole: &mut [u8], c: &Counters, now: u64, pace: &Pace, drain: bool) -> Outcome {
+    ///
+    /// A client that streams (`streaming`: the last read filled its buffer
+    /// and more has been read straight after it, in the same wake-up) has
+    /// its reads cut to whole segments ([`read_len`]), so that its replies
+    /// leave as full segments, not a full one and a small tail of its own.
+    /// Not so the first read of a wake-up, which may be a whole request
+    /// of exactly a buffer's size that its client waits to see answered:
+    /// cut, it would take two reads and two sends.
+    fn pump(&mut self, whole: &mut [u8], c: &Counters, now: u64, pace: &Pace, drain: bool, streaming: bool) -> Outcome {
         let mut reads = 0;
+        let mut streaming = streaming;
         while reads < READ_BUDGET {
-            let len = read_len(whole.len(), self.mss);
+            let len = if streaming { read_len(whole.len(), self.mss) } else { whole.len() };
             let buf = &mut whole[..len];
             let mut n = match self.read(buf, &mut reads, c, now, pace) {
                 Read::Data(n) => n,
@@ -300,6 +310,8 @@ impl<S: Io> Conn<S> {
                 Read::Empty => return Outcome::Keep,
                 Read::Fail => return Outcome::Fail,
             };
+            // Two full reads in a row: the client streams.
+            let streams = streaming && n == buf.len();
             // After the look-ahead: the client half-closed / its socket is empty.
             let (mut eof, mut empty) = (false, false);
             if drain && n < buf.len() && reads < READ_BUDGET {
@@ -310,17 +322,17 @@ impl<S: Io> Conn<S> {
                     Read::Fail => return Outcome::Fail,
                 }
             }
-            if n == buf.len() {
-                // A full read: the client sends in bulk, and the next reads
-                // are cut to whole segments. Asked again at every full
-                // read, for the segment size grows as the connection starts
+            if streams {
+                // The segment size the next reads are cut to is asked again
+                // at each such read, for it grows as the connection starts
                 // (the kernel caps it at half the largest window the peer
                 // has offered: on loopback 32,768, then 47,616, then 65,483
-                // bytes over the first few MiB) and may shrink (path MTU).
-                // One `getsockopt` per full buffer; a connection that sends
-                // a few bytes at a time never pays it.
+                // bytes over the first MiB) and may shrink (path MTU). One
+                // `getsockopt` per buffer streamed; a client that sends a
+                // request at a time never pays it.
                 self.mss = self.sock.segment_size().unwrap_or(0);
             }
+            streaming = n == buf.len();
             let chunk = &mut buf[..n];
             upper_in_place(chunk);
             let mut sent = 0;
@@ -413,9 +425,13 @@ enum Read {
 ///   gets its whole reply and the connection closes;
 /// - the connection expires exactly when the idle timeout and the minimum
 ///   rate, computed here independently, say so;
-/// - the segment size is asked for only after a read that filled its
-///   buffer, and from then on no read is offered more than whole segments
-///   of the size last told ([`read_len`]).
+/// - the first read of a wake-up is offered the whole buffer (a request
+///   of exactly that size is answered in one send), unless the wake-up
+///   began by sending a reply held back (the client streams);
+/// - the segment size is asked for only after two full reads in a row in
+///   one wake-up (or one, after a held-back reply went), and a read that
+///   follows a full one (or such a reply) is offered no more than whole
+///   segments of the size last told ([`read_len`]).
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod sim {
@@ -459,13 +475,26 @@ pub mod sim {
         /// What `segment_size` answers (0: it fails).
         mss: u16,
         /// The server's whole buffer, and what `segment_size` last told
-        /// the server: from then on no read may reach past whole segments.
+        /// the server.
         buf_len: usize,
         told: Option<u16>,
-        /// The last `recv` filled the buffer it was offered.
-        last_full: bool,
+        /// Reads in this wake-up that returned data.
+        data_reads: usize,
+        /// Full reads in a row, up to the last one that returned data in
+        /// this wake-up; a wake-up that began by sending a held-back reply
+        /// starts at one.
+        full_run: usize,
         /// Reads offered less than the whole buffer, cut to segments.
         cut_reads: usize,
+    }
+
+    impl FakeSocket {
+        /// A new wake-up; `flushing`: it begins by sending a held-back reply.
+        fn wake(&mut self, flushing: bool) {
+            self.recvs = 0;
+            self.data_reads = 0;
+            self.full_run = usize::from(flushing);
+        }
     }
 
     fn fatal(code: i32) -> bool {
@@ -477,8 +506,10 @@ pub mod sim {
             assert!(!self.must_not_read, "read while a reply was pending (back-pressure broken)");
             assert!(!self.failed, "used after a fatal error");
             self.recvs += 1;
-            self.last_full = false;
-            if let Some(m) = self.told {
+            if self.data_reads == 0 && self.full_run == 0 {
+                assert_eq!(buf.len(), self.buf_len, "the first read of a wake-up cut short");
+            }
+            if let (Some(m), true) = (self.told, self.full_run > 0) {
                 let most = read_len(self.buf_len, m);
                 assert!(buf.len() <= most, "a read of {} bytes past whole {m}-byte segments", buf.len());
                 self.cut_reads += usize::from(most < self.buf_len);
@@ -498,7 +529,8 @@ pub mod sim {
                 *slot = byte;
             }
             self.read_total += n;
-            self.last_full = n == buf.len();
+            self.data_reads += 1;
+            self.full_run = if n == buf.len() { self.full_run + 1 } else { 0 };
             Ok(n)
         }
 
@@ -534,7 +566,7 @@ pub mod sim {
         }
 
         fn segment_size(&mut self) -> Option<u16> {
-            assert!(self.last_full, "the segment size asked for after a read that was not full");
+            assert!(self.full_run >= 2, "the segment size asked for before the client was seen to stream");
             self.told = Some(self.mss);
             (self.mss > 0).then_some(self.mss)
         }
@@ -715,7 +747,7 @@ pub mod sim {
             if !first && !(if conn.wants_write() { writable } else { readable }) {
                 continue;
             }
-            conn.sock.recvs = 0;
+            conn.sock.wake(conn.wants_write() && writable);
             conn.sock.must_not_read = conn.wants_write() && !(writable && would_drain(&conn.sock, conn.held()));
             let before_read = conn.sock.read_total;
             let before_out = conn.sock.received_by_client.len();
@@ -770,6 +802,7 @@ pub mod sim {
                 // until done; it must not take more wake-ups than bytes.
                 let most = sent_by_client.len() + conn.sock.recv_errors.len() + conn.sock.send_errors.len() + 4;
                 for _ in 0..most {
+                    conn.sock.wake(conn.wants_write());
                     let outcome = conn.ready(true, true, &mut buf, &counters, now, &pace);
                     check(&conn, &sent_by_client, buf_len, outcome == Outcome::Fail);
                     check_cork(&conn, outcome);
@@ -954,8 +987,13 @@ mod tests {
     /// made, around a real one.
     struct Recorder {
         fd: OwnedFd,
-        /// (bytes offered, bytes read) of each `recv` that returned data.
-        reads: Vec<(usize, usize)>,
+        /// The wake-up under way, counted by the test.
+        wake: usize,
+        /// (wake-up, bytes offered, bytes read) of each `recv` that
+        /// returned data.
+        reads: Vec<(usize, usize, usize)>,
+        /// The wake-ups that began by sending a held-back reply.
+        flushing: Vec<usize>,
         /// Bytes offered to each `send`.
         sends: Vec<usize>,
         asked: Vec<u16>,
@@ -964,7 +1002,7 @@ mod tests {
     impl Io for Recorder {
         fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let n = self.fd.recv(buf)?;
-            self.reads.push((buf.len(), n));
+            self.reads.push((self.wake, buf.len(), n));
             Ok(n)
         }
         fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
@@ -1008,7 +1046,14 @@ mod tests {
 
         let pace = Pace::new(None, 0);
         let counters = Counters::default();
-        let rec = Recorder { fd: server, reads: Vec::new(), sends: Vec::new(), asked: Vec::new() };
+        let rec = Recorder {
+            fd: server,
+            wake: 0,
+            reads: Vec::new(),
+            flushing: Vec::new(),
+            sends: Vec::new(),
+            asked: Vec::new(),
+        };
         let mut conn = Conn::new(rec, 0, &pace);
         let mut buf = vec![0u8; super::super::CHUNK];
         // 1 MiB: the client sends what the kernel takes, the server is
@@ -1039,6 +1084,11 @@ mod tests {
             let rc = unsafe { libc::ioctl(conn.sock.fd.as_raw_fd(), libc::FIONREAD, &mut waiting) };
             assert_eq!(rc, 0, "FIONREAD");
             if !closed && (waiting as usize >= buf.len() || sent == before || sent == data.len()) {
+                conn.sock.wake += 1;
+                if conn.wants_write() {
+                    let wake = conn.sock.wake;
+                    conn.sock.flushing.push(wake);
+                }
                 match conn.ready(true, true, &mut buf, &counters, 0, &pace) {
                     Outcome::Keep => {}
                     Outcome::Close => closed = true,
@@ -1055,19 +1105,26 @@ mod tests {
         }
         assert!(back == data.to_ascii_uppercase(), "the reply differs");
         let rec = &conn.sock;
-        // The first full read asked for the segment size; from then on,
-        // every read is offered whole segments only, and a full one is
-        // answered in whole segments (the reply is what was read).
-        let full = rec.reads.iter().filter(|&&(offered, got)| got == offered).count();
-        assert!(full >= 4, "{full} full reads of {}: {:?}", rec.reads.len(), rec.reads);
-        assert!(!rec.asked.is_empty() && rec.asked.iter().all(|&m| m == mss), "asked {:?}", rec.asked);
-        let first = rec.reads.iter().position(|&(offered, got)| got == offered).unwrap_or(0);
+        // Within a wake-up, a read that follows a full one is offered whole
+        // segments only (once the size is known), and a full one is
+        // answered in whole segments (the reply is what was read). The
+        // first read of a wake-up takes the whole buffer, unless the
+        // wake-up began by sending a held-back reply.
         let cut = read_len(buf.len(), mss);
         assert!(cut % usize::from(mss) == 0 && cut < buf.len(), "cut {cut}");
-        for &(offered, _) in &rec.reads[first + 1..] {
-            assert!(offered <= cut, "offered {offered} bytes, past {cut}");
+        assert!(!rec.asked.is_empty() && rec.asked.iter().all(|&m| m == mss), "asked {:?}", rec.asked);
+        let mut told = false;
+        for (i, &(wake, offered, got)) in rec.reads.iter().enumerate() {
+            let prev = i.checked_sub(1).map(|p| rec.reads[p]).filter(|&(w, _, _)| w == wake);
+            match prev {
+                None if !rec.flushing.contains(&wake) => assert_eq!(offered, buf.len(), "read {i}"),
+                Some((_, o, g)) if g == o && told => assert!(offered <= cut, "read {i}: {offered} bytes, past {cut}"),
+                _ => {}
+            }
+            // The size is first asked at the second full read in a row.
+            told |= prev.is_some_and(|(_, o, g)| g == o) && got == offered;
         }
-        let whole = rec.reads.iter().filter(|&&(offered, got)| got == cut && offered == cut).count();
+        let whole = rec.reads.iter().filter(|&&(_, offered, got)| got == cut && offered == cut).count();
         assert!(whole >= 3, "{whole} full reads cut to {cut}: {:?}", rec.reads);
         assert!(rec.sends.iter().filter(|&&n| n == cut).count() >= whole, "{:?}", rec.sends);
     }

@@ -18,7 +18,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::conn::{read_len, segment_size, Clock};
+use super::conn::Clock;
 use super::{Counters, End, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -99,9 +99,6 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
     let mut clock = Clock::start(0, &pace);
     // How long the next wait may last: until the connection's deadline.
     let left = |clock: &Clock| clock.deadline(&pace).map(|d| Duration::from_nanos(d.saturating_sub(now())));
-    // The segment size replies are cut to, as the concurrent server's are
-    // (`conn::read_len`): 0 until a read fills the buffer.
-    let mut mss = 0;
     loop {
         match wait(shared, conn, libc::POLLIN, left(&clock)) {
             Ok(Ready::Yes) => {}
@@ -109,18 +106,13 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
             Ok(Ready::TimedOut) => return Some(End::Idle),
             Err(_) => return Some(End::Failed),
         }
-        // recv(): whatever has arrived, up to one chunk, cut to whole
-        // segments once the client has been seen to send in bulk.
-        let len = read_len(buf.len(), mss);
-        let n = match sys::recv(conn.as_fd(), &mut buf[..len]) {
+        // recv(): whatever has arrived, up to one chunk.
+        let n = match sys::recv(conn.as_fd(), buf) {
             Ok(0) => return Some(End::Done), // the client half-closed: all answered
             Ok(n) => n,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
             Err(_) => return Some(End::Failed),
         };
-        if n == len {
-            mss = segment_size(conn.as_fd()).unwrap_or(0);
-        }
         clock.progress(now(), n, &pace);
         Counters::add(&counters.bytes_in, n as u64);
         upper_in_place(&mut buf[..n]);
