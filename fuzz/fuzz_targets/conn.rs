@@ -7,8 +7,9 @@
 //! does not read (back-pressure), that one wake-up reads at most its budget,
 //! that the connection closes only after the client's end of stream with
 //! everything answered, fails only on a fatal error, expires exactly
-//! when the idle timeout and the minimum rate say, and, once it has asked
-//! for the segment size (only after a full read), never reads past whole
+//! when the idle timeout and the minimum rate say, offers the first read of
+//! a wake-up the whole buffer, asks for the segment size only of a client
+//! that streams, and then cuts the reads that follow a full one to whole
 //! segments. It panics otherwise.
 
 #![no_main]
