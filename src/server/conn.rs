@@ -79,7 +79,7 @@ fn segment_size(fd: BorrowedFd<'_>) -> Option<u16> {
 /// loopback, whose MSS is 65,483), which goes out at once on its own
 /// (`TCP_NODELAY`): one more packet to send, deliver and acknowledge per
 /// 64 KiB. The whole buffer when no segment fits in it or `mss` is unknown.
-pub(crate) fn read_len(cap: usize, mss: u16) -> usize {
+fn read_len(cap: usize, mss: u16) -> usize {
     let mss = usize::from(mss);
     if mss == 0 || mss > cap {
         cap
