@@ -246,6 +246,15 @@ typedef struct upcase_server_config {
    * `UPCASE_MAX_MIN_RATE`.
    */
   uint32_t min_rate;
+  /**
+   * TCP, concurrent mode: non-zero serves on io_uring instead of epoll
+   * (one `io_uring_enter` per wake-up for every connection's `recv` and
+   * `send`). Needs Linux 6.1 or later and a process allowed to use
+   * io_uring (Docker's default seccomp profile refuses it): otherwise
+   * `upcase_server_bind` fails with the kernel's reason. Default 0.
+   * (Added in 0.2.0, at the end of the struct.)
+   */
+  int io_uring;
 } upcase_server_config;
 
 /**

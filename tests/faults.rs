@@ -81,7 +81,11 @@ impl ChildServer {
     /// descriptors if given, and waits for its `listening on` line.
     fn spawn(args: &[&str], nofile: Option<libc::rlim_t>) -> ChildServer {
         let mut cmd = Command::new(tcp_server_binary());
-        cmd.arg("--quiet").args(args).args(["0", "127.0.0.1"]);
+        cmd.arg("--quiet").args(args);
+        if io_uring_asked() {
+            cmd.arg("--io-uring");
+        }
+        cmd.args(["0", "127.0.0.1"]);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         if let Some(n) = nofile {
             // SAFETY: the closure runs in the child between fork and exec;
@@ -145,12 +149,12 @@ impl ChildServer {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).expect("read /proc/PID/fd").count()
     }
 
-    /// The child's `epoll` instances: one per loop once every loop runs.
+    /// The child's `epoll` instances (io_uring instances, with
+    /// `UPCASE_TEST_IO_URING=1`): one per loop once every loop runs.
     fn epolls(&self) -> usize {
+        let kind = if io_uring_asked() { "anon_inode:[io_uring]" } else { "anon_inode:[eventpoll]" };
         let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid())) else { return 0 };
-        dir.filter_map(|e| e.ok())
-            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:[eventpoll]"))
-            .count()
+        dir.filter_map(|e| e.ok()).filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == kind)).count()
     }
 
     fn is_running(&mut self) -> bool {

@@ -8,7 +8,7 @@
  * The library does the socket calls; this program configures it, says who
  * connects, and stops it cleanly on Ctrl-C (SIGINT) or SIGTERM.
  *
- * usage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]   (default: 12000, all interfaces)
+ * usage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--io-uring] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]   (default: 12000, all interfaces)
  */
 #include <signal.h>
 #include <stdio.h>
@@ -73,7 +73,7 @@ static int parse_count(const char *s, uint32_t *out)
 
 static int usage(const char *why)
 {
-    fprintf(stderr, "tcp_server: %s\nusage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]\n", why);
+    fprintf(stderr, "tcp_server: %s\nusage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--io-uring] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]\n", why);
     return 2;
 }
 
@@ -96,6 +96,8 @@ int main(int argc, char **argv)
             cfg.on_client = NULL;               /* no line per client */
         } else if (strcmp(argv[i], "--defer-accept") == 0) {
             cfg.defer_accept = 1;               /* accept only once a request has arrived */
+        } else if (strcmp(argv[i], "--io-uring") == 0) {
+            cfg.io_uring = 1;                   /* completions (io_uring) instead of epoll */
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
             if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
                 return usage("--threads takes a number from 0 (one per CPU) to 1024");

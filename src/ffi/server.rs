@@ -83,6 +83,13 @@ pub struct upcase_server_config {
     /// 0: off (also off without an idle timeout). Default 1. At most
     /// `UPCASE_MAX_MIN_RATE`.
     pub min_rate: u32,
+    /// TCP, concurrent mode: non-zero serves on io_uring instead of epoll
+    /// (one `io_uring_enter` per wake-up for every connection's `recv` and
+    /// `send`). Needs Linux 6.1 or later and a process allowed to use
+    /// io_uring (Docker's default seccomp profile refuses it): otherwise
+    /// `upcase_server_bind` fails with the kernel's reason. Default 0.
+    /// (Added in 0.2.0, at the end of the struct.)
+    pub io_uring: c_int,
 }
 
 /// A snapshot of a server's counters.
@@ -146,6 +153,7 @@ pub unsafe extern "C" fn upcase_server_config_default(cfg: *mut upcase_server_co
         on_client: None,
         user: std::ptr::null_mut(),
         min_rate: d.min_rate,
+        io_uring: 0,
     };
     // SAFETY: non-NULL, and the caller promises it is writable.
     unsafe { cfg.write(value) };
@@ -214,6 +222,7 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
         backlog,
         max_datagram: if c.max_datagram == 0 { d.max_datagram } else { c.max_datagram as usize },
         defer_accept: c.defer_accept != 0,
+        io_uring: c.io_uring != 0,
         on_client,
     })
 }

@@ -26,7 +26,7 @@ const EVENTS: usize = 256;
 /// in the same `epoll_wait` that brings the other connections' events.
 const ACCEPT_BUDGET: usize = 1;
 /// How long to stop accepting when the process is out of descriptors.
-const FD_BACKOFF: Duration = Duration::from_millis(50);
+pub(super) const FD_BACKOFF: Duration = Duration::from_millis(50);
 
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
@@ -146,57 +146,20 @@ impl Loop<'_> {
 
     /// `accept()`: takes the waiting clients, up to a budget.
     fn accept_batch(&mut self) {
-        let counters = self.counters;
         for _ in 0..ACCEPT_BUDGET {
-            let (fd, peer) = match sys::accept4(self.shared.socket.as_fd(), true) {
-                Ok(x) => x,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return,
-                    Some(libc::EINTR) | Some(libc::ECONNABORTED) => continue,
-                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
-                        // Out of descriptors or memory: the client waits in
-                        // the backlog. Stop watching the listener for a
-                        // moment instead of spinning on it.
-                        Counters::add(&counters.errors, 1);
-                        if self.epoll.delete(self.shared.socket.as_raw_fd()).is_ok() {
-                            self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
-                        }
-                        return;
+            let conn = match accept_one(self.shared, self.counters, &mut self.buf, self.now, &self.pace) {
+                Accepted::Conn(conn) => conn,
+                Accepted::Next => continue,
+                Accepted::Empty => return,
+                Accepted::Exhausted => {
+                    // Stop watching the listener for a moment instead of
+                    // spinning on it.
+                    if self.epoll.delete(self.shared.socket.as_raw_fd()).is_ok() {
+                        self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
                     }
-                    _ => {
-                        // Anything else (EPERM from a firewall, EPROTO...):
-                        // count it and let the next wake-up try again,
-                        // rather than hammering accept in this one.
-                        Counters::add(&counters.errors, 1);
-                        return;
-                    }
-                },
+                    return;
+                }
             };
-            let active = self.shared.active.fetch_add(1, Ordering::Relaxed);
-            if active >= self.shared.config.max_connections as u64 {
-                self.shared.ended(counters, End::Rejected);
-                drop(fd); // closed at once: the client sees end of stream
-                continue;
-            }
-            Counters::add(&counters.accepted, 1);
-            self.shared.tell(&peer);
-            // A client usually sends right after connecting (and with
-            // TCP_DEFER_ACCEPT it has, by definition), so serve what is here
-            // now, before involving epoll at all. A short exchange (request,
-            // half-close) is finished and closed without ever being
-            // registered: no epoll_ctl, no extra epoll_wait round trip.
-            let mut conn = Conn::new(fd, self.now, &self.pace);
-            match conn.first(&mut self.buf, counters, self.now, &self.pace) {
-                Outcome::Keep => {}
-                Outcome::Close => {
-                    self.retire(conn, End::Done);
-                    continue;
-                }
-                Outcome::Fail => {
-                    self.retire(conn, End::Failed);
-                    continue;
-                }
-            }
             let index = match self.free.pop() {
                 Some(i) => i,
                 None => {
@@ -276,6 +239,65 @@ impl Loop<'_> {
             self.close(index, End::Done);
         }
     }
+}
+
+/// What one [`accept_one`] came to.
+pub(super) enum Accepted {
+    /// A client, its first request served, to be kept.
+    Conn(Conn<OwnedFd>),
+    /// A client dealt with at once (served and closed, refused, or a
+    /// connection aborted before it was taken): try the next one.
+    Next,
+    /// Nobody waiting, or a failure worth no retry in this wake-up.
+    Empty,
+    /// Out of descriptors or memory: the client waits in the backlog; the
+    /// caller stops accepting for [`FD_BACKOFF`].
+    Exhausted,
+}
+
+/// `accept4()` of one waiting client, counted and told about, and its first
+/// request served at once, before any event loop is involved: a client
+/// usually sends right after connecting (and with `TCP_DEFER_ACCEPT` it
+/// has, by definition), and a short exchange (request, half-close) is
+/// finished and closed without ever being registered.
+pub(super) fn accept_one(shared: &Shared, counters: &Counters, buf: &mut [u8], now: u64, pace: &Pace) -> Accepted {
+    let (fd, peer) = match sys::accept4(shared.socket.as_fd(), true) {
+        Ok(x) => x,
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Accepted::Empty,
+                Some(libc::EINTR) | Some(libc::ECONNABORTED) => Accepted::Next,
+                Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
+                    Counters::add(&counters.errors, 1);
+                    Accepted::Exhausted
+                }
+                _ => {
+                    // Anything else (EPERM from a firewall, EPROTO...):
+                    // count it and let the next wake-up try again, rather
+                    // than hammering accept in this one.
+                    Counters::add(&counters.errors, 1);
+                    Accepted::Empty
+                }
+            };
+        }
+    };
+    let active = shared.active.fetch_add(1, Ordering::Relaxed);
+    if active >= shared.config.max_connections as u64 {
+        shared.ended(counters, End::Rejected);
+        drop(fd); // closed at once: the client sees end of stream
+        return Accepted::Next;
+    }
+    Counters::add(&counters.accepted, 1);
+    shared.tell(&peer);
+    let mut conn = Conn::new(fd, now, pace);
+    let end = match conn.first(buf, counters, now, pace) {
+        Outcome::Keep => return Accepted::Conn(conn),
+        Outcome::Close => End::Done,
+        Outcome::Fail => End::Failed,
+    };
+    shared.ended(counters, end);
+    drop(conn);
+    Accepted::Next
 }
 
 /// The epoll interest a connection's state needs.

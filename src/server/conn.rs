@@ -212,6 +212,25 @@ impl<S: Io> Conn<S> {
         self.pending.as_ref().map_or(0, |p| p.buf.len() - p.sent)
     }
 
+    /// `n` bytes received by a completion loop's own `recv` (what
+    /// [`Conn::read`] does for a byte received: progress, credit, count).
+    pub(crate) fn received(&mut self, n: usize, c: &Counters, now: u64, pace: &Pace) {
+        self.fresh = false;
+        self.clock.progress(now, n, pace);
+        Counters::add(&c.bytes_in, n as u64);
+    }
+
+    /// The kernel took only part of a reply a completion loop sent: the
+    /// rest is kept in the connection's own buffer, the writing state,
+    /// from which [`Conn::ready`] sends it once the socket is writable
+    /// (what [`Conn::pump`] does with a partial send). Nothing is held
+    /// for an empty `rest`.
+    pub(crate) fn hold(&mut self, rest: &[u8]) {
+        if !rest.is_empty() {
+            self.pending = Some(Box::new(Pending { buf: rest.to_vec(), sent: 0 }));
+        }
+    }
+
     /// Just accepted: serve what is there already. A short exchange
     /// (request, half-close) is finished here, before the connection is
     /// ever registered with epoll.

@@ -51,8 +51,17 @@ impl Drop for Running {
     }
 }
 
+/// A server config for the tests: port 0, two loops. With
+/// `UPCASE_TEST_IO_URING=1` in the environment, the concurrent TCP server
+/// runs on io_uring (`make test` runs the TCP tests both ways).
 pub fn config(host: &str, transport: Transport, mode: Mode) -> Config {
-    Config { host: host.into(), port: 0, transport, mode, threads: 2, ..Config::default() }
+    let io_uring = transport == Transport::Tcp && mode == Mode::Concurrent && io_uring_asked();
+    Config { host: host.into(), port: 0, transport, mode, threads: 2, io_uring, ..Config::default() }
+}
+
+/// `UPCASE_TEST_IO_URING=1`: test the io_uring loop.
+pub fn io_uring_asked() -> bool {
+    std::env::var_os("UPCASE_TEST_IO_URING").is_some_and(|v| v == "1")
 }
 
 /// Binds `config` (port 0 unless set) and runs it on a thread.

@@ -1,0 +1,478 @@
+//! The concurrent TCP server on io_uring (`Config::io_uring`): the same
+//! connections as [`super::concurrent`], served by completions instead of
+//! readiness.
+//!
+//! Where the epoll loop makes a `recv` and a `send` system call per request
+//! and an `epoll_wait` per wake-up, this loop makes one `io_uring_enter` per
+//! wake-up: it submits every request queued since the last one and waits
+//! for the next completions. Per connection, one request is in flight at a
+//! time:
+//! - *reading*: a `recv` that takes one of the loop's provided buffers
+//!   ([`BufRing`]) only when data arrives, so a connection waiting for
+//!   input holds no buffer (as in the epoll loop);
+//! - *replying*: the bytes received, upper-cased in that buffer, go back
+//!   in a `send` with `MSG_DONTWAIT`. When the kernel takes them all, the
+//!   buffer is given back and the next `recv` is queued. When it takes only
+//!   part (the client does not read its replies), the rest is copied into
+//!   the connection's own buffer, the buffer is given back, and the
+//!   connection waits for room to write (`POLLOUT`) in the writing state of
+//!   [`Conn`], which sends it and reads no more before it has gone
+//!   (back-pressure, as in the epoll loop).
+//!
+//! The rest is the epoll loop's, shared: a new client is accepted and its
+//! first request served at once by [`accept_one`] (the reply and the FIN in
+//! one segment for a one-shot client), the writing state and what follows
+//! it are [`Conn::ready`], and the time limits are the same [`Conn`] clocks
+//! swept the same way.
+//!
+//! A connection is closed at once (its descriptor, and its count); its slot
+//! is kept until the request it had in flight has completed (cancelled), so
+//! that the completion finds the slot and gives back any buffer it holds.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::concurrent::{accept_one, Accepted, FD_BACKOFF};
+use super::conn::{Conn, Outcome, Pace};
+use super::uring::{BufRing, Cqe, Ring, Sqe};
+use super::{Counters, End, Shared, CHUNK};
+use crate::error::{Error, Result};
+use crate::upper::upper_in_place;
+
+/// Submission queue entries; the queue is submitted early when full.
+const ENTRIES: u32 = 256;
+/// Completion queue entries: one request per connection is in flight, and
+/// the kernel keeps any completion that does not fit (`NODROP`).
+const CQ_ENTRIES: u32 = 4096;
+/// Provided buffers per loop, of [`CHUNK`] bytes each (4 MiB reserved, a
+/// page of it resident for each buffer a small request has used). A
+/// connection holds one only from its data's arrival to the end of its
+/// reply's `send`; when all are out, a `recv` fails with `ENOBUFS` and is
+/// queued again as soon as one comes back.
+const BUFFERS: u16 = 64;
+/// How long stopping waits for cancelled requests to complete.
+const DRAIN: Duration = Duration::from_secs(1);
+
+// What a completion is for: the kind in the top byte of `user_data`, the
+// connection's slot in the low 32 bits.
+const RECV: u64 = 1;
+const SEND: u64 = 2;
+const WRITABLE: u64 = 3;
+const LISTENER: u64 = 4;
+const WAKER: u64 = 5;
+const CANCEL: u64 = 6;
+
+fn user_data(kind: u64, index: usize) -> u64 {
+    (kind << 56) | index as u64
+}
+
+/// The request a connection has in flight.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Recv,
+    /// A reply of `len` bytes, from provided buffer `bid`.
+    Send {
+        bid: u16,
+        len: usize,
+    },
+    /// Waiting for room to write (`POLLOUT`).
+    Writable,
+}
+
+impl Op {
+    fn kind(self) -> u64 {
+        match self {
+            Op::Recv => RECV,
+            Op::Send { .. } => SEND,
+            Op::Writable => WRITABLE,
+        }
+    }
+}
+
+/// A slot of the connection table: free when it has neither a connection
+/// nor a request in flight.
+#[derive(Default)]
+struct Slot {
+    conn: Option<Conn<OwnedFd>>,
+    op: Option<Op>,
+}
+
+/// A loop's ring and buffers, made before any loop starts (see
+/// [`super::concurrent::prepare`]: once a loop accepts, the process may be
+/// out of descriptors).
+pub(super) struct Engine {
+    ring: Ring,
+    bufs: BufRing,
+}
+
+/// Every loop's ring, made before any loop starts.
+pub(super) fn prepare(loops: usize) -> Result<Vec<Engine>> {
+    (0..loops)
+        .map(|_| {
+            let ring = Ring::new(ENTRIES, CQ_ENTRIES).map_err(|e| Error::os("io_uring_setup", e))?;
+            let bufs = BufRing::new(BUFFERS, CHUNK).map_err(|e| Error::os("mmap(provided buffers)", e))?;
+            Ok(Engine { ring, bufs })
+        })
+        .collect()
+}
+
+struct Loop<'a> {
+    shared: &'a Shared,
+    counters: &'a Counters,
+    ring: Ring,
+    bufs: BufRing,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// Connections whose `recv` found no buffer, to be queued again.
+    starved: VecDeque<usize>,
+    /// For [`accept_one`] and the writing state, as in the epoll loop.
+    buf: Vec<u8>,
+    pace: Pace,
+    start: Instant,
+    now: u64,
+    /// Accepting paused until this time (out of descriptors).
+    accept_paused_until: Option<u64>,
+    /// A failure of the ring itself, which ends the loop.
+    broken: Option<std::io::Error>,
+    /// The listener's poll is exclusive (unless the kernel refused it).
+    exclusive: bool,
+}
+
+/// One loop, on a ring from [`prepare`]; returns when the server is stopped.
+pub(super) fn run(shared: &Shared, index: usize, engine: Engine) -> Result<()> {
+    let Engine { ring, mut bufs } = engine;
+    ring.enable().map_err(|e| Error::os("io_uring_register(enable)", e))?;
+    bufs.register(&ring).map_err(|e| Error::os("io_uring_register(provided buffers)", e))?;
+    let mut lp = Loop {
+        shared,
+        counters: &shared.counters[index],
+        ring,
+        bufs,
+        slots: Vec::new(),
+        free: Vec::new(),
+        starved: VecDeque::new(),
+        buf: vec![0u8; CHUNK],
+        pace: shared.pace(),
+        start: Instant::now(),
+        now: 0,
+        accept_paused_until: None,
+        broken: None,
+        exclusive: true,
+    };
+    let result = lp.serve();
+    lp.close_all();
+    result
+}
+
+impl Loop<'_> {
+    fn serve(&mut self) -> Result<()> {
+        let waker = self.shared.waker.as_fd().as_raw_fd();
+        self.queue(Sqe::poll(waker, libc::POLLIN as u32, user_data(WAKER, 0)));
+        self.watch_listener();
+        let idle = self.shared.config.idle_timeout;
+        let sweep_every = idle.map(|t| nanos((t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))));
+        let mut next_sweep = sweep_every;
+        loop {
+            if let Some(e) = self.broken.take() {
+                return Err(Error::os("io_uring", e));
+            }
+            if self.shared.is_stopped() {
+                return Ok(());
+            }
+            let mut wait: Option<u64> = next_sweep.map(|t| t.saturating_sub(self.now));
+            if let Some(until) = self.accept_paused_until {
+                let left = until.saturating_sub(self.now);
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+            }
+            self.ring.submit_and_wait(wait.map(Duration::from_nanos)).map_err(|e| Error::os("io_uring_enter", e))?;
+            self.now = nanos(self.start.elapsed());
+            while let Some(cqe) = self.ring.next_cqe() {
+                self.complete(cqe);
+            }
+            if let Some(until) = self.accept_paused_until {
+                if self.now >= until {
+                    self.accept_paused_until = None;
+                    self.watch_listener();
+                }
+            }
+            if let (Some(at), Some(every)) = (next_sweep, sweep_every) {
+                if self.now >= at {
+                    self.sweep();
+                    next_sweep = Some(self.now.saturating_add(every));
+                }
+            }
+        }
+    }
+
+    /// Queues a request; a ring that refuses it breaks the loop.
+    fn queue(&mut self, sqe: Sqe) {
+        if let Err(e) = self.ring.push(sqe) {
+            self.broken.get_or_insert(e);
+        }
+    }
+
+    /// One poll for a waiting client. Not multishot: a poll added when a
+    /// client is already waiting completes at once, so one accept per
+    /// completion (as in the epoll loop) leaves none behind.
+    /// Exclusive (`EPOLLEXCLUSIVE`), as in the epoll loop, so that a new
+    /// client wakes one loop rather than all of them.
+    fn watch_listener(&mut self) {
+        let fd = self.shared.socket.as_raw_fd();
+        let exclusive = if self.exclusive { libc::EPOLLEXCLUSIVE as u32 } else { 0 };
+        self.queue(Sqe::poll(fd, libc::POLLIN as u32 | exclusive, user_data(LISTENER, 0)));
+    }
+
+    fn complete(&mut self, cqe: Cqe) {
+        let kind = cqe.user_data >> 56;
+        let index = (cqe.user_data & 0xFFFF_FFFF) as usize;
+        match kind {
+            // Only a stop writes to the waker; the loop sees the flag next.
+            WAKER | CANCEL => {}
+            LISTENER => self.accept(cqe.res),
+            _ => self.on_conn(kind, index, cqe),
+        }
+    }
+
+    /// The listener is readable (`res`: the poll's result): takes one
+    /// client (see the epoll loop's `ACCEPT_BUDGET`) and watches for the
+    /// next.
+    fn accept(&mut self, res: i32) {
+        if res < 0 {
+            // The poll itself failed. A kernel that refuses an exclusive
+            // poll gets a plain one; anything else is counted and retried
+            // after a pause, not in a loop.
+            if -res == libc::EINVAL && self.exclusive {
+                self.exclusive = false;
+            } else {
+                Counters::add(&self.counters.errors, 1);
+                self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
+                return;
+            }
+        } else {
+            let conn = match accept_one(self.shared, self.counters, &mut self.buf, self.now, &self.pace) {
+                Accepted::Conn(conn) => Some(conn),
+                Accepted::Next | Accepted::Empty => None,
+                Accepted::Exhausted => {
+                    self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
+                    return;
+                }
+            };
+            if let Some(conn) = conn {
+                let index = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(Slot::default());
+                    self.slots.len() - 1
+                });
+                self.slots[index].conn = Some(conn);
+                self.resume(index);
+            }
+        }
+        self.watch_listener();
+    }
+
+    /// A connection with nothing in flight: queues what its state needs,
+    /// the rest of a reply to write or the next read.
+    fn resume(&mut self, index: usize) {
+        let Some(conn) = self.slots[index].conn.as_ref() else { return };
+        let fd = conn.sock.as_raw_fd();
+        let (sqe, op) = if conn.wants_write() {
+            (Sqe::poll(fd, libc::POLLOUT as u32, user_data(WRITABLE, index)), Op::Writable)
+        } else {
+            (Sqe::recv_select(fd, CHUNK as u32, user_data(RECV, index)), Op::Recv)
+        };
+        self.slots[index].op = Some(op);
+        self.queue(sqe);
+    }
+
+    fn on_conn(&mut self, kind: u64, index: usize, cqe: Cqe) {
+        let Some(slot) = self.slots.get_mut(index) else { return };
+        let bid = cqe.buffer();
+        let op = match slot.op {
+            Some(op) if op.kind() == kind => op,
+            _ => {
+                // No such request in flight (which cannot happen): only
+                // the buffer it names, if any, is given back.
+                if let Some(b) = bid {
+                    self.give_back(b);
+                }
+                return;
+            }
+        };
+        slot.op = None;
+        if slot.conn.is_none() {
+            // Closed while this was in flight: the slot is free now, once
+            // whatever buffer the request held is given back.
+            self.free.push(index);
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            if let Op::Send { bid, .. } = op {
+                self.give_back(bid);
+            }
+            return;
+        }
+        match op {
+            Op::Recv => self.on_recv(index, cqe.res, bid),
+            Op::Send { bid, len } => self.on_send(index, cqe.res, bid, len),
+            Op::Writable => self.on_writable(index),
+        }
+    }
+
+    /// A `recv` completed: the reply goes back from the same buffer.
+    fn on_recv(&mut self, index: usize, res: i32, bid: Option<u16>) {
+        if res <= 0 {
+            if let Some(b) = bid {
+                self.give_back(b);
+            }
+            match -res {
+                // Half-close from the client: everything it sent before
+                // has been answered.
+                0 => self.close(index, End::Done),
+                libc::ENOBUFS => self.starved.push_back(index),
+                libc::EINTR | libc::EAGAIN => self.resume(index),
+                _ => self.close(index, End::Failed),
+            }
+            return;
+        }
+        let Some(bid) = bid else {
+            // Data with no buffer named: not what was asked for.
+            self.close(index, End::Failed);
+            return;
+        };
+        let n = res as usize;
+        let Some(conn) = self.slots[index].conn.as_mut() else { return };
+        conn.received(n, self.counters, self.now, &self.pace);
+        let fd = conn.sock.as_raw_fd();
+        let data = self.bufs.get(bid, n);
+        upper_in_place(data);
+        let sqe = reply(fd, data, user_data(SEND, index));
+        self.slots[index].op = Some(Op::Send { bid, len: n });
+        self.queue(sqe);
+    }
+
+    /// A reply's `send` completed, whole or in part.
+    fn on_send(&mut self, index: usize, res: i32, bid: u16, len: usize) {
+        let sent = match res {
+            r if r >= 0 => (r as usize).min(len),
+            r if -r == libc::EAGAIN => 0,
+            r if -r == libc::EINTR => {
+                // Not sent: again, from the same buffer.
+                let Some(conn) = self.slots[index].conn.as_ref() else { return };
+                let fd = conn.sock.as_raw_fd();
+                let sqe = reply(fd, self.bufs.get(bid, len), user_data(SEND, index));
+                self.slots[index].op = Some(Op::Send { bid, len });
+                self.queue(sqe);
+                return;
+            }
+            _ => {
+                self.give_back(bid);
+                self.close(index, End::Failed);
+                return;
+            }
+        };
+        Counters::add(&self.counters.bytes_out, sent as u64);
+        if sent < len {
+            // The client is not reading fast enough: the rest is held by
+            // the connection, which reads nothing more until it has gone.
+            let rest = &self.bufs.get(bid, len)[sent..];
+            if let Some(conn) = self.slots[index].conn.as_mut() {
+                conn.hold(rest);
+            }
+        }
+        self.give_back(bid);
+        self.resume(index);
+    }
+
+    /// Room to write a held-back reply: the epoll loop's writing state.
+    fn on_writable(&mut self, index: usize) {
+        let Some(conn) = self.slots[index].conn.as_mut() else { return };
+        match conn.ready(false, true, &mut self.buf, self.counters, self.now, &self.pace) {
+            Outcome::Keep => self.resume(index),
+            Outcome::Close => self.close(index, End::Done),
+            Outcome::Fail => self.close(index, End::Failed),
+        }
+    }
+
+    /// Gives a buffer back to the kernel, and a connection that found none
+    /// its `recv` again.
+    fn give_back(&mut self, bid: u16) {
+        self.bufs.give_back(bid);
+        while let Some(index) = self.starved.pop_front() {
+            // Skip a connection closed (or its slot reused) meanwhile.
+            let waiting = self.slots.get(index).is_some_and(|s| s.conn.is_some() && s.op.is_none());
+            if waiting {
+                self.resume(index);
+                break;
+            }
+        }
+    }
+
+    /// Closes connections past their deadline, as the epoll loop does.
+    fn sweep(&mut self) {
+        for index in 0..self.slots.len() {
+            let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.now, &self.pace));
+            if expired {
+                self.close(index, End::Idle);
+            }
+        }
+    }
+
+    /// Closes a connection now. A request it has in flight is first
+    /// submitted (so that the kernel has taken its descriptor, not a
+    /// number a new connection may get next), then cancelled; the slot is
+    /// freed by its completion.
+    fn close(&mut self, index: usize, end: End) {
+        let slot = &mut self.slots[index];
+        let Some(conn) = slot.conn.take() else { return };
+        match slot.op {
+            Some(op) => {
+                if let Err(e) = self.ring.submit() {
+                    // The request may still name this descriptor: keep it
+                    // open (leaked with the loop) rather than let a new
+                    // connection inherit the number.
+                    self.broken.get_or_insert(e);
+                    std::mem::forget(conn);
+                    self.shared.ended(self.counters, end);
+                    return;
+                }
+                self.queue(Sqe::cancel(user_data(op.kind(), index), user_data(CANCEL, index)));
+            }
+            None => self.free.push(index),
+        }
+        self.shared.ended(self.counters, end);
+        drop(conn);
+    }
+
+    /// Closes every connection and waits (up to [`DRAIN`]) for the
+    /// cancelled requests, so that no buffer is still the kernel's when
+    /// the memory goes.
+    fn close_all(&mut self) {
+        for index in 0..self.slots.len() {
+            self.close(index, End::Done);
+        }
+        let until = Instant::now() + DRAIN;
+        while self.slots.iter().any(|s| s.op.is_some()) && self.broken.is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.ring.submit_and_wait(Some(left)).is_err() {
+                break;
+            }
+            while let Some(cqe) = self.ring.next_cqe() {
+                let kind = cqe.user_data >> 56;
+                if matches!(kind, RECV | SEND | WRITABLE) {
+                    self.on_conn(kind, (cqe.user_data & 0xFFFF_FFFF) as usize, cqe);
+                }
+            }
+        }
+    }
+}
+
+/// A reply: never waits (`MSG_DONTWAIT`: what the kernel cannot take now
+/// comes back as a short count), never raises `SIGPIPE`.
+fn reply(fd: i32, data: &[u8], user_data: u64) -> Sqe {
+    Sqe::send(fd, data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT, user_data)
+}
+
+/// A duration in whole nanoseconds, saturated (the loop's clock).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

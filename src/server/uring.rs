@@ -1,0 +1,596 @@
+//! A small io_uring, on the three raw system calls (`io_uring_setup`,
+//! `io_uring_enter`, `io_uring_register`) and the kernel's own structures
+//! (`<linux/io_uring.h>`), for the completion loop in [`super::completions`].
+//!
+//! What it holds:
+//! - the submission queue (SQ) and completion queue (CQ): rings in memory
+//!   shared with the kernel (one `mmap`), and the array of submission
+//!   entries (a second `mmap`). An entry is written, then published by a
+//!   release store of the SQ tail; completions are read up to the CQ tail
+//!   (an acquire load) and handed back by a release store of the CQ head;
+//! - a ring of *provided buffers* ([`BufRing`]): buffers the kernel picks
+//!   from only when data arrives for a `recv` that asked for one, so a
+//!   connection that waits for input holds none.
+//!
+//! Every `unsafe` block of the completion loop is here, each one next to
+//! the pointer arithmetic it relies on.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::time::Duration;
+
+// Setup flags.
+const SETUP_CQSIZE: u32 = 1 << 3;
+const SETUP_R_DISABLED: u32 = 1 << 6;
+const SETUP_SUBMIT_ALL: u32 = 1 << 7;
+const SETUP_SINGLE_ISSUER: u32 = 1 << 12;
+const SETUP_DEFER_TASKRUN: u32 = 1 << 13;
+// Features the loop relies on.
+const FEAT_SINGLE_MMAP: u32 = 1 << 0;
+const FEAT_NODROP: u32 = 1 << 1;
+const FEAT_EXT_ARG: u32 = 1 << 8;
+// mmap offsets.
+const OFF_SQ_RING: libc::off_t = 0;
+const OFF_SQES: libc::off_t = 0x1000_0000;
+// io_uring_enter flags.
+const ENTER_GETEVENTS: u32 = 1 << 0;
+const ENTER_EXT_ARG: u32 = 1 << 3;
+// io_uring_register opcodes.
+const REGISTER_ENABLE_RINGS: u32 = 12;
+const REGISTER_PBUF_RING: u32 = 22;
+
+// Opcodes.
+const OP_POLL_ADD: u8 = 6;
+const OP_ASYNC_CANCEL: u8 = 14;
+const OP_SEND: u8 = 26;
+const OP_RECV: u8 = 27;
+// Entry flags: take the buffer from the provided-buffer group `buf_group`;
+// post no completion if the request succeeds.
+const SQE_BUFFER_SELECT: u8 = 1 << 5;
+const SQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
+// Completion flag: `flags >> CQE_BUFFER_SHIFT` is the buffer used.
+const CQE_F_BUFFER: u32 = 1 << 0;
+const CQE_BUFFER_SHIFT: u32 = 16;
+
+#[repr(C)]
+#[derive(Default)]
+struct SqOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    flags: u32,
+    dropped: u32,
+    array: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CqOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    overflow: u32,
+    cqes: u32,
+    flags: u32,
+    resv1: u32,
+    user_addr: u64,
+}
+
+/// `struct io_uring_params`.
+#[repr(C)]
+#[derive(Default)]
+struct Params {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: SqOffsets,
+    cq_off: CqOffsets,
+}
+
+/// `struct io_uring_sqe`, with the unions the loop uses named for it.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Sqe {
+    opcode: u8,
+    flags: u8,
+    ioprio: u16,
+    fd: i32,
+    off: u64,
+    /// The buffer (send, recv), or the `user_data` to cancel.
+    addr: u64,
+    len: u32,
+    /// `msg_flags` (send, recv), `poll32_events` (poll).
+    op_flags: u32,
+    user_data: u64,
+    /// `buf_group` with [`SQE_BUFFER_SELECT`].
+    buf_group: u16,
+    personality: u16,
+    splice_fd_in: i32,
+    addr3: u64,
+    pad: u64,
+}
+
+/// `struct io_uring_cqe`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cqe {
+    pub(crate) user_data: u64,
+    /// The call's result, or `-errno`.
+    pub(crate) res: i32,
+    flags: u32,
+}
+
+impl Sqe {
+    /// `recv` of up to `len` bytes into a buffer the kernel picks from
+    /// group 0 when data arrives ([`BufRing`]).
+    pub(crate) fn recv_select(fd: RawFd, len: u32, user_data: u64) -> Sqe {
+        Sqe { opcode: OP_RECV, flags: SQE_BUFFER_SELECT, fd, len, buf_group: 0, user_data, ..Sqe::default() }
+    }
+
+    /// `send` of `buf` with `msg_flags`. The bytes must stay put until the
+    /// completion arrives.
+    pub(crate) fn send(fd: RawFd, buf: &[u8], msg_flags: i32, user_data: u64) -> Sqe {
+        Sqe {
+            opcode: OP_SEND,
+            fd,
+            addr: buf.as_ptr() as u64,
+            len: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+            op_flags: msg_flags as u32,
+            user_data,
+            ..Sqe::default()
+        }
+    }
+
+    /// A one-shot poll for `events` (`POLLIN`, `POLLOUT`, `EPOLLEXCLUSIVE`).
+    pub(crate) fn poll(fd: RawFd, events: u32, user_data: u64) -> Sqe {
+        Sqe { opcode: OP_POLL_ADD, fd, op_flags: events, user_data, ..Sqe::default() }
+    }
+
+    /// Cancels the request tagged `target`; completes only if that fails
+    /// (it had completed already).
+    pub(crate) fn cancel(target: u64, user_data: u64) -> Sqe {
+        Sqe { opcode: OP_ASYNC_CANCEL, flags: SQE_CQE_SKIP_SUCCESS, fd: -1, addr: target, user_data, ..Sqe::default() }
+    }
+}
+
+impl Cqe {
+    /// The provided buffer the request took, if it took one.
+    pub(crate) fn buffer(&self) -> Option<u16> {
+        (self.flags & CQE_F_BUFFER != 0).then_some((self.flags >> CQE_BUFFER_SHIFT) as u16)
+    }
+}
+
+/// `struct io_uring_buf_reg`.
+#[repr(C)]
+struct BufReg {
+    ring_addr: u64,
+    ring_entries: u32,
+    bgid: u16,
+    flags: u16,
+    resv: [u64; 3],
+}
+
+/// `struct io_uring_buf`: one entry of a provided-buffer ring.
+#[repr(C)]
+struct Buf {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+/// `struct io_uring_getevents_arg`.
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Params>() == 120);
+const _: () = assert!(std::mem::size_of::<Sqe>() == 64);
+const _: () = assert!(std::mem::size_of::<Cqe>() == 16);
+const _: () = assert!(std::mem::size_of::<BufReg>() == 40);
+const _: () = assert!(std::mem::size_of::<Buf>() == 16);
+const _: () = assert!(std::mem::size_of::<GeteventsArg>() == 24);
+
+/// An `mmap`ed region, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    /// `mmap(2)` of `len` bytes: of `fd` at `offset` (shared with the
+    /// kernel), or anonymous and private with `fd` `None` (pages cost
+    /// nothing until first written).
+    fn new(len: usize, fd: Option<RawFd>, offset: libc::off_t) -> io::Result<Mapping> {
+        let (flags, fd) = match fd {
+            Some(fd) => (libc::MAP_SHARED | libc::MAP_POPULATE, fd),
+            None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1),
+        };
+        // SAFETY: a new mapping at an address the kernel chooses: nothing
+        // existing is touched; the result is checked before use.
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, offset) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        NonNull::new(ptr.cast::<u8>())
+            .map(|ptr| Mapping { ptr, len })
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
+    }
+
+    /// The address `offset` bytes in, as a `T` pointer. `offset +
+    /// size_of::<T>()` must be within the mapping (checked by the callers'
+    /// sizes, which come from the kernel's own offsets).
+    fn at<T>(&self, offset: u32) -> *mut T {
+        debug_assert!(offset as usize + std::mem::size_of::<T>() <= self.len);
+        self.ptr.as_ptr().wrapping_add(offset as usize).cast::<T>()
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what mmap returned, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// One io_uring instance, used by the one thread that enabled it.
+pub(crate) struct Ring {
+    // Unmapped before the descriptor closes (fields drop in this order).
+    _rings: Mapping,
+    sqes: Mapping,
+    fd: OwnedFd,
+    sq_head: *const AtomicU32,
+    sq_tail: *const AtomicU32,
+    sq_mask: u32,
+    sq_entries: u32,
+    cq_head: *const AtomicU32,
+    cq_tail: *const AtomicU32,
+    cq_mask: u32,
+    cqes: *const Cqe,
+    /// Our copy of the SQ tail (we are its only writer).
+    tail: u32,
+}
+
+// SAFETY: the raw pointers point into mappings the Ring owns; the ring is
+// made on one thread and moved to the loop thread before it is enabled, and
+// from then on only that thread uses it (`&mut self` everywhere).
+unsafe impl Send for Ring {}
+
+/// How the loop's rings are made: one thread submits (the one that calls
+/// [`Ring::enable`]), completions are run when it asks for them.
+const FLAGS: u32 = SETUP_SINGLE_ISSUER | SETUP_DEFER_TASKRUN | SETUP_SUBMIT_ALL | SETUP_CQSIZE | SETUP_R_DISABLED;
+
+impl Ring {
+    /// A ring of `entries` submission and `cq_entries` completion slots
+    /// (powers of two), disabled until [`Ring::enable`].
+    pub(crate) fn new(entries: u32, cq_entries: u32) -> io::Result<Ring> {
+        let mut p = Params { flags: FLAGS, cq_entries, ..Params::default() };
+        // SAFETY: `p` is a valid io_uring_params the kernel fills in.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, entries, &mut p as *mut Params) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        // SAFETY: io_uring_setup just returned this descriptor; nobody else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let need = FEAT_SINGLE_MMAP | FEAT_NODROP | FEAT_EXT_ARG;
+        if p.features & need != need {
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        let sq_len = p.sq_off.array as usize + p.sq_entries as usize * 4;
+        let cq_len = p.cq_off.cqes as usize + p.cq_entries as usize * std::mem::size_of::<Cqe>();
+        let rings = Mapping::new(sq_len.max(cq_len), Some(fd.as_raw_fd()), OFF_SQ_RING)?;
+        let sqes = Mapping::new(p.sq_entries as usize * std::mem::size_of::<Sqe>(), Some(fd.as_raw_fd()), OFF_SQES)?;
+        // The SQ array maps ring slots to entries: slot i is entry i, for good.
+        let array = rings.at::<u32>(p.sq_off.array);
+        for i in 0..p.sq_entries {
+            // SAFETY: `array` has sq_entries u32 slots (sized above from the
+            // kernel's offsets); the ring is not enabled, so the kernel does
+            // not read it yet.
+            unsafe { array.add(i as usize).write(i) };
+        }
+        // SAFETY: the offset comes from the kernel and lies within `rings`
+        // (its length was computed from the offsets).
+        let tail = unsafe { (*rings.at::<AtomicU32>(p.sq_off.tail)).load(Ordering::Relaxed) };
+        Ok(Ring {
+            sq_head: rings.at(p.sq_off.head),
+            sq_tail: rings.at(p.sq_off.tail),
+            sq_mask: p.sq_off.ring_mask_value(&rings),
+            sq_entries: p.sq_entries,
+            cq_head: rings.at(p.cq_off.head),
+            cq_tail: rings.at(p.cq_off.tail),
+            cq_mask: p.cq_off.ring_mask_value(&rings),
+            cqes: rings.at(p.cq_off.cqes),
+            tail,
+            _rings: rings,
+            sqes,
+            fd,
+        })
+    }
+
+    /// Makes the calling thread the ring's one submitter and starts it.
+    pub(crate) fn enable(&self) -> io::Result<()> {
+        self.register(REGISTER_ENABLE_RINGS, std::ptr::null(), 0).map(|_| ())
+    }
+
+    fn register(&self, opcode: u32, arg: *const libc::c_void, nr: u32) -> io::Result<i64> {
+        // SAFETY: `arg` points to what `opcode` expects (each caller's
+        // struct), or is null where it takes none.
+        let r = unsafe { libc::syscall(libc::SYS_io_uring_register, self.fd.as_raw_fd(), opcode, arg, nr) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    }
+
+    /// Entries written but not yet taken by the kernel.
+    fn unsubmitted(&self) -> u32 {
+        // SAFETY: `sq_head` points into `rings`; the kernel writes it.
+        let head = unsafe { (*self.sq_head).load(Ordering::Acquire) };
+        self.tail.wrapping_sub(head)
+    }
+
+    /// Queues one request; when the queue is full, what is in it is
+    /// submitted first.
+    pub(crate) fn push(&mut self, sqe: Sqe) -> io::Result<()> {
+        if self.unsubmitted() >= self.sq_entries {
+            self.enter(0, None)?;
+        }
+        let slot = self.tail & self.sq_mask;
+        // SAFETY: `slot` < sq_entries, the number of entries in `sqes`; the
+        // kernel does not read this entry until the tail store below
+        // publishes it (and has consumed it if it was used before: the
+        // queue is not full).
+        unsafe { self.sqes.at::<Sqe>(0).add(slot as usize).write(sqe) };
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: `sq_tail` points into `rings`; we are its only writer.
+        unsafe { (*self.sq_tail).store(self.tail, Ordering::Release) };
+        Ok(())
+    }
+
+    /// Hands every queued request to the kernel, without waiting.
+    pub(crate) fn submit(&mut self) -> io::Result<()> {
+        if self.unsubmitted() == 0 {
+            return Ok(());
+        }
+        self.enter(0, None)
+    }
+
+    /// Submits what is queued, runs the completions that are due and
+    /// waits for at least one, up to `timeout` (`None`: for ever).
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.enter(1, Some(timeout))
+    }
+
+    /// `io_uring_enter`: submits every queued entry; with `wait`, asks for
+    /// completions (running the deferred work that posts them) and waits
+    /// for `min` of them up to the timeout. A timeout (`ETIME`), a signal
+    /// (`EINTR`) or a full completion queue (`EBUSY`) is not an error: the
+    /// caller looks at what completed and comes back.
+    fn enter(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
+        let to_submit = self.unsubmitted();
+        let ts = wait.flatten().map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let arg = GeteventsArg {
+            sigmask: 0,
+            sigmask_sz: 8, // _NSIG / 8; no mask is passed
+            min_wait_usec: 0,
+            ts: ts.as_ref().map_or(0, |t| t as *const libc::timespec as u64),
+        };
+        // GETEVENTS also when not waiting: with DEFER_TASKRUN, it is what
+        // runs the completions of requests that did not finish inline.
+        let flags = ENTER_GETEVENTS | ENTER_EXT_ARG;
+        let min = if wait.is_some() { min } else { 0 };
+        // SAFETY: `arg` is a valid io_uring_getevents_arg (its `ts`, if
+        // any, points to `ts`, alive across the call) of the size passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.fd.as_raw_fd(),
+                to_submit,
+                min,
+                flags,
+                &arg as *const GeteventsArg,
+                std::mem::size_of::<GeteventsArg>(),
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => Ok(()),
+                _ => Err(e),
+            };
+        }
+        Ok(())
+    }
+
+    /// The next completion, if one is posted.
+    pub(crate) fn next_cqe(&mut self) -> Option<Cqe> {
+        // SAFETY: `cq_head`/`cq_tail` point into `rings`; we are the only
+        // writer of the head, the kernel of the tail.
+        let (head, tail) =
+            unsafe { ((*self.cq_head).load(Ordering::Relaxed), (*self.cq_tail).load(Ordering::Acquire)) };
+        if head == tail {
+            return None;
+        }
+        // SAFETY: `head & cq_mask` < cq_entries, the number of completions
+        // in the ring; the acquire load of the tail made its contents
+        // visible, and the kernel does not reuse the slot before the head
+        // store below hands it back.
+        let cqe = unsafe { self.cqes.add((head & self.cq_mask) as usize).read() };
+        // SAFETY: as above.
+        unsafe { (*self.cq_head).store(head.wrapping_add(1), Ordering::Release) };
+        Some(cqe)
+    }
+}
+
+impl SqOffsets {
+    fn ring_mask_value(&self, rings: &Mapping) -> u32 {
+        // SAFETY: the offset comes from the kernel and lies within `rings`.
+        unsafe { rings.at::<u32>(self.ring_mask).read() }
+    }
+}
+
+impl CqOffsets {
+    fn ring_mask_value(&self, rings: &Mapping) -> u32 {
+        // SAFETY: the offset comes from the kernel and lies within `rings`.
+        unsafe { rings.at::<u32>(self.ring_mask).read() }
+    }
+}
+
+/// Can this process make the loop's rings? (A kernel before 6.1, or a
+/// seccomp profile that refuses io_uring, as Docker's default does, cannot.)
+pub(crate) fn probe() -> io::Result<()> {
+    Ring::new(2, 4).map(drop)
+}
+
+/// A ring of `count` provided buffers of `size` bytes each, in group 0.
+/// The kernel takes a buffer from it when a `recv` with
+/// [`SQE_BUFFER_SELECT`] finds data; the completion names it, and it is
+/// the loop's until [`BufRing::give_back`].
+pub(crate) struct BufRing {
+    ring: Mapping,
+    bufs: Mapping,
+    size: usize,
+    count: u16,
+    tail: u16,
+}
+
+// SAFETY: as for Ring: owned mappings, used by one thread at a time.
+unsafe impl Send for BufRing {}
+
+impl BufRing {
+    /// `count` (a power of two, at most 32,768) buffers of `size` bytes.
+    /// The memory is only reserved: a page costs nothing until data is
+    /// received into it.
+    pub(crate) fn new(count: u16, size: usize) -> io::Result<BufRing> {
+        if !count.is_power_of_two() || count > 32_768 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let ring = Mapping::new(usize::from(count) * std::mem::size_of::<Buf>(), None, 0)?;
+        let bufs = Mapping::new(usize::from(count) * size, None, 0)?;
+        Ok(BufRing { ring, bufs, size, count, tail: 0 })
+    }
+
+    /// Registers the ring with `ring` as group 0 and gives the kernel every
+    /// buffer.
+    pub(crate) fn register(&mut self, ring: &Ring) -> io::Result<()> {
+        let reg = BufReg {
+            ring_addr: self.ring.ptr.as_ptr() as u64,
+            ring_entries: u32::from(self.count),
+            bgid: 0,
+            flags: 0,
+            resv: [0; 3],
+        };
+        ring.register(REGISTER_PBUF_RING, (&reg as *const BufReg).cast(), 1)?;
+        for bid in 0..self.count {
+            self.give_back(bid);
+        }
+        Ok(())
+    }
+
+    /// The `len` bytes the kernel received into buffer `bid`.
+    ///
+    /// Only for a buffer a completion has just handed over, and before it
+    /// is given back: the kernel does not touch it in between.
+    pub(crate) fn get(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        let bid = usize::from(bid % self.count);
+        let len = len.min(self.size);
+        // SAFETY: buffer `bid` (< count) lies within `bufs` (count * size
+        // bytes), `len` <= size; it is ours between its completion and its
+        // return, and `&mut self` keeps this the only view of it.
+        unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.as_ptr().add(bid * self.size), len) }
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    pub(crate) fn give_back(&mut self, bid: u16) {
+        let bid = bid % self.count;
+        let slot = usize::from(self.tail & (self.count - 1));
+        let entry = Buf {
+            addr: self.bufs.ptr.as_ptr().wrapping_add(usize::from(bid) * self.size) as u64,
+            len: self.size as u32,
+            bid,
+            resv: 0,
+        };
+        // SAFETY: `slot` < count, the number of entries in `ring`. The
+        // entry is free: the kernel has taken every buffer published
+        // before it at this position (at most `count` are ever out, and
+        // this one was not). Only `addr`, `len` and `bid` are written: the
+        // first entry's `resv` is the ring's tail, written below.
+        unsafe {
+            let e = self.ring.at::<Buf>(0).add(slot);
+            std::ptr::addr_of_mut!((*e).addr).write(entry.addr);
+            std::ptr::addr_of_mut!((*e).len).write(entry.len);
+            std::ptr::addr_of_mut!((*e).bid).write(entry.bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // The tail is the u16 at byte 14 of the ring (`resv` of entry 0).
+        // SAFETY: within `ring`, 2-byte aligned; the kernel only reads it.
+        unsafe { (*self.ring.at::<AtomicU16>(14)).store(self.tail, Ordering::Release) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_recv_takes_a_provided_buffer_and_a_send_goes_out() {
+        if let Err(e) = probe() {
+            eprintln!("io_uring unavailable here ({e}): skipped");
+            return;
+        }
+        let mut ring = Ring::new(8, 16).expect("ring");
+        ring.enable().expect("enable");
+        let mut bufs = BufRing::new(4, 4096).expect("bufs");
+        bufs.register(&ring).expect("register");
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        let r =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0, fds.as_mut_ptr()) };
+        assert_eq!(r, 0, "socketpair");
+        // SAFETY: socketpair just returned them.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A recv on an empty non-blocking socket waits for data (it is not
+        // failed with EAGAIN) and holds no buffer meanwhile.
+        ring.push(Sqe::recv_select(a.as_raw_fd(), 4096, 7)).expect("push");
+        ring.submit_and_wait(Some(Duration::from_millis(20))).expect("enter");
+        assert!(ring.next_cqe().is_none(), "a recv on an empty socket completed");
+        crate::sys::send(b.as_fd(), b"hello").expect("send");
+        ring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
+        let cqe = ring.next_cqe().expect("the recv completed");
+        assert_eq!((cqe.user_data, cqe.res), (7, 5));
+        let bid = cqe.buffer().expect("a buffer was taken");
+        assert_eq!(bufs.get(bid, 5), b"hello");
+        let data = bufs.get(bid, 5);
+        data.make_ascii_uppercase();
+        ring.push(Sqe::send(a.as_raw_fd(), data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT, 8)).expect("push");
+        ring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
+        let cqe = ring.next_cqe().expect("the send completed");
+        assert_eq!((cqe.user_data, cqe.res), (8, 5));
+        bufs.give_back(bid);
+        let mut got = [0u8; 8];
+        assert_eq!(crate::sys::recv(b.as_fd(), &mut got).expect("recv"), 5);
+        assert_eq!(&got[..5], b"HELLO");
+    }
+}
