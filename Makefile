@@ -78,16 +78,18 @@ python: $(PYDEPS) lib
 
 test: test-rust test-c test-e2e test-python
 
+# The TCP integration tests run twice: on epoll, then on io_uring.
 test-rust: all
 	$(CARGO) test --locked
 	$(CARGO) test --locked --release
+	UPCASE_TEST_IO_URING=1 $(CARGO) test --locked --release --test tcp --test faults --test leaks
 	$(CARGO) test --locked -p upcase-loadgen
 
 test-c: all $(CTESTS)
 	$(BUILD)/test_capi_shared
 	$(BUILD)/test_capi_static
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/test_capi_asan
-	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+	UPCASE_TEST_IO_URING=0 valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 		--show-leak-kinds=definite $(BUILD)/test_capi_shared
 
 test-e2e: all

@@ -182,7 +182,7 @@ fi
 
 start "$@"
 EVENTS=$(printf 'syscalls:sys_enter_%s,' accept4 recvfrom sendto recvmsg sendmsg read write recvmmsg \
-    sendmmsg epoll_wait epoll_pwait epoll_ctl poll ppoll shutdown close)
+    sendmmsg epoll_wait epoll_pwait epoll_ctl poll ppoll io_uring_enter shutdown close)
 perf stat -x, -e "${EVENTS%,}" -p "$SPID" -o "$WORK/stat.txt" 2>"$WORK/perf.err" &
 PERF=$!
 sleep 0.3

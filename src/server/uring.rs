@@ -491,6 +491,11 @@ impl BufRing {
         Ok(BufRing { ring, bufs, size, count, tail: 0 })
     }
 
+    /// How many buffers there are.
+    pub(crate) fn count(&self) -> u16 {
+        self.count
+    }
+
     /// Registers the ring with `ring` as group 0 and gives the kernel every
     /// buffer.
     pub(crate) fn register(&mut self, ring: &Ring) -> io::Result<()> {

@@ -197,8 +197,8 @@ impl Server {
     #[new]
     #[pyo3(signature = (host = "127.0.0.1", port = 12000, *, transport = "tcp", mode = "concurrent", threads = None,
                         max_connections = 16384, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
-                        on_client = None, defer_accept = false, min_rate = 1),
-           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False, min_rate=1)")]
+                        on_client = None, defer_accept = false, min_rate = 1, io_uring = false),
+           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False, min_rate=1, io_uring=False)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -214,6 +214,7 @@ impl Server {
         on_client: Option<Py<PyAny>>,
         defer_accept: bool,
         min_rate: i64,
+        io_uring: bool,
     ) -> PyResult<Server> {
         let port = port_arg(port)?;
         let transport = parse_transport(transport)?;
@@ -266,6 +267,7 @@ impl Server {
             backlog,
             max_datagram: positive(max_datagram, "max_datagram")?,
             defer_accept,
+            io_uring,
             on_client,
         };
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;

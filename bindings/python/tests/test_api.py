@@ -501,6 +501,44 @@ def test_server_min_rate_closes_a_trickling_client():
         assert server.stats()["idle_timeouts"] == 0
 
 
+@pytest.mark.parametrize("host", LOOPBACKS)
+def test_server_on_io_uring_serves_and_counts(host):
+    with upcase.Server(host, 0, io_uring=True) as server:
+        data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+        assert upcase.tcp_request(host, server.port, data) == expected(data)
+        with upcase.Connection(host, server.port) as conn:
+            for i in range(1000):
+                msg = f"request {i} of a kept-open connection".encode()
+                assert conn.request(msg) == expected(msg)
+        # Many at once, from threads: every reply is the right one.
+        errors = []
+
+        def client(k):
+            try:
+                for j in range(20):
+                    msg = f"client {k} message {j}".encode() * 50
+                    if upcase.tcp_request(host, server.port, msg) != expected(msg):
+                        errors.append((k, j))
+            except OSError as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert errors == []
+        stats = stats_reach(server, {"connections_accepted": 322}, {k: 0 for k in server.stats()})
+        assert stats["connections_accepted"] == 322
+        assert stats["errors"] == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"transport": "udp"}, {"mode": "iterative"}], ids=["udp", "iterative"])
+def test_server_io_uring_is_for_the_concurrent_tcp_server_only(kwargs):
+    with pytest.raises(ValueError, match="io_uring"):
+        upcase.Server("127.0.0.1", 0, io_uring=True, **kwargs)
+
+
 def test_server_idle_timeout():
     with upcase.Server("127.0.0.1", 0, idle_timeout=0.3) as server:
         conn = upcase.Connection("127.0.0.1", server.port)

@@ -122,6 +122,7 @@ class Server:
         on_client: Optional[Callable[[str, int], Any]] = None,
         defer_accept: bool = False,
         min_rate: int = 1,
+        io_uring: bool = False,
     ) -> Self: ...
     @property
     def port(self) -> int: ...
