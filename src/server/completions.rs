@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::concurrent::{accept_one, Accepted, FD_BACKOFF};
+use super::concurrent::{admit, Accepted, FD_BACKOFF};
 use super::conn::{Conn, Outcome, Pace};
 use super::uring::{BufRing, Cqe, Ring, Sqe};
 use super::{Counters, End, Shared, CHUNK};
@@ -138,8 +138,8 @@ struct Loop<'a> {
     accept_paused_until: Option<u64>,
     /// A failure of the ring itself, which ends the loop.
     broken: Option<std::io::Error>,
-    /// The listener's poll is exclusive (unless the kernel refused it).
-    exclusive: bool,
+    /// The multishot accept is in flight.
+    accepting: bool,
     /// `recv`s that found no buffer (for the tests).
     starved_total: u64,
 }
@@ -173,7 +173,7 @@ fn serve(shared: &Shared, index: usize, engine: Engine) -> (Result<()>, u64) {
         now: 0,
         accept_paused_until: None,
         broken: None,
-        exclusive: true,
+        accepting: false,
         starved_total: 0,
     };
     let result = lp.serve();
@@ -229,15 +229,15 @@ impl Loop<'_> {
         }
     }
 
-    /// One poll for a waiting client. Not multishot: a poll added when a
-    /// client is already waiting completes at once, so one accept per
-    /// completion (as in the epoll loop) leaves none behind.
-    /// Exclusive (`EPOLLEXCLUSIVE`), as in the epoll loop, so that a new
-    /// client wakes one loop rather than all of them.
+    /// One multishot `accept` on the listener: the kernel accepts each
+    /// client as it arrives and posts its descriptor, with no `accept4`
+    /// call and no poll to arm again. (The kernel wakes one waiting accept
+    /// per client, so loops sharing the listener take turns, as the epoll
+    /// loops do with `EPOLLEXCLUSIVE`.)
     fn watch_listener(&mut self) {
         let fd = self.shared.socket.as_raw_fd();
-        let exclusive = if self.exclusive { libc::EPOLLEXCLUSIVE as u32 } else { 0 };
-        self.queue(Sqe::poll(fd, libc::POLLIN as u32 | exclusive, user_data(LISTENER, 0)));
+        self.queue(Sqe::accept_multishot(fd, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, user_data(LISTENER, 0)));
+        self.accepting = true;
     }
 
     fn complete(&mut self, cqe: Cqe) {
@@ -246,45 +246,46 @@ impl Loop<'_> {
         match kind {
             // Only a stop writes to the waker; the loop sees the flag next.
             WAKER | CANCEL => {}
-            LISTENER => self.accept(cqe.res),
+            LISTENER => self.accept(cqe),
             _ => self.on_conn(kind, index, cqe),
         }
     }
 
-    /// The listener is readable (`res`: the poll's result): takes one
-    /// client (see the epoll loop's `ACCEPT_BUDGET`) and watches for the
-    /// next.
-    fn accept(&mut self, res: i32) {
-        if res < 0 {
-            // The poll itself failed. A kernel that refuses an exclusive
-            // poll gets a plain one; anything else is counted and retried
-            // after a pause, not in a loop.
-            if -res == libc::EINVAL && self.exclusive {
-                self.exclusive = false;
-            } else {
+    /// A client accepted (or the accept failed): its first request is
+    /// served at once, as in the epoll loop, and it gets a slot.
+    fn accept(&mut self, cqe: Cqe) {
+        if !cqe.more() {
+            self.accepting = false;
+        }
+        // SAFETY: a LISTENER completion is one of the accept's.
+        match unsafe { cqe.accepted() } {
+            Some(fd) => {
+                if let Accepted::Conn(conn) =
+                    admit(self.shared, self.counters, fd, None, &mut self.buf, self.now, &self.pace)
+                {
+                    let index = self.free.pop().unwrap_or_else(|| {
+                        self.slots.push(Slot::default());
+                        self.slots.len() - 1
+                    });
+                    self.slots[index].conn = Some(conn);
+                    self.resume(index);
+                }
+            }
+            None if -cqe.res == libc::ECANCELED => return,
+            None => {
+                // Out of descriptors or memory (the client waits in the
+                // backlog), or anything else: counted, and accepting
+                // pauses a moment rather than spin.
                 Counters::add(&self.counters.errors, 1);
-                self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
+                if !self.accepting {
+                    self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
+                }
                 return;
             }
-        } else {
-            let conn = match accept_one(self.shared, self.counters, &mut self.buf, self.now, &self.pace) {
-                Accepted::Conn(conn) => Some(conn),
-                Accepted::Next | Accepted::Empty => None,
-                Accepted::Exhausted => {
-                    self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
-                    return;
-                }
-            };
-            if let Some(conn) = conn {
-                let index = self.free.pop().unwrap_or_else(|| {
-                    self.slots.push(Slot::default());
-                    self.slots.len() - 1
-                });
-                self.slots[index].conn = Some(conn);
-                self.resume(index);
-            }
         }
-        self.watch_listener();
+        if !self.accepting && self.accept_paused_until.is_none() {
+            self.watch_listener();
+        }
     }
 
     /// A connection with nothing in flight: queues what its state needs,
@@ -373,6 +374,19 @@ impl Loop<'_> {
         let fd = conn.sock.as_raw_fd();
         let data = self.bufs.get(bid, n);
         upper_in_place(data);
+        if n == CHUNK {
+            // A full buffer: the client streams (or sent a request of
+            // exactly this size). Answered with system calls in a row, as
+            // the epoll loop does, then back to the ring.
+            let outcome = conn.stream(data, &mut self.buf, self.counters, self.now, &self.pace);
+            self.give_back(bid);
+            match outcome {
+                Outcome::Keep => self.resume(index),
+                Outcome::Close => self.close(index, End::Done),
+                Outcome::Fail => self.close(index, End::Failed),
+            }
+            return;
+        }
         let sqe = reply(fd, data, user_data(SEND, index));
         self.slots[index].op = Some(Op::Send { bid, len: n });
         self.queue(sqe);
@@ -482,23 +496,32 @@ impl Loop<'_> {
         drop(conn);
     }
 
-    /// Closes every connection and waits (up to [`DRAIN`]) for the
-    /// cancelled requests, so that no buffer is still the kernel's when
-    /// the memory goes.
+    /// Closes every connection, stops accepting, and waits (up to
+    /// [`DRAIN`]) for the cancelled requests: no buffer is then still the
+    /// kernel's when the memory goes, and no client accepted meanwhile is
+    /// left open.
     fn close_all(&mut self) {
         for index in 0..self.slots.len() {
             self.close(index, End::Done);
         }
+        if self.accepting {
+            self.queue(Sqe::cancel(user_data(LISTENER, 0), user_data(CANCEL, 0)));
+        }
         let until = Instant::now() + DRAIN;
-        while self.slots.iter().any(|s| s.op.is_some()) && self.broken.is_none() {
+        while (self.accepting || self.slots.iter().any(|s| s.op.is_some())) && self.broken.is_none() {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || self.ring.submit_and_wait(Some(left)).is_err() {
                 break;
             }
             while let Some(cqe) = self.ring.next_cqe() {
-                let kind = cqe.user_data >> 56;
-                if matches!(kind, RECV | SEND | WRITABLE) {
-                    self.on_conn(kind, (cqe.user_data & 0xFFFF_FFFF) as usize, cqe);
+                match cqe.user_data >> 56 {
+                    kind @ (RECV | SEND | WRITABLE) => self.on_conn(kind, (cqe.user_data & 0xFFFF_FFFF) as usize, cqe),
+                    LISTENER => {
+                        self.accepting &= cqe.more();
+                        // SAFETY: a LISTENER completion is one of the accept's.
+                        drop(unsafe { cqe.accepted() }); // closed: the server is stopping
+                    }
+                    _ => {}
                 }
             }
         }

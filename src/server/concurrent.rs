@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::conn::{Conn, Outcome, Pace};
 use super::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
 use super::{Counters, End, Shared, CHUNK};
+use crate::addr::SockAddr;
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -281,6 +282,22 @@ pub(super) fn accept_one(shared: &Shared, counters: &Counters, buf: &mut [u8], n
             };
         }
     };
+    admit(shared, counters, fd, Some(peer), buf, now, pace)
+}
+
+/// A client just accepted (by [`accept_one`], or by a completion loop's
+/// own `accept`, which gives no address: `peer` is then looked up if
+/// someone is to be told): refused over the cap, else counted, told about,
+/// and its first request served at once.
+pub(super) fn admit(
+    shared: &Shared,
+    counters: &Counters,
+    fd: OwnedFd,
+    peer: Option<SockAddr>,
+    buf: &mut [u8],
+    now: u64,
+    pace: &Pace,
+) -> Accepted {
     let active = shared.active.fetch_add(1, Ordering::Relaxed);
     if active >= shared.config.max_connections as u64 {
         shared.ended(counters, End::Rejected);
@@ -288,7 +305,13 @@ pub(super) fn accept_one(shared: &Shared, counters: &Counters, buf: &mut [u8], n
         return Accepted::Next;
     }
     Counters::add(&counters.accepted, 1);
-    shared.tell(&peer);
+    if shared.config.on_client.is_some() {
+        // Without an address (the client reset meanwhile), nobody is told;
+        // the first read finds the reset.
+        if let Some(peer) = peer.or_else(|| sys::getpeername(fd.as_fd()).ok()) {
+            shared.tell(&peer);
+        }
+    }
     let mut conn = Conn::new(fd, now, pace);
     let end = match conn.first(buf, counters, now, pace) {
         Outcome::Keep => return Accepted::Conn(conn),

@@ -231,6 +231,35 @@ impl<S: Io> Conn<S> {
         }
     }
 
+    /// A completion loop's full read (`chunk`, received into a buffer of
+    /// its own, counted by [`Conn::received`] and upper-cased): the client
+    /// streams, so it is answered as the epoll loop answers it, with
+    /// system calls in a row rather than a trip through the ring per
+    /// chunk. The chunk is sent now (what the kernel does not take is
+    /// held, as after a partial send in [`Conn::pump`]); then, unless some
+    /// is held, reading goes on as after two full reads in a row (cut to
+    /// whole segments) until the socket is empty, the budget is spent or
+    /// a reply is held back.
+    pub(crate) fn stream(&mut self, chunk: &[u8], buf: &mut [u8], c: &Counters, now: u64, pace: &Pace) -> Outcome {
+        let mut sent = 0;
+        while sent < chunk.len() {
+            match self.sock.send(&chunk[sent..], false) {
+                Ok(k) => sent += k.min(chunk.len() - sent),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => break,
+                    Some(libc::EINTR) => continue,
+                    _ => return Outcome::Fail,
+                },
+            }
+        }
+        Counters::add(&c.bytes_out, sent as u64);
+        if sent < chunk.len() {
+            self.hold(&chunk[sent..]);
+            return Outcome::Keep;
+        }
+        self.pump(buf, c, now, pace, false, true)
+    }
+
     /// Just accepted: serve what is there already. A short exchange
     /// (request, half-close) is finished here, before the connection is
     /// ever registered with epoll.

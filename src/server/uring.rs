@@ -43,7 +43,10 @@ const REGISTER_PBUF_RING: u32 = 22;
 
 // Opcodes.
 const OP_POLL_ADD: u8 = 6;
+const OP_ACCEPT: u8 = 13;
 const OP_ASYNC_CANCEL: u8 = 14;
+// `ioprio` of an accept: keep accepting (one completion per client).
+const ACCEPT_MULTISHOT: u16 = 1 << 0;
 const OP_SEND: u8 = 26;
 const OP_RECV: u8 = 27;
 // Entry flags: take the buffer from the provided-buffer group `buf_group`;
@@ -52,6 +55,8 @@ const SQE_BUFFER_SELECT: u8 = 1 << 5;
 const SQE_CQE_SKIP_SUCCESS: u8 = 1 << 6;
 // Completion flag: `flags >> CQE_BUFFER_SHIFT` is the buffer used.
 const CQE_F_BUFFER: u32 = 1 << 0;
+// Completion flag: the (multishot) request goes on.
+const CQE_F_MORE: u32 = 1 << 1;
 const CQE_BUFFER_SHIFT: u32 = 16;
 
 #[repr(C)]
@@ -157,6 +162,13 @@ impl Sqe {
         Sqe { opcode: OP_POLL_ADD, fd, op_flags: events, user_data, ..Sqe::default() }
     }
 
+    /// `accept4` of every client that arrives on listener `fd`, each its
+    /// own completion (the new descriptor, opened with `flags`), until it
+    /// fails or is cancelled. No address is asked for.
+    pub(crate) fn accept_multishot(fd: RawFd, flags: i32, user_data: u64) -> Sqe {
+        Sqe { opcode: OP_ACCEPT, ioprio: ACCEPT_MULTISHOT, fd, op_flags: flags as u32, user_data, ..Sqe::default() }
+    }
+
     /// Cancels the request tagged `target`; completes only if that fails
     /// (it had completed already).
     pub(crate) fn cancel(target: u64, user_data: u64) -> Sqe {
@@ -165,6 +177,25 @@ impl Sqe {
 }
 
 impl Cqe {
+    /// The descriptor an accept completed with, owned from here on.
+    ///
+    /// # Safety
+    ///
+    /// Only for a completion of an accept request
+    /// ([`Sqe::accept_multishot`]): its result is then a descriptor the
+    /// kernel has just installed for this request, which nothing else
+    /// owns. (Any other result would be taken for a descriptor.)
+    pub(crate) unsafe fn accepted(&self) -> Option<OwnedFd> {
+        // SAFETY: the caller's promise, above; a negative result is no
+        // descriptor and is not taken.
+        (self.res >= 0).then(|| unsafe { OwnedFd::from_raw_fd(self.res) })
+    }
+
+    /// A multishot request goes on after this completion.
+    pub(crate) fn more(&self) -> bool {
+        self.flags & CQE_F_MORE != 0
+    }
+
     /// The provided buffer the request took, if it took one.
     pub(crate) fn buffer(&self) -> Option<u16> {
         (self.flags & CQE_F_BUFFER != 0).then_some((self.flags >> CQE_BUFFER_SHIFT) as u16)
