@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use upcase::addr::SockAddr;
 use upcase::client::{tcp_request, Connection};
 use upcase::server::{Config, Mode, Server, Transport};
 use upcase::sys;
@@ -153,6 +154,43 @@ fn back_pressure_a_client_that_does_not_read_is_not_read_from() {
     // Others are unaffected meanwhile.
     assert_eq!(tcp_request("127.0.0.1", s.port, b"other", T).expect("other"), b"OTHER");
     // Reading now brings everything back, in order.
+    let got = recv_n(&fd, pushed, Duration::from_secs(20));
+    assert_eq!(got.len(), pushed);
+    assert!(got == upper(&data[..pushed]));
+}
+
+/// Back-pressure with small requests: each read is short, so each reply
+/// goes out on its own (on io_uring, in a `send` of the ring's), and the
+/// client's small receive window makes one of them short at last. The rest
+/// is held, nothing more is read, and everything comes back once the client
+/// reads.
+#[test]
+fn back_pressure_holds_for_small_requests_too() {
+    let s = tcp("127.0.0.1");
+    let fd = sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).expect("socket");
+    sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).expect("SO_RCVBUF");
+    sys::connect(fd.as_fd(), &SockAddr::v4([127, 0, 0, 1], s.port)).expect("connect");
+    sys::set_nonblocking(fd.as_fd(), true).expect("non-blocking");
+    let data = pattern(16 << 20);
+    let mut pushed = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pushed < data.len() {
+        pushed += send_some(&fd, &data[pushed..(pushed + 1000).min(data.len())]);
+        // Each request is read on its own before the next is sent, until
+        // the server stops reading.
+        let read_by = Instant::now() + Duration::from_millis(200);
+        while (s.stats().bytes_in as usize) < pushed && Instant::now() < read_by {
+            std::thread::yield_now();
+        }
+        if (s.stats().bytes_in as usize) < pushed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still sending after 20 s: {pushed} bytes");
+    }
+    assert!(pushed < data.len(), "the server read all of 16 MiB from a client that reads nothing");
+    let taken = s.stats().bytes_in;
+    assert!(taken < 8 << 20, "server read {taken} bytes from a client that does not read");
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"other", T).expect("other"), b"OTHER");
     let got = recv_n(&fd, pushed, Duration::from_secs(20));
     assert_eq!(got.len(), pushed);
     assert!(got == upper(&data[..pushed]));
