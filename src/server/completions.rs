@@ -394,35 +394,15 @@ impl Loop<'_> {
 
     /// A reply's `send` completed, whole or in part.
     fn on_send(&mut self, index: usize, res: i32, bid: u16, len: usize) {
-        let sent = match res {
-            r if r >= 0 => (r as usize).min(len),
-            r if -r == libc::EAGAIN => 0,
-            r if -r == libc::EINTR => {
-                // Not sent: again, from the same buffer.
-                let Some(conn) = self.slots[index].conn.as_ref() else { return };
-                let fd = conn.sock.as_raw_fd();
-                let sqe = reply(fd, self.bufs.get(bid, len), user_data(SEND, index));
-                self.slots[index].op = Some(Op::Send { bid, len });
-                self.queue(sqe);
-                return;
-            }
-            _ => {
-                self.give_back(bid);
-                self.close(index, End::Failed);
-                return;
-            }
-        };
-        Counters::add(&self.counters.bytes_out, sent as u64);
-        if sent < len {
-            // The client is not reading fast enough: the rest is held by
-            // the connection, which reads nothing more until it has gone.
-            let rest = &self.bufs.get(bid, len)[sent..];
-            if let Some(conn) = self.slots[index].conn.as_mut() {
-                conn.hold(rest);
-            }
-        }
+        let result = if res >= 0 { Ok(res as usize) } else { Err(std::io::Error::from_raw_os_error(-res)) };
+        let Some(conn) = self.slots[index].conn.as_mut() else { return };
+        let outcome = conn.replied(self.bufs.get(bid, len), result, self.counters);
         self.give_back(bid);
-        self.resume(index);
+        match outcome {
+            Outcome::Keep => self.resume(index),
+            Outcome::Close => self.close(index, End::Done),
+            Outcome::Fail => self.close(index, End::Failed),
+        }
     }
 
     /// Room to write a held-back reply: the epoll loop's writing state.

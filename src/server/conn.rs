@@ -220,12 +220,24 @@ impl<S: Io> Conn<S> {
         Counters::add(&c.bytes_in, n as u64);
     }
 
-    /// The kernel took only part of a reply a completion loop sent: the
-    /// rest is kept in the connection's own buffer, the writing state,
-    /// from which [`Conn::ready`] sends it once the socket is writable
-    /// (what [`Conn::pump`] does with a partial send). Nothing is held
-    /// for an empty `rest`.
-    pub(crate) fn hold(&mut self, rest: &[u8]) {
+    /// A completion loop's `send` of `chunk` (a reply) completed with
+    /// `result`. What the kernel did not take (all of it on `EAGAIN` or
+    /// `EINTR`) is kept in the connection's own buffer, the writing state,
+    /// from which [`Conn::ready`] sends it once the socket is writable (as
+    /// after a partial send in [`Conn::pump`]). `Fail` on any other error.
+    pub(crate) fn replied(&mut self, chunk: &[u8], result: io::Result<usize>, c: &Counters) -> Outcome {
+        let sent = match result {
+            Ok(k) => k.min(chunk.len()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => 0,
+            Err(_) => return Outcome::Fail,
+        };
+        Counters::add(&c.bytes_out, sent as u64);
+        self.hold(&chunk[sent..]);
+        Outcome::Keep
+    }
+
+    /// Keeps `rest` (if any) for the writing state.
+    fn hold(&mut self, rest: &[u8]) {
         if !rest.is_empty() {
             self.pending = Some(Box::new(Pending { buf: rest.to_vec(), sent: 0 }));
         }
@@ -491,6 +503,7 @@ pub mod sim {
     use std::io;
 
     use super::{read_len, Conn, Counters, Io, Outcome, Pace, READ_BUDGET};
+    use crate::upper::upper_in_place;
 
     /// The kernel's side of the connection, as the server sees it.
     #[derive(Default)]
@@ -666,6 +679,46 @@ pub mod sim {
         pub corked_sends: usize,
         /// Reads cut to whole segments, short of the whole buffer.
         pub cut_reads: usize,
+        /// Wake-ups served as the io_uring loop serves them.
+        pub ring_wakeups: usize,
+        /// ... whose read was full (a stream, [`Conn::stream`]).
+        pub ring_streams: usize,
+    }
+
+    /// What the io_uring loop does with a connection in the reading state
+    /// (`completions.rs`): a `recv` of its own into a provided buffer (here
+    /// `ring_buf`, the size of the loop's); a full read goes on as a
+    /// stream ([`Conn::stream`]), a short one gets its reply in a `send`
+    /// whose result [`Conn::replied`] takes. End of stream closes, an
+    /// `EAGAIN` or `EINTR` keeps, any other error fails, as there.
+    fn ring_completion(
+        conn: &mut Conn<FakeSocket>,
+        buf: &mut [u8],
+        c: &Counters,
+        now: u64,
+        pace: &Pace,
+        r: &mut Report,
+    ) -> Outcome {
+        r.ring_wakeups += 1;
+        let mut ring_buf = vec![0u8; buf.len()];
+        let n = match conn.sock.recv(&mut ring_buf) {
+            Ok(0) => return Outcome::Close,
+            Ok(n) => n.min(ring_buf.len()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => return Outcome::Keep,
+            Err(_) => return Outcome::Fail,
+        };
+        conn.received(n, c, now, pace);
+        let chunk = &mut ring_buf[..n];
+        upper_in_place(chunk);
+        if n == buf.len() {
+            r.ring_streams += 1;
+            // The system calls that follow are a wake-up of their own, that
+            // begins after one full read.
+            conn.sock.wake(true);
+            return conn.stream(chunk, buf, c, now, pace);
+        }
+        let result = conn.sock.send(chunk, false);
+        conn.replied(chunk, result, c)
     }
 
     /// The reference transform, one byte at a time.
@@ -734,6 +787,8 @@ pub mod sim {
             let op = if at_end { 255 } else { s.byte() };
             let mut wake = false;
             let mut spurious = false;
+            // Served as the io_uring loop serves a completed `recv`.
+            let mut ring = false;
             match op % 12 {
                 0 | 1 => {
                     // The client sends some bytes (unless it half-closed).
@@ -782,7 +837,11 @@ pub mod sim {
                     }
                 }
                 9 => spurious = true,
-                _ => wake = true,
+                10 => wake = true,
+                _ => {
+                    wake = true;
+                    ring = true;
+                }
             }
             if at_end {
                 // The end of the script: the client half-closes and reads
@@ -814,6 +873,8 @@ pub mod sim {
             let outcome = if first {
                 first = false;
                 conn.first(&mut buf, &counters, now, &pace)
+            } else if ring && !at_end && !conn.wants_write() {
+                ring_completion(&mut conn, &mut buf, &counters, now, &pace, &mut report)
             } else {
                 if conn.wants_write() {
                     report.writing_wakeups += 1;
@@ -949,6 +1010,8 @@ mod tests {
             total.writing_wakeups += r.writing_wakeups;
             total.corked_sends += r.corked_sends;
             total.cut_reads += r.cut_reads;
+            total.ring_wakeups += r.ring_wakeups;
+            total.ring_streams += r.ring_streams;
             closed += usize::from(r.closed);
         }
         // Enough scripts reach every corner: failures, expiries,
@@ -958,6 +1021,7 @@ mod tests {
             assert!(total.writing_wakeups > 100, "{total:?}");
             assert!(total.corked_sends > 100, "{total:?}");
             assert!(total.cut_reads > 100, "{total:?}");
+            assert!(total.ring_wakeups > 1000 && total.ring_streams > 100, "{total:?}");
         }
         assert_eq!(closed, count);
     }
