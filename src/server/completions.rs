@@ -5,29 +5,38 @@
 //! Where the epoll loop makes a `recv` and a `send` system call per request
 //! and an `epoll_wait` per wake-up, this loop makes one `io_uring_enter` per
 //! wake-up: it submits every request queued since the last one and waits
-//! for the next completions. Per connection, one request is in flight at a
-//! time:
+//! for the next completions (0.16 calls per request under `loadgen
+//! persistent`, against 2.1-2.7). Per connection, one request is in flight
+//! at a time:
 //! - *reading*: a `recv` that takes one of the loop's provided buffers
 //!   ([`BufRing`]) only when data arrives, so a connection waiting for
-//!   input holds no buffer (as in the epoll loop);
+//!   input holds no buffer (as in the epoll loop). When every buffer is
+//!   out, the `recv` fails with `ENOBUFS` and is queued again after the
+//!   batch that gives one back;
 //! - *replying*: the bytes received, upper-cased in that buffer, go back
 //!   in a `send` with `MSG_DONTWAIT`. When the kernel takes them all, the
 //!   buffer is given back and the next `recv` is queued. When it takes only
 //!   part (the client does not read its replies), the rest is copied into
-//!   the connection's own buffer, the buffer is given back, and the
-//!   connection waits for room to write (`POLLOUT`) in the writing state of
-//!   [`Conn`], which sends it and reads no more before it has gone
-//!   (back-pressure, as in the epoll loop).
+//!   the connection's own buffer ([`Conn::replied`]), the buffer is given
+//!   back, and the connection waits for room to write (`POLLOUT`) in the
+//!   writing state of [`Conn`], which sends it and reads no more before it
+//!   has gone (back-pressure, as in the epoll loop);
+//! - a read that fills the buffer is a client that streams: it is answered
+//!   as the epoll loop answers it, with system calls in a row until its
+//!   socket is empty ([`Conn::stream`]), then goes back to the ring. A
+//!   trip through the ring per 64 KiB cost 1.13x the C reference's CPU
+//!   per MiB, against 0.89x this way.
 //!
-//! The rest is the epoll loop's, shared: a new client is accepted and its
-//! first request served at once by [`accept_one`] (the reply and the FIN in
-//! one segment for a one-shot client), the writing state and what follows
-//! it are [`Conn::ready`], and the time limits are the same [`Conn`] clocks
-//! swept the same way.
+//! Clients come from a multishot `accept` (the kernel accepts each one and
+//! posts its descriptor: no `accept4`, no poll to arm again); each one's
+//! first request is served at once by the epoll loop's own [`admit`] (the
+//! reply and the FIN in one segment for a one-shot client). The time limits
+//! are the same [`Conn`] clocks, swept the same way.
 //!
 //! A connection is closed at once (its descriptor, and its count); its slot
 //! is kept until the request it had in flight has completed (cancelled), so
 //! that the completion finds the slot and gives back any buffer it holds.
+//! Stopping cancels the accept and waits for every cancelled request.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
