@@ -8,11 +8,12 @@
 //! for the next completions (0.16 calls per request under `loadgen
 //! persistent`, against 2.1-2.7). Per connection, one request is in flight
 //! at a time:
-//! - *reading*: a `recv` that takes one of the loop's provided buffers
-//!   ([`BufRing`]) only when data arrives, so a connection waiting for
-//!   input holds no buffer (as in the epoll loop). When every buffer is
-//!   out, the `recv` fails with `ENOBUFS` and is queued again after the
-//!   batch that gives one back;
+//! - *reading*: a `recv` into one of the loop's provided buffers
+//!   ([`BufRing`]); while it waits for data the kernel puts the buffer back,
+//!   so a connection waiting for input holds none (as in the epoll loop).
+//!   When every buffer is out, a `recv` fails with `ENOBUFS` (one that
+//!   would wait, too), and is queued again after the batch that gives
+//!   one back;
 //! - *replying*: the bytes received, upper-cased in that buffer, go back
 //!   in a `send` with `MSG_DONTWAIT`. When the kernel takes them all, the
 //!   buffer is given back and the next `recv` is queued. When it takes only
@@ -58,7 +59,7 @@ const CQ_ENTRIES: u32 = 4096;
 /// page of it resident for each buffer a small request has used). A
 /// connection holds one only from its data's arrival to the end of its
 /// reply's `send`; when all are out, a `recv` fails with `ENOBUFS` and is
-/// queued again as soon as one comes back.
+/// queued again after the batch of completions that gives one back.
 const BUFFERS: u16 = 64;
 /// How long stopping waits for cancelled requests to complete.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -105,6 +106,10 @@ impl Op {
 struct Slot {
     conn: Option<Conn<OwnedFd>>,
     op: Option<Op>,
+    /// The descriptor of a connection closed while a request was in
+    /// flight, closed when that request completes: until then no new
+    /// client can be given its number, which the request may name.
+    lingering: Option<OwnedFd>,
 }
 
 /// A loop's ring and buffers, made before any loop starts (see
@@ -135,9 +140,6 @@ struct Loop<'a> {
     free: Vec<usize>,
     /// Connections whose `recv` found no buffer, to be queued again.
     starved: VecDeque<usize>,
-    /// Provided buffers the loop holds (taken by a completion, not yet
-    /// given back); the rest are the kernel's to pick from.
-    held: usize,
     /// For [`accept_one`] and the writing state, as in the epoll loop.
     buf: Vec<u8>,
     pace: Pace,
@@ -175,7 +177,6 @@ fn serve(shared: &Shared, index: usize, engine: Engine) -> (Result<()>, u64) {
         slots: Vec::new(),
         free: Vec::new(),
         starved: VecDeque::new(),
-        held: 0,
         buf: vec![0u8; CHUNK],
         pace: shared.pace(),
         start: Instant::now(),
@@ -192,8 +193,7 @@ fn serve(shared: &Shared, index: usize, engine: Engine) -> (Result<()>, u64) {
 
 impl Loop<'_> {
     fn serve(&mut self) -> Result<()> {
-        let waker = self.shared.waker.as_fd().as_raw_fd();
-        self.queue(Sqe::poll(waker, libc::POLLIN as u32, user_data(WAKER, 0)));
+        self.watch_waker();
         self.watch_listener();
         let idle = self.shared.config.idle_timeout;
         let sweep_every = idle.map(|t| nanos((t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))));
@@ -233,9 +233,20 @@ impl Loop<'_> {
 
     /// Queues a request; a ring that refuses it breaks the loop.
     fn queue(&mut self, sqe: Sqe) {
-        if let Err(e) = self.ring.push(sqe) {
+        // SAFETY: the only buffers a request of this loop names are its
+        // provided buffers: a `send` names the one its reply is in, which
+        // stays the loop's (not given back, `BufRing::give_back`) until
+        // that send's completion, and the buffers outlive the ring (the
+        // loop drops the ring first, after the drain in `close_all`).
+        if let Err(e) = unsafe { self.ring.push(sqe) } {
             self.broken.get_or_insert(e);
         }
+    }
+
+    /// A poll of the waker: a stop.
+    fn watch_waker(&mut self) {
+        let waker = self.shared.waker.as_fd().as_raw_fd();
+        self.queue(Sqe::poll(waker, libc::POLLIN as u32, user_data(WAKER, 0)));
     }
 
     /// One multishot `accept` on the listener: the kernel accepts each
@@ -254,6 +265,8 @@ impl Loop<'_> {
         let index = (cqe.user_data & 0xFFFF_FFFF) as usize;
         match kind {
             // Only a stop writes to the waker; the loop sees the flag next.
+            // Anything else (an error) is watched for again.
+            WAKER if !self.shared.is_stopped() => self.watch_waker(),
             WAKER | CANCEL => {}
             LISTENER => self.accept(cqe),
             _ => self.on_conn(kind, index, cqe),
@@ -280,7 +293,10 @@ impl Loop<'_> {
                     self.resume(index);
                 }
             }
-            None if -cqe.res == libc::ECANCELED => return,
+            // Cancelled: by the stop, or else (the kernel's own reasons)
+            // accepting starts again below.
+            None if -cqe.res == libc::ECANCELED && self.shared.is_stopped() => return,
+            None if -cqe.res == libc::ECANCELED => {}
             None => {
                 // Out of descriptors or memory (the client waits in the
                 // backlog), or anything else: counted, and accepting
@@ -313,8 +329,13 @@ impl Loop<'_> {
 
     fn on_conn(&mut self, kind: u64, index: usize, cqe: Cqe) {
         let bid = cqe.buffer();
-        if bid.is_some() {
-            self.held += 1;
+        if let Some(b) = bid {
+            if !self.bufs.take(b) {
+                // The kernel handed over a buffer it did not have: the
+                // loop's books are wrong, and it stops rather than guess.
+                self.broken.get_or_insert(std::io::Error::other("a provided buffer was handed over twice"));
+                return;
+            }
         }
         let Some(slot) = self.slots.get_mut(index) else {
             if let Some(b) = bid {
@@ -335,8 +356,10 @@ impl Loop<'_> {
         };
         slot.op = None;
         if slot.conn.is_none() {
-            // Closed while this was in flight: the slot is free now, once
-            // whatever buffer the request held is given back.
+            // Closed while this was in flight: the descriptor is closed and
+            // the slot is free now, once whatever buffer the request held
+            // is given back.
+            slot.lingering = None;
             self.free.push(index);
             if let Some(b) = bid {
                 self.give_back(b);
@@ -378,10 +401,15 @@ impl Loop<'_> {
             return;
         };
         let n = res as usize;
-        let Some(conn) = self.slots[index].conn.as_mut() else { return };
+        let (Some(conn), Some(data)) = (self.slots[index].conn.as_mut(), self.bufs.get(bid, n)) else {
+            // (Cannot happen: `on_conn` found the connection, and the
+            // buffer was just taken.)
+            self.give_back(bid);
+            self.close(index, End::Failed);
+            return;
+        };
         conn.received(n, self.counters, self.now, &self.pace);
         let fd = conn.sock.as_raw_fd();
-        let data = self.bufs.get(bid, n);
         upper_in_place(data);
         if n == CHUNK {
             // A full buffer: the client streams (or sent a request of
@@ -404,8 +432,10 @@ impl Loop<'_> {
     /// A reply's `send` completed, whole or in part.
     fn on_send(&mut self, index: usize, res: i32, bid: u16, len: usize) {
         let result = if res >= 0 { Ok(res as usize) } else { Err(std::io::Error::from_raw_os_error(-res)) };
-        let Some(conn) = self.slots[index].conn.as_mut() else { return };
-        let outcome = conn.replied(self.bufs.get(bid, len), result, self.counters);
+        let outcome = match (self.slots[index].conn.as_mut(), self.bufs.get(bid, len)) {
+            (Some(conn), Some(chunk)) => conn.replied(chunk, result, self.counters),
+            _ => Outcome::Fail, // (cannot happen, as in `on_recv`)
+        };
         self.give_back(bid);
         match outcome {
             Outcome::Keep => self.resume(index),
@@ -427,7 +457,6 @@ impl Loop<'_> {
     /// Gives a buffer back to the kernel.
     fn give_back(&mut self, bid: u16) {
         self.bufs.give_back(bid);
-        self.held = self.held.saturating_sub(1);
     }
 
     /// Queues again the `recv` of connections that found no buffer, as
@@ -438,7 +467,7 @@ impl Loop<'_> {
     /// again, taken by another meanwhile, is starved again, and fed after
     /// the next batch.)
     fn feed_starved(&mut self) {
-        let mut free = usize::from(self.bufs.count()).saturating_sub(self.held);
+        let mut free = self.bufs.free();
         while free > 0 {
             let Some(index) = self.starved.pop_front() else { break };
             // Skip a connection closed (or its slot reused) meanwhile.
@@ -459,30 +488,25 @@ impl Loop<'_> {
         }
     }
 
-    /// Closes a connection now. A request it has in flight is first
-    /// submitted (so that the kernel has taken its descriptor, not a
-    /// number a new connection may get next), then cancelled; the slot is
-    /// freed by its completion.
+    /// Closes a connection now: counted, and its descriptor closed, unless
+    /// it has a request in flight: that is cancelled, and the descriptor is
+    /// closed (and the slot freed) by its completion, so that no new client
+    /// gets the number while a request may still name it.
     fn close(&mut self, index: usize, end: End) {
         let slot = &mut self.slots[index];
         let Some(conn) = slot.conn.take() else { return };
+        self.shared.ended(self.counters, end);
         match slot.op {
             Some(op) => {
-                if let Err(e) = self.ring.submit() {
-                    // The request may still name this descriptor: keep it
-                    // open (leaked with the loop) rather than let a new
-                    // connection inherit the number.
-                    self.broken.get_or_insert(e);
-                    std::mem::forget(conn);
-                    self.shared.ended(self.counters, end);
-                    return;
-                }
+                let Conn { sock, .. } = conn;
+                slot.lingering = Some(sock);
                 self.queue(Sqe::cancel(user_data(op.kind(), index), user_data(CANCEL, index)));
             }
-            None => self.free.push(index),
+            None => {
+                self.free.push(index);
+                drop(conn);
+            }
         }
-        self.shared.ended(self.counters, end);
-        drop(conn);
     }
 
     /// Closes every connection, stops accepting, and waits (up to
@@ -514,6 +538,22 @@ impl Loop<'_> {
                 }
             }
         }
+        // Whatever completed since (the drain cut short): no accepted
+        // descriptor is left open.
+        while let Some(cqe) = self.ring.next_cqe() {
+            if cqe.user_data >> 56 == LISTENER {
+                // SAFETY: a LISTENER completion is one of the accept's.
+                drop(unsafe { cqe.accepted() });
+            }
+        }
+    }
+}
+
+/// A loop that ends by a panic closes its connections too (once: after
+/// `close_all`, there is nothing left to close).
+impl Drop for Loop<'_> {
+    fn drop(&mut self) {
+        self.close_all();
     }
 }
 

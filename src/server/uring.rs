@@ -379,29 +379,31 @@ impl Ring {
     }
 
     /// Queues one request; when the queue is full, what is in it is
-    /// submitted first.
-    pub(crate) fn push(&mut self, sqe: Sqe) -> io::Result<()> {
+    /// submitted first. Fails (`EBUSY`) rather than write over an entry the
+    /// kernel has not taken yet, if the queue is still full then.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer the entry names (a send's bytes; the cancel and poll
+    /// entries name none, a `recv` of provided buffers names none of its
+    /// own) must stay valid, and not be written, until its completion.
+    pub(crate) unsafe fn push(&mut self, sqe: Sqe) -> io::Result<()> {
         if self.unsubmitted() >= self.sq_entries {
             self.enter(0, None)?;
+            if self.unsubmitted() >= self.sq_entries {
+                return Err(io::Error::from_raw_os_error(libc::EBUSY));
+            }
         }
         let slot = self.tail & self.sq_mask;
         // SAFETY: `slot` < sq_entries, the number of entries in `sqes`; the
         // kernel does not read this entry until the tail store below
-        // publishes it (and has consumed it if it was used before: the
-        // queue is not full).
+        // publishes it, and has taken the one that was there before (the
+        // queue is not full, checked above).
         unsafe { self.sqes.at::<Sqe>(0).add(slot as usize).write(sqe) };
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: `sq_tail` points into `rings`; we are its only writer.
         unsafe { (*self.sq_tail).store(self.tail, Ordering::Release) };
         Ok(())
-    }
-
-    /// Hands every queued request to the kernel, without waiting.
-    pub(crate) fn submit(&mut self) -> io::Result<()> {
-        if self.unsubmitted() == 0 {
-            return Ok(());
-        }
-        self.enter(0, None)
     }
 
     /// Submits what is queued, runs the completions that are due and
@@ -504,6 +506,10 @@ pub(crate) struct BufRing {
     size: usize,
     count: u16,
     tail: u16,
+    /// The buffers the loop holds (taken from a completion, not given
+    /// back): only those can be read, written or given back.
+    ours: Vec<bool>,
+    held: usize,
 }
 
 // SAFETY: as for Ring: owned mappings, used by one thread at a time.
@@ -519,12 +525,27 @@ impl BufRing {
         }
         let ring = Mapping::new(usize::from(count) * std::mem::size_of::<Buf>(), None, 0)?;
         let bufs = Mapping::new(usize::from(count) * size, None, 0)?;
-        Ok(BufRing { ring, bufs, size, count, tail: 0 })
+        // Every buffer is ours until `register` hands them to the kernel.
+        Ok(BufRing { ring, bufs, size, count, tail: 0, ours: vec![true; usize::from(count)], held: usize::from(count) })
     }
 
-    /// How many buffers there are.
-    pub(crate) fn count(&self) -> u16 {
-        self.count
+    /// How many buffers the kernel has to pick from.
+    pub(crate) fn free(&self) -> usize {
+        usize::from(self.count) - self.held
+    }
+
+    /// A completion handed buffer `bid` over: it is the loop's until
+    /// [`BufRing::give_back`]. False (and nothing changes) for a buffer
+    /// that is not the kernel's to hand over.
+    pub(crate) fn take(&mut self, bid: u16) -> bool {
+        match self.ours.get_mut(usize::from(bid)) {
+            Some(o) if !*o => {
+                *o = true;
+                self.held += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Registers the ring with `ring` as group 0 and gives the kernel every
@@ -544,22 +565,28 @@ impl BufRing {
         Ok(())
     }
 
-    /// The `len` bytes the kernel received into buffer `bid`.
-    ///
-    /// Only for a buffer a completion has just handed over, and before it
-    /// is given back: the kernel does not touch it in between.
-    pub(crate) fn get(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        let bid = usize::from(bid % self.count);
+    /// The first `len` bytes of buffer `bid` (what the kernel received into
+    /// it), if the buffer is the loop's ([`BufRing::take`]).
+    pub(crate) fn get(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
+        if !self.ours.get(usize::from(bid)).copied().unwrap_or(false) {
+            return None;
+        }
         let len = len.min(self.size);
-        // SAFETY: buffer `bid` (< count) lies within `bufs` (count * size
-        // bytes), `len` <= size; it is ours between its completion and its
-        // return, and `&mut self` keeps this the only view of it.
-        unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.as_ptr().add(bid * self.size), len) }
+        // SAFETY: buffer `bid` (< count: `ours` has count entries) lies
+        // within `bufs` (count * size bytes), `len` <= size; the kernel
+        // has handed it over and does not touch it before it is given back
+        // (`ours`), and `&mut self` keeps this the only view of it.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.bufs.ptr.as_ptr().add(usize::from(bid) * self.size), len) })
     }
 
-    /// Gives buffer `bid` back to the kernel.
+    /// Gives buffer `bid` back to the kernel (if it is the loop's: never
+    /// twice).
     pub(crate) fn give_back(&mut self, bid: u16) {
-        let bid = bid % self.count;
+        match self.ours.get_mut(usize::from(bid)) {
+            Some(o) if *o => *o = false,
+            _ => return,
+        }
+        self.held -= 1;
         let slot = usize::from(self.tail & (self.count - 1));
         let entry = Buf {
             addr: self.bufs.ptr.as_ptr().wrapping_add(usize::from(bid) * self.size) as u64,
@@ -569,8 +596,8 @@ impl BufRing {
         };
         // SAFETY: `slot` < count, the number of entries in `ring`. The
         // entry is free: the kernel has taken every buffer published
-        // before it at this position (at most `count` are ever out, and
-        // this one was not). Only `addr`, `len` and `bid` are written: the
+        // before it at this position (at most `count` are ever published
+        // and not taken, and this one was ours, so it was not). Only `addr`, `len` and `bid` are written: the
         // first entry's `resv` is the ring's tail, written below.
         unsafe {
             let e = self.ring.at::<Buf>(0).add(slot);
@@ -609,7 +636,8 @@ mod tests {
         let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // A recv on an empty non-blocking socket waits for data (it is not
         // failed with EAGAIN) and holds no buffer meanwhile.
-        ring.push(Sqe::recv_select(a.as_raw_fd(), 4096, 7)).expect("push");
+        // SAFETY: a recv of provided buffers names no buffer of its own.
+        unsafe { ring.push(Sqe::recv_select(a.as_raw_fd(), 4096, 7)) }.expect("push");
         ring.submit_and_wait(Some(Duration::from_millis(20))).expect("enter");
         assert!(ring.next_cqe().is_none(), "a recv on an empty socket completed");
         crate::sys::send(b.as_fd(), b"hello").expect("send");
@@ -617,14 +645,21 @@ mod tests {
         let cqe = ring.next_cqe().expect("the recv completed");
         assert_eq!((cqe.user_data, cqe.res), (7, 5));
         let bid = cqe.buffer().expect("a buffer was taken");
-        assert_eq!(bufs.get(bid, 5), b"hello");
-        let data = bufs.get(bid, 5);
+        assert!(bufs.take(bid) && !bufs.take(bid), "taken once only");
+        assert_eq!(bufs.free(), 3);
+        assert_eq!(bufs.get(bid, 5).expect("ours"), b"hello");
+        let data = bufs.get(bid, 5).expect("ours");
         data.make_ascii_uppercase();
-        ring.push(Sqe::send(a.as_raw_fd(), data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT, 8)).expect("push");
+        // SAFETY: the buffer is ours, and is not given back before the
+        // send's completion below.
+        unsafe { ring.push(Sqe::send(a.as_raw_fd(), data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT, 8)) }.expect("push");
         ring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
         let cqe = ring.next_cqe().expect("the send completed");
         assert_eq!((cqe.user_data, cqe.res), (8, 5));
         bufs.give_back(bid);
+        bufs.give_back(bid); // a second time: ignored
+        assert_eq!(bufs.free(), 4);
+        assert!(bufs.get(bid, 5).is_none(), "a buffer given back is not ours");
         let mut got = [0u8; 8];
         assert_eq!(crate::sys::recv(b.as_fd(), &mut got).expect("recv"), 5);
         assert_eq!(&got[..5], b"HELLO");
