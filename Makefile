@@ -4,7 +4,7 @@
 #   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
-#   make bench    upcase against the reference servers (not in CI; about 6.5 minutes once built)
+#   make bench    upcase against the reference servers (not in CI; about 7 minutes once built)
 #   make experiments  the measurements behind BENCHMARKS.md's notes: build/bench/syscall_cost, build/bench/uring_server
 #   make soak     mixed TCP/UDP load, every byte checked, fds and RSS must return (not in CI; 5 minutes)
 #   make miri     the pure parts (transform, byte order, addresses, UDP control messages) under Miri (nightly)
