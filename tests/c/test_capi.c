@@ -15,6 +15,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -27,7 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -844,6 +848,55 @@ static void test_upper(void)
     CHECK(memcmp(big, bigwant, n) == 0);
     free(big);
     free(bigwant);
+}
+
+/* Where io_uring is refused (Docker's default seccomp profile refuses it),
+   a server that asks for it fails at bind, with the kernel's reason. A
+   child process installs a seccomp filter that answers io_uring_setup with
+   EPERM, as such a profile does, and tries. */
+static void test_io_uring_refused(void)
+{
+    g_test = "io_uring refused";
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        CHECK(pid >= 0);
+        return;
+    }
+    if (pid == 0) {
+        struct sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = { (unsigned short)(sizeof filter / sizeof filter[0]), filter };
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+            perror("    seccomp");
+            _exit(3);
+        }
+        upcase_server_config cfg;
+        upcase_server *srv = NULL;
+        config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, UPCASE_MODE_CONCURRENT);
+        cfg.io_uring = 1;
+        int rc = upcase_server_bind(&cfg, &srv);
+        const char *msg = upcase_last_error();
+        int ok = rc == -EPERM && srv == NULL && contains_nocase(msg, "io_uring_setup") &&
+                 contains_nocase(msg, "not permitted");
+        if (!ok)
+            fprintf(stderr, "    bind with io_uring refused gave %d (%s)\n", rc, msg);
+        /* Without io_uring the same server binds. */
+        cfg.io_uring = 0;
+        if (upcase_server_bind(&cfg, &srv) != UPCASE_OK || srv == NULL) {
+            fprintf(stderr, "    bind without io_uring failed: %s\n", upcase_last_error());
+            ok = 0;
+        }
+        upcase_server_free(srv);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 static void test_config_default(void)
@@ -2286,6 +2339,7 @@ int main(void)
         test_tcp_server("127.0.0.1", AF_INET);
         test_tcp_server("::1", AF_INET6);
         g_io_uring = 0;
+        test_io_uring_refused();
     }
     test_iterative("127.0.0.1");
     test_iterative("::1");
