@@ -12,8 +12,10 @@
 //!   from only when data arrives for a `recv` that asked for one, so a
 //!   connection that waits for input holds none.
 //!
-//! Every `unsafe` block of the completion loop is here, each one next to
-//! the pointer arithmetic it relies on.
+//! The pointer work is all here, each `unsafe` block next to what it
+//! relies on. Two calls are `unsafe` for the loop to make, each with a
+//! contract it keeps: [`Ring::push`] (a send's bytes stay put until its
+//! completion) and [`Cqe::accepted`] (only for an accept's completion).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
