@@ -583,6 +583,7 @@ fn a_one_shot_reply_and_the_end_of_stream_leave_in_one_segment() {
         // On a loaded machine a timer may add a segment now and then: the
         // server's delayed ACK firing before its reply is sent, or (with
         // defer_accept) a SYN-ACK sent again. Without the merge, none is.
+        eprintln!("defer_accept {defer_accept}: {merged} of 20 merged");
         assert!(merged >= 10, "defer_accept {defer_accept}: {merged} of 20 merged");
     }
 }

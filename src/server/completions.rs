@@ -69,6 +69,7 @@ const DRAIN: Duration = Duration::from_secs(1);
 const RECV: u64 = 1;
 const SEND: u64 = 2;
 const WRITABLE: u64 = 3;
+const READABLE: u64 = 7;
 const LISTENER: u64 = 4;
 const WAKER: u64 = 5;
 const CANCEL: u64 = 6;
@@ -88,6 +89,9 @@ enum Op {
     },
     /// Waiting for room to write (`POLLOUT`).
     Writable,
+    /// A connection that has sent nothing yet, waiting for its first
+    /// bytes (`POLLIN`): see [`Loop::resume`].
+    Readable,
 }
 
 impl Op {
@@ -96,6 +100,7 @@ impl Op {
             Op::Recv => RECV,
             Op::Send { .. } => SEND,
             Op::Writable => WRITABLE,
+            Op::Readable => READABLE,
         }
     }
 }
@@ -320,6 +325,12 @@ impl Loop<'_> {
         let fd = conn.sock.as_raw_fd();
         let (sqe, op) = if conn.wants_write() {
             (Sqe::poll(fd, libc::POLLOUT as u32, user_data(WRITABLE, index)), Op::Writable)
+        } else if conn.is_fresh() {
+            // Nothing read yet (it connected before sending): its first
+            // request is read as the epoll loop reads it, looking ahead for
+            // the end of stream, so that a one-shot client's reply and FIN
+            // still leave in one segment.
+            (Sqe::poll(fd, libc::POLLIN as u32, user_data(READABLE, index)), Op::Readable)
         } else {
             (Sqe::recv_select(fd, CHUNK as u32, user_data(RECV, index)), Op::Recv)
         };
@@ -372,7 +383,8 @@ impl Loop<'_> {
         match op {
             Op::Recv => self.on_recv(index, cqe.res, bid),
             Op::Send { bid, len } => self.on_send(index, cqe.res, bid, len),
-            Op::Writable => self.on_writable(index),
+            Op::Writable => self.on_ready(index, false, true),
+            Op::Readable => self.on_ready(index, true, false),
         }
     }
 
@@ -444,10 +456,12 @@ impl Loop<'_> {
         }
     }
 
-    /// Room to write a held-back reply: the epoll loop's writing state.
-    fn on_writable(&mut self, index: usize) {
+    /// Room to write a held-back reply (the epoll loop's writing state), or
+    /// a new connection's first bytes: served as the epoll loop serves
+    /// them.
+    fn on_ready(&mut self, index: usize, readable: bool, writable: bool) {
         let Some(conn) = self.slots[index].conn.as_mut() else { return };
-        match conn.ready(false, true, &mut self.buf, self.counters, self.now, &self.pace) {
+        match conn.ready(readable, writable, &mut self.buf, self.counters, self.now, &self.pace) {
             Outcome::Keep => self.resume(index),
             Outcome::Close => self.close(index, End::Done),
             Outcome::Fail => self.close(index, End::Failed),
@@ -528,7 +542,9 @@ impl Loop<'_> {
             }
             while let Some(cqe) = self.ring.next_cqe() {
                 match cqe.user_data >> 56 {
-                    kind @ (RECV | SEND | WRITABLE) => self.on_conn(kind, (cqe.user_data & 0xFFFF_FFFF) as usize, cqe),
+                    kind @ (RECV | SEND | WRITABLE | READABLE) => {
+                        self.on_conn(kind, (cqe.user_data & 0xFFFF_FFFF) as usize, cqe)
+                    }
                     LISTENER => {
                         self.accepting &= cqe.more();
                         // SAFETY: a LISTENER completion is one of the accept's.

@@ -201,6 +201,11 @@ impl<S: Io> Conn<S> {
         Conn { sock, pending: None, clock: Clock::start(now, pace), fresh: true, mss: 0 }
     }
 
+    /// Nothing has been read from the client yet.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
     /// In the writing state: watch for room to write rather than for input.
     pub(crate) fn wants_write(&self) -> bool {
         self.pending.is_some()
@@ -873,7 +878,9 @@ pub mod sim {
             let outcome = if first {
                 first = false;
                 conn.first(&mut buf, &counters, now, &pace)
-            } else if ring && !at_end && !conn.wants_write() {
+            } else if ring && !at_end && !conn.wants_write() && !conn.is_fresh() {
+                // (A connection that has sent nothing yet is polled, and
+                // served by `ready`, as on epoll.)
                 ring_completion(&mut conn, &mut buf, &counters, now, &pace, &mut report)
             } else {
                 if conn.wants_write() {
