@@ -47,7 +47,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::concurrent::{admit, Accepted, FD_BACKOFF};
+use super::concurrent::{admit, Accepted, Timing};
 use super::conn::{Conn, Outcome, Pace};
 use super::uring::{BufRing, Cqe, Ring, Sqe};
 use super::{Counters, End, Shared, CHUNK};
@@ -152,10 +152,7 @@ struct Loop<'a> {
     /// For [`accept_one`] and the writing state, as in the epoll loop.
     buf: Vec<u8>,
     pace: Pace,
-    start: Instant,
-    now: u64,
-    /// Accepting paused until this time (out of descriptors).
-    accept_paused_until: Option<u64>,
+    time: Timing,
     /// A failure of the ring itself, which ends the loop.
     broken: Option<std::io::Error>,
     /// The multishot accept is in flight.
@@ -188,9 +185,7 @@ fn serve(shared: &Shared, index: usize, engine: Engine) -> (Result<()>, u64) {
         starved: VecDeque::new(),
         buf: vec![0u8; CHUNK],
         pace: shared.pace(),
-        start: Instant::now(),
-        now: 0,
-        accept_paused_until: None,
+        time: Timing::new(shared.config.idle_timeout),
         broken: None,
         accepting: false,
         starved_total: 0,
@@ -204,9 +199,6 @@ impl Loop<'_> {
     fn serve(&mut self) -> Result<()> {
         self.watch_waker();
         self.watch_listener();
-        let idle = self.shared.config.idle_timeout;
-        let sweep_every = idle.map(|t| nanos((t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))));
-        let mut next_sweep = sweep_every;
         loop {
             if let Some(e) = self.broken.take() {
                 return Err(Error::os("io_uring", e));
@@ -214,28 +206,17 @@ impl Loop<'_> {
             if self.shared.is_stopped() {
                 return Ok(());
             }
-            let mut wait: Option<u64> = next_sweep.map(|t| t.saturating_sub(self.now));
-            if let Some(until) = self.accept_paused_until {
-                let left = until.saturating_sub(self.now);
-                wait = Some(wait.map_or(left, |w| w.min(left)));
-            }
-            self.ring.submit_and_wait(wait.map(Duration::from_nanos)).map_err(|e| Error::os("io_uring_enter", e))?;
-            self.now = nanos(self.start.elapsed());
+            self.ring.submit_and_wait(self.time.wait()).map_err(|e| Error::os("io_uring_enter", e))?;
+            self.time.tick();
             while let Some(cqe) = self.ring.next_cqe() {
                 self.complete(cqe);
             }
             self.feed_starved();
-            if let Some(until) = self.accept_paused_until {
-                if self.now >= until {
-                    self.accept_paused_until = None;
-                    self.watch_listener();
-                }
+            if self.time.pause_over() {
+                self.watch_listener();
             }
-            if let (Some(at), Some(every)) = (next_sweep, sweep_every) {
-                if self.now >= at {
-                    self.sweep();
-                    next_sweep = Some(self.now.saturating_add(every));
-                }
+            if self.time.sweep_due() {
+                self.sweep();
             }
         }
     }
@@ -292,7 +273,7 @@ impl Loop<'_> {
         match unsafe { cqe.accepted() } {
             Some(fd) => {
                 if let Accepted::Conn(conn) =
-                    admit(self.shared, self.counters, fd, None, &mut self.buf, self.now, &self.pace)
+                    admit(self.shared, self.counters, fd, None, &mut self.buf, self.time.now, &self.pace)
                 {
                     let index = self.free.pop().unwrap_or_else(|| {
                         self.slots.push(Slot::default());
@@ -312,12 +293,12 @@ impl Loop<'_> {
                 // pauses a moment rather than spin.
                 Counters::add(&self.counters.errors, 1);
                 if !self.accepting {
-                    self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
+                    self.time.pause_accepting();
                 }
                 return;
             }
         }
-        if !self.accepting && self.accept_paused_until.is_none() {
+        if !self.accepting && !self.time.accepting_paused() {
             self.watch_listener();
         }
     }
@@ -424,14 +405,14 @@ impl Loop<'_> {
             self.close(index, End::Failed);
             return;
         };
-        conn.received(n, self.counters, self.now, &self.pace);
+        conn.received(n, self.counters, self.time.now, &self.pace);
         let fd = conn.sock.as_raw_fd();
         upper_in_place(data);
         if n == CHUNK {
             // A full buffer: the client streams (or sent a request of
             // exactly this size). Answered with system calls in a row, as
             // the epoll loop does, then back to the ring.
-            let outcome = conn.stream(data, &mut self.buf, self.counters, self.now, &self.pace);
+            let outcome = conn.stream(data, &mut self.buf, self.counters, self.time.now, &self.pace);
             self.give_back(bid);
             match outcome {
                 Outcome::Keep => self.resume(index),
@@ -465,7 +446,7 @@ impl Loop<'_> {
     /// them.
     fn on_ready(&mut self, index: usize, readable: bool, writable: bool) {
         let Some(conn) = self.slots[index].conn.as_mut() else { return };
-        match conn.ready(readable, writable, &mut self.buf, self.counters, self.now, &self.pace) {
+        match conn.ready(readable, writable, &mut self.buf, self.counters, self.time.now, &self.pace) {
             Outcome::Keep => self.resume(index),
             Outcome::Close => self.close(index, End::Done),
             Outcome::Fail => self.close(index, End::Failed),
@@ -485,6 +466,9 @@ impl Loop<'_> {
     /// again, taken by another meanwhile, is starved again, and fed after
     /// the next batch.)
     fn feed_starved(&mut self) {
+        if self.starved.is_empty() {
+            return;
+        }
         let mut free = self.bufs.free();
         while free > 0 {
             let Some(index) = self.starved.pop_front() else { break };
@@ -499,7 +483,7 @@ impl Loop<'_> {
     /// Closes connections past their deadline, as the epoll loop does.
     fn sweep(&mut self) {
         for index in 0..self.slots.len() {
-            let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.now, &self.pace));
+            let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.time.now, &self.pace));
             if expired {
                 self.close(index, End::Idle);
             }
@@ -581,11 +565,6 @@ impl Drop for Loop<'_> {
 /// comes back as a short count), never raises `SIGPIPE`.
 fn reply(fd: i32, data: &[u8], user_data: u64) -> Sqe {
     Sqe::send(fd, data, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT, user_data)
-}
-
-/// A duration in whole nanoseconds, saturated (the loop's clock).
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

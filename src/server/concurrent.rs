@@ -52,11 +52,7 @@ struct Loop<'a> {
     free: Vec<usize>,
     buf: Vec<u8>,
     pace: Pace,
-    start: Instant,
-    /// Nanoseconds since the loop started, as of the last wake-up.
-    now: u64,
-    /// Accepting paused until this time (out of descriptors).
-    accept_paused_until: Option<u64>,
+    time: Timing,
 }
 
 /// One loop; returns when the server is stopped.
@@ -86,9 +82,7 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
         free: Vec::new(),
         buf: vec![0u8; CHUNK],
         pace: shared.pace(),
-        start: Instant::now(),
-        now: 0,
-        accept_paused_until: None,
+        time: Timing::new(shared.config.idle_timeout),
     };
     let result = lp.serve();
     lp.close_all();
@@ -97,24 +91,14 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
 
 impl Loop<'_> {
     fn serve(&mut self) -> Result<()> {
-        let idle = self.shared.config.idle_timeout;
-        // Connections past their deadline are looked for a few times per
-        // idle period.
-        let sweep_every = idle.map(|t| nanos((t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))));
-        let mut next_sweep = sweep_every;
         let mut ready: Vec<(u64, u32)> = Vec::with_capacity(EVENTS);
         loop {
             if self.shared.is_stopped() {
                 return Ok(());
             }
-            let mut wait: Option<u64> = next_sweep.map(|t| t.saturating_sub(self.now));
-            if let Some(until) = self.accept_paused_until {
-                let left = until.saturating_sub(self.now);
-                wait = Some(wait.map_or(left, |w| w.min(left)));
-            }
             ready.clear();
-            ready.extend(self.epoll.wait(wait.map(Duration::from_nanos)).map_err(|e| Error::os("epoll_wait", e))?);
-            self.now = nanos(self.start.elapsed());
+            ready.extend(self.epoll.wait(self.time.wait()).map_err(|e| Error::os("epoll_wait", e))?);
+            self.time.tick();
             for &(tok, flags) in &ready {
                 match tok {
                     WAKER => {
@@ -126,21 +110,15 @@ impl Loop<'_> {
                     _ => self.on_event(tok, flags),
                 }
             }
-            if let Some(until) = self.accept_paused_until {
-                if self.now >= until {
-                    self.accept_paused_until = None;
-                    let fd = self.shared.socket.as_raw_fd();
-                    if self.epoll.add(fd, IN | EXCLUSIVE, LISTENER).is_err() {
-                        Counters::add(&self.counters.errors, 1);
-                        self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
-                    }
+            if self.time.pause_over() {
+                let fd = self.shared.socket.as_raw_fd();
+                if self.epoll.add(fd, IN | EXCLUSIVE, LISTENER).is_err() {
+                    Counters::add(&self.counters.errors, 1);
+                    self.time.pause_accepting();
                 }
             }
-            if let (Some(at), Some(every)) = (next_sweep, sweep_every) {
-                if self.now >= at {
-                    self.sweep();
-                    next_sweep = Some(self.now.saturating_add(every));
-                }
+            if self.time.sweep_due() {
+                self.sweep();
             }
         }
     }
@@ -148,7 +126,7 @@ impl Loop<'_> {
     /// `accept()`: takes the waiting clients, up to a budget.
     fn accept_batch(&mut self) {
         for _ in 0..ACCEPT_BUDGET {
-            let conn = match accept_one(self.shared, self.counters, &mut self.buf, self.now, &self.pace) {
+            let conn = match accept_one(self.shared, self.counters, &mut self.buf, self.time.now, &self.pace) {
                 Accepted::Conn(conn) => conn,
                 Accepted::Next => continue,
                 Accepted::Empty => return,
@@ -156,7 +134,7 @@ impl Loop<'_> {
                     // Stop watching the listener for a moment instead of
                     // spinning on it.
                     if self.epoll.delete(self.shared.socket.as_raw_fd()).is_ok() {
-                        self.accept_paused_until = Some(self.now + nanos(FD_BACKOFF));
+                        self.time.pause_accepting();
                     }
                     return;
                 }
@@ -189,7 +167,7 @@ impl Loop<'_> {
         let before = interest(conn);
         let readable = flags & (IN | ERR | HUP) != 0;
         let writable = flags & (OUT | ERR | HUP) != 0;
-        let mut outcome = conn.ready(readable, writable, &mut self.buf, self.counters, self.now, &self.pace);
+        let mut outcome = conn.ready(readable, writable, &mut self.buf, self.counters, self.time.now, &self.pace);
         // Watch for input or for room to write, whichever the state now
         // needs; unchanged, epoll is left alone.
         if outcome == Outcome::Keep
@@ -209,7 +187,7 @@ impl Loop<'_> {
     /// or out of credit under the minimum rate.
     fn sweep(&mut self) {
         for index in 0..self.slots.len() {
-            let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.now, &self.pace));
+            let expired = self.slots[index].conn.as_ref().is_some_and(|c| c.clock.expired(self.time.now, &self.pace));
             if expired {
                 self.close(index, End::Idle);
             }
@@ -329,6 +307,73 @@ fn interest(conn: &Conn<OwnedFd>) -> u32 {
         OUT
     } else {
         IN
+    }
+}
+
+/// A loop's clock: now (nanoseconds since the loop started, as of the last
+/// wake-up), when connections past their deadline are next looked for (a
+/// few times per idle period), and a pause in accepting (out of
+/// descriptors). Both loops keep theirs the same way.
+pub(super) struct Timing {
+    start: Instant,
+    pub(super) now: u64,
+    sweep_every: Option<u64>,
+    next_sweep: Option<u64>,
+    paused_until: Option<u64>,
+}
+
+impl Timing {
+    /// For connections closed after `idle` without progress (`None`: never).
+    pub(super) fn new(idle: Option<Duration>) -> Timing {
+        let sweep_every = idle.map(|t| nanos((t / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))));
+        Timing { start: Instant::now(), now: 0, sweep_every, next_sweep: sweep_every, paused_until: None }
+    }
+
+    /// How long the loop may wait for events: until the next sweep or the
+    /// end of a pause in accepting, whichever comes first (`None`: for ever).
+    pub(super) fn wait(&self) -> Option<Duration> {
+        let left = |t: u64| t.saturating_sub(self.now);
+        let wait = match (self.next_sweep.map(left), self.paused_until.map(left)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        wait.map(Duration::from_nanos)
+    }
+
+    /// A wake-up: reads the clock.
+    pub(super) fn tick(&mut self) {
+        self.now = nanos(self.start.elapsed());
+    }
+
+    /// Stops accepting for [`FD_BACKOFF`].
+    pub(super) fn pause_accepting(&mut self) {
+        self.paused_until = Some(self.now.saturating_add(nanos(FD_BACKOFF)));
+    }
+
+    /// Accepting is paused.
+    pub(super) fn accepting_paused(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
+    /// True once, when a pause in accepting is over.
+    pub(super) fn pause_over(&mut self) -> bool {
+        let over = self.paused_until.is_some_and(|until| self.now >= until);
+        if over {
+            self.paused_until = None;
+        }
+        over
+    }
+
+    /// True once per sweep period: time to look for connections past their
+    /// deadline.
+    pub(super) fn sweep_due(&mut self) -> bool {
+        match (self.next_sweep, self.sweep_every) {
+            (Some(at), Some(every)) if self.now >= at => {
+                self.next_sweep = Some(self.now.saturating_add(every));
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -258,9 +258,19 @@ impl<S: Io> Conn<S> {
     /// whole segments) until the socket is empty, the budget is spent or
     /// a reply is held back.
     pub(crate) fn stream(&mut self, chunk: &[u8], buf: &mut [u8], c: &Counters, now: u64, pace: &Pace) -> Outcome {
+        match self.reply(chunk, false, c) {
+            Outcome::Keep if self.pending.is_none() => self.pump(buf, c, now, pace, false, true),
+            other => other,
+        }
+    }
+
+    /// Sends a reply (with `MSG_MORE` if `more`) as far as the kernel takes
+    /// it; the rest is held, the writing state. `Keep` either way, `Fail` on
+    /// a fatal error.
+    fn reply(&mut self, chunk: &[u8], more: bool, c: &Counters) -> Outcome {
         let mut sent = 0;
         while sent < chunk.len() {
-            match self.sock.send(&chunk[sent..], false) {
+            match self.sock.send(&chunk[sent..], more) {
                 Ok(k) => sent += k.min(chunk.len() - sent),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => break,
@@ -270,11 +280,8 @@ impl<S: Io> Conn<S> {
             }
         }
         Counters::add(&c.bytes_out, sent as u64);
-        if sent < chunk.len() {
-            self.hold(&chunk[sent..]);
-            return Outcome::Keep;
-        }
-        self.pump(buf, c, now, pace, false, true)
+        self.hold(&chunk[sent..]);
+        Outcome::Keep
     }
 
     /// Just accepted: serve what is there already. A short exchange
@@ -404,24 +411,14 @@ impl<S: Io> Conn<S> {
             streaming = n == buf.len();
             let chunk = &mut buf[..n];
             upper_in_place(chunk);
-            let mut sent = 0;
-            while sent < n {
-                match self.sock.send(&chunk[sent..], eof) {
-                    Ok(k) => sent += k.min(n - sent),
-                    Err(e) => match e.raw_os_error() {
-                        Some(libc::EAGAIN) => break,
-                        Some(libc::EINTR) => continue,
-                        _ => return Outcome::Fail,
-                    },
-                }
+            if self.reply(chunk, eof, c) == Outcome::Fail {
+                return Outcome::Fail;
             }
-            Counters::add(&c.bytes_out, sent as u64);
-            if sent < n {
-                // The client is not reading fast enough: keep the rest and
-                // stop reading until it has gone (back-pressure). Sending
-                // it later, without `MSG_MORE`, pushes out anything the
-                // kernel held back; the end of stream is read again then.
-                self.pending = Some(Box::new(Pending { buf: chunk[sent..].to_vec(), sent: 0 }));
+            if self.pending.is_some() {
+                // The client is not reading fast enough: the rest is kept
+                // and nothing is read until it has gone (back-pressure).
+                // Sending it later, without `MSG_MORE`, pushes out anything
+                // the kernel held back; the end of stream is read again then.
                 return Outcome::Keep;
             }
             if eof {

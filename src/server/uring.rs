@@ -344,11 +344,11 @@ impl Ring {
         Ok(Ring {
             sq_head: rings.at(p.sq_off.head),
             sq_tail: rings.at(p.sq_off.tail),
-            sq_mask: p.sq_off.ring_mask_value(&rings),
+            sq_mask: mask_at(&rings, p.sq_off.ring_mask),
             sq_entries: p.sq_entries,
             cq_head: rings.at(p.cq_off.head),
             cq_tail: rings.at(p.cq_off.tail),
-            cq_mask: p.cq_off.ring_mask_value(&rings),
+            cq_mask: mask_at(&rings, p.cq_off.ring_mask),
             cqes: rings.at(p.cq_off.cqes),
             tail,
             _rings: rings,
@@ -478,18 +478,10 @@ impl Ring {
     }
 }
 
-impl SqOffsets {
-    fn ring_mask_value(&self, rings: &Mapping) -> u32 {
-        // SAFETY: the offset comes from the kernel and lies within `rings`.
-        unsafe { rings.at::<u32>(self.ring_mask).read() }
-    }
-}
-
-impl CqOffsets {
-    fn ring_mask_value(&self, rings: &Mapping) -> u32 {
-        // SAFETY: the offset comes from the kernel and lies within `rings`.
-        unsafe { rings.at::<u32>(self.ring_mask).read() }
-    }
+/// A ring's mask, the `u32` the kernel put at `offset` of the mapping.
+fn mask_at(rings: &Mapping, offset: u32) -> u32 {
+    // SAFETY: the offset comes from the kernel and lies within `rings`.
+    unsafe { rings.at::<u32>(offset).read() }
 }
 
 /// Can this process make the loop's rings? (A kernel before 6.1, or a
@@ -511,7 +503,6 @@ pub(crate) struct BufRing {
     /// The buffers the loop holds (taken from a completion, not given
     /// back): only those can be read, written or given back.
     ours: Vec<bool>,
-    held: usize,
 }
 
 // SAFETY: as for Ring: owned mappings, used by one thread at a time.
@@ -528,12 +519,12 @@ impl BufRing {
         let ring = Mapping::new(usize::from(count) * std::mem::size_of::<Buf>(), None, 0)?;
         let bufs = Mapping::new(usize::from(count) * size, None, 0)?;
         // Every buffer is ours until `register` hands them to the kernel.
-        Ok(BufRing { ring, bufs, size, count, tail: 0, ours: vec![true; usize::from(count)], held: usize::from(count) })
+        Ok(BufRing { ring, bufs, size, count, tail: 0, ours: vec![true; usize::from(count)] })
     }
 
     /// How many buffers the kernel has to pick from.
     pub(crate) fn free(&self) -> usize {
-        usize::from(self.count) - self.held
+        self.ours.iter().filter(|&&ours| !ours).count()
     }
 
     /// A completion handed buffer `bid` over: it is the loop's until
@@ -543,7 +534,6 @@ impl BufRing {
         match self.ours.get_mut(usize::from(bid)) {
             Some(o) if !*o => {
                 *o = true;
-                self.held += 1;
                 true
             }
             _ => false,
@@ -588,7 +578,6 @@ impl BufRing {
             Some(o) if *o => *o = false,
             _ => return,
         }
-        self.held -= 1;
         let slot = usize::from(self.tail & (self.count - 1));
         let entry = Buf {
             addr: self.bufs.ptr.as_ptr().wrapping_add(usize::from(bid) * self.size) as u64,

@@ -154,23 +154,32 @@ def test_udp_request_too_large_for_ipv4(api_udp_server):
     assert ei.value.errno == errno.EMSGSIZE
 
 
-def test_requests_from_many_threads(api_server):
+def in_threads(count, work):
+    """Runs work(0) ... work(count - 1) on as many threads at once; returns
+    what they raised."""
     errors = []
 
-    def worker(n):
+    def run(n):
         try:
-            for i in range(20):
-                msg = f"thread {n} message {i}"
-                assert request(api_server, msg) == msg.upper()
-        except BaseException as e:  # noqa: BLE001 - reported below
+            work(n)
+        except BaseException as e:  # noqa: BLE001 - returned to the caller
             errors.append(e)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    assert not errors
+    return errors
+
+
+def test_requests_from_many_threads(api_server):
+    def worker(n):
+        for i in range(20):
+            msg = f"thread {n} message {i}"
+            assert request(api_server, msg) == msg.upper()
+
+    assert not in_threads(8, worker)
 
 
 # ----------------------------------------------------------- Connection
@@ -511,23 +520,12 @@ def test_server_on_io_uring_serves_and_counts(host):
                 msg = f"request {i} of a kept-open connection".encode()
                 assert conn.request(msg) == expected(msg)
         # Many at once, from threads: every reply is the right one.
-        errors = []
-
         def client(k):
-            try:
-                for j in range(20):
-                    msg = f"client {k} message {j}".encode() * 50
-                    if upcase.tcp_request(host, server.port, msg) != expected(msg):
-                        errors.append((k, j))
-            except OSError as e:
-                errors.append(e)
+            for j in range(20):
+                msg = f"client {k} message {j}".encode() * 50
+                assert upcase.tcp_request(host, server.port, msg) == expected(msg), (k, j)
 
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert errors == []
+        assert in_threads(16, client) == []
         stats = stats_reach(server, {"connections_accepted": 322}, {k: 0 for k in server.stats()})
         assert stats["connections_accepted"] == 322
         assert stats["errors"] == 0
