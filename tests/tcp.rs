@@ -444,7 +444,9 @@ fn a_kept_open_connection_is_unusable_after_a_failed_request() {
     let t = Instant::now();
     let e = conn.request(b"second").expect_err("broken");
     assert_eq!(e.code(), -libc::ENOTCONN, "{e}");
-    assert!(t.elapsed() < Duration::from_millis(50));
+    // At once: no wait for the 100 ms timeout (a loaded machine may
+    // still take the thread away for a while).
+    assert!(t.elapsed() < Duration::from_millis(90), "{:?}", t.elapsed());
     let mut small = [0u8; 3];
     let mut fresh = Connection::connect("127.0.0.1", server.port(), T).expect("connect");
     let e = fresh.request_into(b"four", &mut small).expect_err("too small");
@@ -567,23 +569,28 @@ fn a_one_shot_reply_and_the_end_of_stream_leave_in_one_segment() {
     // SYN-ACK and that one; without the merge the FIN comes on its own.
     for defer_accept in [false, true] {
         let s = start(Config { defer_accept, ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) });
-        let mut merged = 0;
-        for i in 0..20 {
-            let fd = raw_connect("127.0.0.1", s.port);
-            sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_CORK, 1).expect("TCP_CORK");
-            let msg = format!("one shot {i}");
-            send_all(&fd, msg.as_bytes());
-            sys::shutdown(fd.as_fd(), libc::SHUT_WR).expect("shutdown");
-            assert_eq!(recv_n(&fd, msg.len(), Duration::from_secs(5)), msg.to_ascii_uppercase().as_bytes());
-            assert!(closed_within(&fd, Duration::from_secs(5)), "no end of stream");
-            let segs = segments_in(&fd);
-            assert!(segs >= 2, "{segs} segments in");
-            merged += usize::from(segs == 2);
-        }
         // On a loaded machine a timer may add a segment now and then: the
         // server's delayed ACK firing before its reply is sent, or (with
-        // defer_accept) a SYN-ACK sent again. Without the merge, none is.
-        eprintln!("defer_accept {defer_accept}: {merged} of 20 merged");
-        assert!(merged >= 10, "defer_accept {defer_accept}: {merged} of 20 merged");
+        // defer_accept) a SYN-ACK sent again. Without the merge, none is,
+        // in any batch: so a batch of 20 is tried up to 3 times.
+        let mut batches = Vec::new();
+        while batches.len() < 3 && batches.last().is_none_or(|&m| m < 10) {
+            let mut merged = 0;
+            for i in 0..20 {
+                let fd = raw_connect("127.0.0.1", s.port);
+                sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_CORK, 1).expect("TCP_CORK");
+                let msg = format!("one shot {i}");
+                send_all(&fd, msg.as_bytes());
+                sys::shutdown(fd.as_fd(), libc::SHUT_WR).expect("shutdown");
+                assert_eq!(recv_n(&fd, msg.len(), Duration::from_secs(5)), msg.to_ascii_uppercase().as_bytes());
+                assert!(closed_within(&fd, Duration::from_secs(5)), "no end of stream");
+                let segs = segments_in(&fd);
+                assert!(segs >= 2, "{segs} segments in");
+                merged += usize::from(segs == 2);
+            }
+            batches.push(merged);
+        }
+        eprintln!("defer_accept {defer_accept}: merged in batches of 20: {batches:?}");
+        assert!(batches.iter().any(|&m| m >= 10), "defer_accept {defer_accept}: merged in batches of 20: {batches:?}");
     }
 }

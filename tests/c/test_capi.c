@@ -1818,6 +1818,7 @@ typedef struct {
     int lfd;
     int mode;
     size_t expect; /* FAKE_SHORT_N: bytes to read before answering */
+    int done[2];   /* a pipe: fake_end writes to it, FAKE_SILENT waits for it */
     pthread_t th;
 } fake_t;
 
@@ -1851,10 +1852,13 @@ static void *fake_main(void *arg)
         memset(buf + got, '!', 5);
         (void)!send(fd, buf, got + 5, MSG_NOSIGNAL);
         break;
-    case FAKE_SILENT:
+    case FAKE_SILENT: {
         read_to_eof(fd, buf, cap, 5000); /* the request, to the client's half-close */
-        sleep_ms(1000);                  /* and no answer: the client gives up first */
+        /* and no answer, until the test is over with the client */
+        struct pollfd q = { f->done[0], POLLIN, 0 };
+        poll(&q, 1, 5000);
         break;
+    }
     case FAKE_SHORT_N:
         while (got < f->expect) {
             struct pollfd q = { fd, POLLIN, 0 };
@@ -1882,8 +1886,15 @@ static uint16_t fake_start(fake_t *f, int mode, size_t expect)
     f->lfd = plain_bound(AF_INET, SOCK_STREAM, &port);
     if (!CHECK(f->lfd >= 0))
         return 0;
+    if (!CHECK(pipe(f->done) == 0)) {
+        close(f->lfd);
+        f->lfd = -1;
+        return 0;
+    }
     if (!CHECK(pthread_create(&f->th, NULL, fake_main, f) == 0)) {
         close(f->lfd);
+        close(f->done[0]);
+        close(f->done[1]);
         f->lfd = -1;
         return 0;
     }
@@ -1894,8 +1905,11 @@ static void fake_end(fake_t *f)
 {
     if (f->lfd < 0)
         return;
+    (void)!write(f->done[1], "", 1);
     pthread_join(f->th, NULL); /* bounded: every wait in fake_main is */
     close(f->lfd);
+    close(f->done[0]);
+    close(f->done[1]);
 }
 
 static void test_bad_peers(void)
@@ -2212,7 +2226,7 @@ static void test_limits(void)
 
     for (int mode = UPCASE_MODE_CONCURRENT; mode <= UPCASE_MODE_ITERATIVE; mode++) {
         config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, mode);
-        cfg.idle_timeout_ms = 500; /* room for the first request, even under valgrind */
+        cfg.idle_timeout_ms = 1500; /* room for the first request, even under valgrind on a busy machine */
         srv = start_server(&cfg, &r);
         if (srv == NULL)
             continue;
@@ -2223,7 +2237,7 @@ static void test_limits(void)
             size_t rl = 0;
             CHECK_OK(upcase_connection_request(conn, (const uint8_t *)"idle", 4, rep, sizeof rep, &rl));
             memset(&st, 0, sizeof st);
-            WAIT_UNTIL(upcase_server_stats(srv, &st) == 0 && st.idle_timeouts >= 1, 3000);
+            WAIT_UNTIL(upcase_server_stats(srv, &st) == 0 && st.idle_timeouts >= 1, 5000);
             CHECK_GE(st.idle_timeouts, 1);
             CHECK_EQ(st.connections_active, 0);
             int rc = upcase_connection_request(conn, (const uint8_t *)"late", 4, rep, sizeof rep, &rl);
