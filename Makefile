@@ -5,7 +5,8 @@
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
 #   make bench    upcase against the reference servers (not in CI; about 7 minutes once built)
-#   make experiments  the measurements behind BENCHMARKS.md's notes: build/bench/syscall_cost, build/bench/uring_server
+#   make experiments  the measurements behind BENCHMARKS.md's notes: build/bench/syscall_cost, build/bench/udp_floor,
+#                     build/bench/uring_server
 #   make soak     mixed TCP/UDP load, every byte checked, fds and RSS must return (not in CI; 5 minutes)
 #   make miri     the pure parts (transform, byte order, addresses, UDP control messages) under Miri (nightly)
 #   make fuzz-smoke   every cargo-fuzz target for SMOKE_SECONDS (25 s) each, as CI does (nightly)
@@ -127,6 +128,7 @@ bench: all
 experiments:
 	mkdir -p build/bench
 	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/syscall_cost bench/experiments/syscall_cost.c
+	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/udp_floor bench/experiments/udp_floor.c
 	test -e /usr/include/liburing.h || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev; }
 	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/uring_server bench/experiments/uring_server.c -luring
 

@@ -13,13 +13,17 @@ and exit 0 within 1 s of SIGTERM (with a client connection still open, for
 TCP). Prints one line per server and transport, then `N passed, M failed`;
 exits 1 if anything failed.
 
-usage: check_servers.py [--epoll-bin PATH] [--tokio-bin PATH] [--uring-bin PATH] [--only NAME ...]
+usage: check_servers.py [--epoll-bin PATH] [--tokio-bin PATH] [--uring-bin PATH] [--udp-floor-bin PATH]
+                        [--only NAME ...]
   Without --epoll-bin the C server is compiled into a temporary directory
   (cc -O2 -Wall -Wextra -Werror); --tokio-bin defaults to
   target/release/tokio-server (cargo build --release -p tokio-server).
   --uring-bin adds the io_uring experiment (bench/experiments/uring_server.c,
   TCP only), once plain and once with each of its flags: uring, uring_link,
   uring_fixed, uring_buf_ring.
+  --udp-floor-bin adds the UDP floor experiment (bench/experiments/udp_floor.c,
+  UDP only), with its default batch and with --batch 1: udp_floor,
+  udp_floor_1.
 """
 import argparse
 import os
@@ -55,11 +59,13 @@ def upper(data):
 ALL_BYTES = bytes(range(256))
 
 
-def servers(epoll_bin, tokio_bin, uring_bin=None):
+def servers(epoll_bin, tokio_bin, uring_bin=None, udp_floor_bin=None):
     """(name, TCP command or None, UDP command or None); PORT HOST are appended."""
     variants = [('uring', []), ('uring_link', ['--link']), ('uring_fixed', ['--fixed']),
                 ('uring_buf_ring', ['--buf-ring'])]
     uring = [(name, [uring_bin, *flags], None) for name, flags in variants] if uring_bin else []
+    floor = ([('udp_floor', None, [udp_floor_bin]), ('udp_floor_1', None, [udp_floor_bin, '--batch', '1'])]
+             if udp_floor_bin else [])
     def py(script, *flags):
         return [PY, os.path.join(HERE, script), *flags]
 
@@ -70,7 +76,7 @@ def servers(epoll_bin, tokio_bin, uring_bin=None):
         ('threading', py('threading_server.py'), py('threading_server.py', '--udp')),
         ('asyncio', py('asyncio_server.py'), py('asyncio_server.py', '--udp')),
         ('upcase_py', py('upcase_py_server.py'), py('upcase_py_server.py', '--udp')),
-    ] + uring
+    ] + uring + floor
 
 
 class Running:
@@ -255,6 +261,7 @@ def main():
     ap.add_argument('--epoll-bin')
     ap.add_argument('--tokio-bin', default=os.path.join(ROOT, 'target', 'release', 'tokio-server'))
     ap.add_argument('--uring-bin', help='the io_uring experiment, built (make experiments)')
+    ap.add_argument('--udp-floor-bin', help='the UDP floor experiment, built (make experiments)')
     ap.add_argument('--only', nargs='+', metavar='NAME')
     opts = ap.parse_args()
 
@@ -267,7 +274,7 @@ def main():
             src = os.path.join(HERE, 'epoll_server.c')
             subprocess.run([cc, '-O2', '-Wall', '-Wextra', '-Werror', '-o', epoll_bin, src], check=True)
         passed = failed = 0
-        for name, tcp, udp in servers(epoll_bin, opts.tokio_bin, opts.uring_bin):
+        for name, tcp, udp in servers(epoll_bin, opts.tokio_bin, opts.uring_bin, opts.udp_floor_bin):
             if opts.only and name not in opts.only:
                 continue
             for transport, argv in (('tcp', tcp), ('udp', udp)):

@@ -51,17 +51,26 @@ def test_the_servers_measured_keep_the_protocol(tmp_path):
     why = io_uring_usable()
     if why and os.environ.get("CI"):
         pytest.fail(f"CI must run the io_uring experiment: {why}")
-    names = ["epoll", "slide", "threading", "asyncio", "upcase_py"]
-    args = []
+    names = ["epoll", "slide", "threading", "asyncio", "upcase_py", "udp_floor", "udp_floor_1"]
+    args = ["--udp-floor-bin", build(tmp_path, "udp_floor")]
     if why is None:
-        args = ["--uring-bin", build(tmp_path, "uring_server", "-luring")]
+        args += ["--uring-bin", build(tmp_path, "uring_server", "-luring")]
         names += ["uring", "uring_link", "uring_fixed", "uring_buf_ring"]
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "servers" / "check_servers.py"), *args,
                           "--only", *names], capture_output=True, text=True, timeout=170)
-    want = 2 * 5 + (4 if why is None else 0)
+    want = 2 * 5 + 2 + (4 if why is None else 0)
     assert out.returncode == 0 and f"{want} passed, 0 failed" in out.stdout, out.stdout + out.stderr
     if why:
         pytest.skip(f"checked the reference servers only: {why}")
+
+
+def test_udp_floor_refuses_what_it_cannot_do(tmp_path):
+    exe = build(tmp_path, "udp_floor")
+    for bad, say in [(["0"], "usage"), (["--batch", "0", "0", "127.0.0.1"], "usage"),
+                     (["--batch", "1025", "0", "127.0.0.1"], "usage"), (["--nope", "8", "0", "127.0.0.1"], "usage"),
+                     (["70000", "127.0.0.1"], "usage"), (["0", "not an address"], "not an address")]:
+        out = subprocess.run([exe, *bad], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2 and say in out.stderr, (bad, out.stderr)
 
 
 def test_uring_server_refuses_what_it_cannot_do(tmp_path):
