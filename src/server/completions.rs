@@ -175,39 +175,44 @@ pub(super) fn run(shared: &Shared, index: usize, engine: Engine) -> Result<()> {
 
 /// [`run`], and how many `recv`s found no buffer.
 fn serve(shared: &Shared, index: usize, engine: Engine) -> (Result<()>, u64) {
-    // `bufs` first: a pattern's bindings are dropped last to first.
-    let Engine { mut bufs, ring } = engine;
-    if let Err(e) = ring.enable() {
-        return (Err(Error::os("io_uring_register(enable)", e)), 0);
-    }
-    // SAFETY: `bufs` goes into the loop below with `ring`, and the loop
-    // drops `ring` before it (the fields' order), as is done here on the
-    // early returns (`bufs` is bound first, above).
-    if let Err(e) = unsafe { bufs.register(&ring) } {
-        return (Err(Error::os("io_uring_register(provided buffers)", e)), 0);
-    }
-    let mut lp = Loop {
-        shared,
-        counters: &shared.counters[index],
-        ring,
-        bufs,
-        slots: Vec::new(),
-        free: Vec::new(),
-        starved: VecDeque::new(),
-        buf: vec![0u8; CHUNK],
-        pace: shared.pace(),
-        time: Timing::new(shared.config.idle_timeout),
-        broken: None,
-        accepting: false,
-        starved_total: 0,
-        closed: false,
+    let mut lp = match Loop::new(shared, index, engine) {
+        Ok(lp) => lp,
+        Err(e) => return (Err(e), 0),
     };
     let result = lp.serve();
     lp.close_all();
     (result, lp.starved_total)
 }
 
-impl Loop<'_> {
+impl<'a> Loop<'a> {
+    /// Loop `index` of `shared`, its ring enabled and its buffers given to
+    /// the kernel; no request queued yet.
+    fn new(shared: &'a Shared, index: usize, engine: Engine) -> Result<Loop<'a>> {
+        // `bufs` first: a pattern's bindings are dropped last to first.
+        let Engine { mut bufs, ring } = engine;
+        ring.enable().map_err(|e| Error::os("io_uring_register(enable)", e))?;
+        // SAFETY: `bufs` goes into the loop below with `ring`, and the loop
+        // drops `ring` before it (the fields' order), as is done here on
+        // an early return (`bufs` is bound first, above).
+        unsafe { bufs.register(&ring) }.map_err(|e| Error::os("io_uring_register(provided buffers)", e))?;
+        Ok(Loop {
+            shared,
+            counters: &shared.counters[index],
+            ring,
+            bufs,
+            slots: Vec::new(),
+            free: Vec::new(),
+            starved: VecDeque::new(),
+            buf: vec![0u8; CHUNK],
+            pace: shared.pace(),
+            time: Timing::new(shared.config.idle_timeout),
+            broken: None,
+            accepting: false,
+            starved_total: 0,
+            closed: false,
+        })
+    }
+
     fn serve(&mut self) -> Result<()> {
         self.watch_waker();
         self.watch_listener();
@@ -218,14 +223,7 @@ impl Loop<'_> {
             if self.shared.is_stopped() {
                 return Ok(());
             }
-            let mut wait = self.time.wait();
-            if !self.starved.is_empty() && self.bufs.free() > 0 {
-                // Fed connections that had nothing to read after all took
-                // no buffer and complete nothing: the next are fed soon,
-                // even if nothing else completes.
-                wait = Some(wait.map_or(STARVED_WAIT, |w| w.min(STARVED_WAIT)));
-            }
-            self.ring.submit_and_wait(wait).map_err(|e| Error::os("io_uring_enter", e))?;
+            self.ring.submit_and_wait(self.wait()).map_err(|e| Error::os("io_uring_enter", e))?;
             self.time.tick();
             while let Some(cqe) = self.ring.next_cqe() {
                 self.complete(cqe);
@@ -238,6 +236,20 @@ impl Loop<'_> {
                 self.sweep();
             }
         }
+    }
+
+    /// How long the next wake-up may wait for a completion (`None`: for
+    /// ever): until the next sweep or the end of an accept pause, and at
+    /// most [`STARVED_WAIT`] while connections wait for a buffer that has
+    /// come back. Fed connections that had nothing to read after all took
+    /// none and complete nothing: the next are fed soon, even if nothing
+    /// else completes.
+    fn wait(&self) -> Option<Duration> {
+        let wait = self.time.wait();
+        if self.starved.is_empty() || self.bufs.free() == 0 {
+            return wait;
+        }
+        Some(wait.map_or(STARVED_WAIT, |w| w.min(STARVED_WAIT)))
     }
 
     /// Queues a request; a ring that refuses it breaks the loop.
@@ -607,6 +619,70 @@ mod tests {
 
     use super::*;
     use crate::server::{uring, Config, Server};
+
+    /// Among the connections that found no buffer, one with nothing to
+    /// read (its `recv` was refused before it looked) is fed the only
+    /// buffer that came back, and takes nothing: the one with data behind
+    /// it must still be fed, though nothing completes meanwhile. And a
+    /// connection whose `recv` is queued while no buffer is free waits for
+    /// data, rather than joining those that found no buffer.
+    #[test]
+    fn a_starved_connection_behind_one_with_nothing_to_read_is_fed_soon() {
+        if let Err(e) = uring::probe() {
+            eprintln!("io_uring unavailable here ({e}): skipped");
+            return;
+        }
+        // No idle timeout, and so no sweep to wake the loop.
+        let config = Config { port: 0, threads: 1, io_uring: true, idle_timeout: None, ..Config::default() };
+        let server = Server::bind(config).expect("bind");
+        let engine =
+            Engine { ring: Ring::new(ENTRIES, CQ_ENTRIES).expect("ring"), bufs: BufRing::new(1, CHUNK).expect("bufs") };
+        let mut lp = Loop::new(&server.shared, 0, engine).expect("loop");
+        let (idle, _idle_client) = uring::tests::pair();
+        let (talker, talker_client) = uring::tests::pair();
+        let (later, _later_client) = uring::tests::pair();
+        for sock in [idle, talker, later] {
+            let mut conn = Conn::new(sock, 0, &lp.pace);
+            conn.received(1, lp.counters, 0, &lp.pace); // not fresh: its next read is a `recv`
+            lp.slots.push(Slot { conn: Some(conn), ..Slot::default() });
+        }
+        lp.starved.extend([0, 1]);
+        crate::sys::send(talker_client.as_fd(), b"hello").expect("send");
+
+        lp.feed_starved();
+        assert_eq!(lp.starved, [1], "one buffer: one connection fed");
+        let wait = lp.wait().expect("a wait with a bound, though nothing else has one");
+        assert!(wait <= STARVED_WAIT, "{wait:?}");
+        lp.ring.submit_and_wait(Some(wait)).expect("enter");
+        assert!(lp.ring.next_cqe().is_none(), "the idle connection's recv completed");
+
+        // The next turn feeds the talker.
+        lp.feed_starved();
+        assert!(lp.starved.is_empty());
+        lp.ring.submit_and_wait(Some(Duration::from_secs(5))).expect("enter");
+        let cqe = lp.ring.next_cqe().expect("the talker's recv completed");
+        lp.complete(cqe);
+        // Its reply is queued, from the only buffer: none is free now
+        // when the third connection's `recv` is queued.
+        assert_eq!(lp.bufs.free(), 0);
+        lp.resume(2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while got.len() < 5 && Instant::now() < deadline {
+            lp.ring.submit_and_wait(Some(Duration::from_millis(10))).expect("enter");
+            while let Some(cqe) = lp.ring.next_cqe() {
+                lp.complete(cqe);
+            }
+            let mut buf = [0u8; 16];
+            if let Ok(n) = crate::sys::recv(talker_client.as_fd(), &mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, b"HELLO");
+        assert!(lp.broken.is_none());
+        assert_eq!(lp.starved_total, 0, "a recv with nothing to read was refused for want of a buffer");
+        assert!(lp.starved.is_empty());
+    }
 
     /// With two buffers for two dozen kept-open connections that send at
     /// once, `recv`s find none; each is queued again when a buffer comes

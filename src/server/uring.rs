@@ -625,7 +625,7 @@ impl BufRing {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::os::fd::AsFd;
 
@@ -640,13 +640,7 @@ mod tests {
         ring.enable().expect("enable");
         // SAFETY: `ring`, declared after `bufs`, is dropped before it.
         unsafe { bufs.register(&ring) }.expect("register");
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors.
-        let r =
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0, fds.as_mut_ptr()) };
-        assert_eq!(r, 0, "socketpair");
-        // SAFETY: socketpair just returned them.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = pair();
         // A recv on an empty non-blocking socket waits for data (it is not
         // failed with EAGAIN) and holds no buffer meanwhile.
         // SAFETY: a recv of provided buffers names no buffer of its own.
@@ -679,7 +673,7 @@ mod tests {
     }
 
     /// A connected pair of non-blocking stream sockets.
-    fn pair() -> (OwnedFd, OwnedFd) {
+    pub(crate) fn pair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors.
         let r =
