@@ -248,12 +248,21 @@ struct GeteventsArg {
     ts: u64,
 }
 
+/// `struct __kernel_timespec`, what `ts` points to: 64-bit fields on every
+/// target (`libc::timespec` has a 32-bit `tv_sec` on some 32-bit ones).
+#[repr(C)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
 const _: () = assert!(std::mem::size_of::<Params>() == 120);
 const _: () = assert!(std::mem::size_of::<Sqe>() == 64);
 const _: () = assert!(std::mem::size_of::<Cqe>() == 16);
 const _: () = assert!(std::mem::size_of::<BufReg>() == 40);
 const _: () = assert!(std::mem::size_of::<Buf>() == 16);
 const _: () = assert!(std::mem::size_of::<GeteventsArg>() == 24);
+const _: () = assert!(std::mem::size_of::<KernelTimespec>() == 16);
 
 /// An `mmap`ed region, unmapped on drop.
 struct Mapping {
@@ -437,15 +446,15 @@ impl Ring {
     /// caller looks at what completed and comes back.
     fn enter(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
         let to_submit = self.unsubmitted();
-        let ts = wait.flatten().map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: t.subsec_nanos() as libc::c_long,
+        let ts = wait.flatten().map(|t| KernelTimespec {
+            tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(t.subsec_nanos()),
         });
         let arg = GeteventsArg {
             sigmask: 0,
             sigmask_sz: 8, // _NSIG / 8; no mask is passed
             min_wait_usec: 0,
-            ts: ts.as_ref().map_or(0, |t| t as *const libc::timespec as u64),
+            ts: ts.as_ref().map_or(0, |t| t as *const KernelTimespec as u64),
         };
         // GETEVENTS also when not waiting: with DEFER_TASKRUN, it is what
         // runs the completions of requests that did not finish inline.
