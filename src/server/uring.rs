@@ -17,6 +17,7 @@
 //! contract it keeps: [`Ring::push`] (a send's bytes stay put until its
 //! completion) and [`Cqe::accepted`] (only for an accept's completion).
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
@@ -323,12 +324,22 @@ pub(crate) struct Ring {
     cqes: *const Cqe,
     /// Our copy of the SQ tail (we are its only writer).
     tail: u32,
+    /// Requests for which the queue had no room, even after a submit (the
+    /// kernel took none: short of memory): written to it in order, as room
+    /// comes.
+    backlog: VecDeque<Sqe>,
+    /// Tests: `enter` submits nothing, as a kernel short of memory would.
+    #[cfg(test)]
+    refuse: bool,
 }
 
 // SAFETY: the raw pointers point into mappings the Ring owns; the ring is
 // made on one thread and moved to the loop thread before it is enabled, and
 // from then on only that thread uses it (`&mut self` everywhere).
 unsafe impl Send for Ring {}
+
+/// The longest wait for completions while requests wait in the backlog.
+const BACKLOG_WAIT: Duration = Duration::from_millis(1);
 
 /// How the loop's rings are made: one thread submits (the one that calls
 /// [`Ring::enable`]), completions are run when it asks for them.
@@ -376,6 +387,9 @@ impl Ring {
             cq_mask: mask_at(&rings, p.cq_off.ring_mask),
             cqes: rings.at(p.cq_off.cqes),
             tail,
+            backlog: VecDeque::new(),
+            #[cfg(test)]
+            refuse: false,
             _rings: rings,
             sqes,
             fd,
@@ -406,8 +420,10 @@ impl Ring {
     }
 
     /// Queues one request; when the queue is full, what is in it is
-    /// submitted first. Fails (`EBUSY`) rather than write over an entry the
-    /// kernel has not taken yet, if the queue is still full then.
+    /// submitted first. Should the kernel take none of it, the request
+    /// waits its turn in the backlog (after any already there), and is
+    /// submitted by a later [`Ring::submit_and_wait`]. Fails only if the
+    /// submit does (the ring is unusable).
     ///
     /// # Safety
     ///
@@ -415,22 +431,29 @@ impl Ring {
     /// entries name none, a `recv` of provided buffers names none of its
     /// own) must stay valid, and not be written, until its completion.
     pub(crate) unsafe fn push(&mut self, sqe: Sqe) -> io::Result<()> {
-        if self.unsubmitted() >= self.sq_entries {
-            self.enter(0, None)?;
-            if self.unsubmitted() >= self.sq_entries {
-                return Err(io::Error::from_raw_os_error(libc::EBUSY));
-            }
+        if self.backlog.is_empty() && self.unsubmitted() >= self.sq_entries {
+            self.submit(0, None)?;
         }
-        let slot = self.tail & self.sq_mask;
-        // SAFETY: `slot` < sq_entries, the number of entries in `sqes`; the
-        // kernel does not read this entry until the tail store below
-        // publishes it, and has taken the one that was there before (the
-        // queue is not full, checked above).
-        unsafe { self.sqes.at::<Sqe>(0).add(slot as usize).write(sqe) };
-        self.tail = self.tail.wrapping_add(1);
-        // SAFETY: `sq_tail` points into `rings`; we are its only writer.
-        unsafe { (*self.sq_tail).store(self.tail, Ordering::Release) };
+        self.backlog.push_back(sqe);
+        self.fill();
         Ok(())
+    }
+
+    /// Writes the backlog's requests to the queue, in order, as far as
+    /// there is room.
+    fn fill(&mut self) {
+        while self.unsubmitted() < self.sq_entries {
+            let Some(sqe) = self.backlog.pop_front() else { break };
+            let slot = self.tail & self.sq_mask;
+            // SAFETY: `slot` < sq_entries, the number of entries in `sqes`;
+            // the kernel does not read this entry until the tail store
+            // below publishes it, and has taken the one that was there
+            // before (the queue is not full, checked above).
+            unsafe { self.sqes.at::<Sqe>(0).add(slot as usize).write(sqe) };
+            self.tail = self.tail.wrapping_add(1);
+            // SAFETY: `sq_tail` points into `rings`; we are its only writer.
+            unsafe { (*self.sq_tail).store(self.tail, Ordering::Release) };
+        }
     }
 
     /// Submits what is queued, runs the completions that are due and
@@ -439,13 +462,38 @@ impl Ring {
         self.enter(1, Some(timeout))
     }
 
+    /// Submits every queued entry and the backlog's, as long as the kernel
+    /// takes them; with `wait`, asks for completions (running the deferred
+    /// work that posts them) and waits for `min` of them up to the timeout,
+    /// which is at most [`BACKLOG_WAIT`] while requests wait in the backlog
+    /// (the kernel took none: it may take them a moment later).
+    fn enter(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
+        self.fill();
+        while !self.backlog.is_empty() {
+            let before = self.unsubmitted();
+            self.submit(0, None)?;
+            if self.unsubmitted() >= before {
+                break;
+            }
+            self.fill();
+        }
+        let wait = match wait {
+            Some(t) if !self.backlog.is_empty() => Some(Some(t.map_or(BACKLOG_WAIT, |t| t.min(BACKLOG_WAIT)))),
+            w => w,
+        };
+        self.submit(min, wait)
+    }
+
     /// `io_uring_enter`: submits every queued entry; with `wait`, asks for
     /// completions (running the deferred work that posts them) and waits
     /// for `min` of them up to the timeout. A timeout (`ETIME`), a signal
-    /// (`EINTR`) or a full completion queue (`EBUSY`) is not an error: the
-    /// caller looks at what completed and comes back.
-    fn enter(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
+    /// (`EINTR`), a full completion queue (`EBUSY`) or a kernel short of
+    /// memory (`EAGAIN`) is not an error: the caller looks at what
+    /// completed and comes back.
+    fn submit(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
         let to_submit = self.unsubmitted();
+        #[cfg(test)]
+        let to_submit = if self.refuse { 0 } else { to_submit };
         let ts = wait.flatten().map(|t| KernelTimespec {
             tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(t.subsec_nanos()),
@@ -679,6 +727,41 @@ pub(super) mod tests {
         let mut got = [0u8; 8];
         assert_eq!(crate::sys::recv(b.as_fd(), &mut got).expect("recv"), 5);
         assert_eq!(&got[..5], b"HELLO");
+    }
+
+    /// Requests for which the queue has no room, the kernel taking none,
+    /// wait in the backlog and are submitted in order once it takes them.
+    #[test]
+    fn requests_the_kernel_does_not_take_wait_their_turn_in_order() {
+        if let Err(e) = probe() {
+            eprintln!("io_uring unavailable here ({e}): skipped");
+            return;
+        }
+        let mut ring = Ring::new(2, 16).expect("ring");
+        ring.enable().expect("enable");
+        assert_eq!(ring.sq_entries, 2);
+        let (a, _b) = pair();
+        ring.refuse = true;
+        for k in 1..=5 {
+            // SAFETY: a poll names no buffer.
+            unsafe { ring.push(Sqe::poll(a.as_raw_fd(), libc::POLLOUT as u32, k)) }.expect("push");
+        }
+        assert_eq!(ring.backlog.len(), 3);
+        let t = std::time::Instant::now();
+        ring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
+        assert!(t.elapsed() < Duration::from_secs(1), "waited {:?} with requests in the backlog", t.elapsed());
+        assert!(ring.next_cqe().is_none(), "completed while the kernel took nothing");
+        ring.refuse = false;
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < 5 && std::time::Instant::now() < deadline {
+            ring.submit_and_wait(Some(Duration::from_millis(100))).expect("enter");
+            while let Some(cqe) = ring.next_cqe() {
+                got.push(cqe.user_data);
+            }
+        }
+        assert_eq!(got, [1, 2, 3, 4, 5]);
+        assert!(ring.backlog.is_empty());
     }
 
     /// A connected pair of non-blocking stream sockets.
