@@ -70,6 +70,9 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// The longest wait while connections wait for a buffer that has come
 /// back (see [`Loop::feed_starved`]).
 const STARVED_WAIT: Duration = Duration::from_millis(1);
+/// At most this many passes over the completions left at a cut-short stop
+/// (clients may go on arriving meanwhile).
+const LEFTOVER_PASSES: usize = 16;
 
 // What a completion is for: the kind in the top byte of `user_data`, the
 // connection's slot in the low 32 bits.
@@ -146,8 +149,9 @@ pub(super) fn prepare(loops: usize) -> Result<Vec<Engine>> {
 struct Loop<'a> {
     shared: &'a Shared,
     counters: &'a Counters,
-    /// Dropped before `bufs`, whose buffers the kernel may write into
-    /// while the ring lives (fields are dropped in order).
+    /// Dropped before `bufs` (fields are dropped in order), after
+    /// `close_all` has waited for every request that may write into the
+    /// buffers (or leaked them).
     ring: Ring,
     bufs: BufRing,
     slots: Vec<Slot>,
@@ -191,9 +195,10 @@ impl<'a> Loop<'a> {
         // `bufs` first: a pattern's bindings are dropped last to first.
         let Engine { mut bufs, ring } = engine;
         ring.enable().map_err(|e| Error::os("io_uring_register(enable)", e))?;
-        // SAFETY: `bufs` goes into the loop below with `ring`, and the loop
-        // drops `ring` before it (the fields' order), as is done here on
-        // an early return (`bufs` is bound first, above).
+        // SAFETY: `bufs` goes into the loop below with `ring`; the loop is
+        // dropped after `close_all`, which waits for every request to end
+        // and leaks `bufs` if one may not have. On an early return here
+        // nothing was ever submitted.
         unsafe { bufs.register(&ring) }.map_err(|e| Error::os("io_uring_register(provided buffers)", e))?;
         Ok(Loop {
             shared,
@@ -257,8 +262,8 @@ impl<'a> Loop<'a> {
         // SAFETY: the only buffers a request of this loop names are its
         // provided buffers: a `send` names the one its reply is in, which
         // stays the loop's (not given back, `BufRing::give_back`) until
-        // that send's completion, and the buffers outlive the ring (the
-        // loop drops the ring first, after the drain in `close_all`).
+        // that send's completion, and the buffers outlive every request
+        // (`close_all` waits for them all, or leaks the buffers).
         if let Err(e) = unsafe { self.ring.push(sqe) } {
             self.broken.get_or_insert(e);
         }
@@ -586,15 +591,27 @@ impl<'a> Loop<'a> {
             }
         }
         // Whatever completed since (the drain cut short): no accepted
-        // descriptor is left open. One more enter, that waits for nothing,
-        // first: it moves to the queue any completion the kernel had to
+        // descriptor is left open. Each pass enters first, waiting for
+        // nothing: that moves to the queue completions the kernel had to
         // keep aside while the queue was full.
-        let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
-        while let Some(cqe) = self.ring.next_cqe() {
-            if cqe.user_data >> 56 == LISTENER {
-                // SAFETY: a LISTENER completion is one of the accept's.
-                drop(unsafe { cqe.accepted() });
+        for _ in 0..LEFTOVER_PASSES {
+            let _ = self.ring.submit_and_wait(Some(Duration::ZERO));
+            let mut any = false;
+            while let Some(cqe) = self.ring.next_cqe() {
+                any = true;
+                if cqe.user_data >> 56 == LISTENER {
+                    // SAFETY: a LISTENER completion is one of the accept's.
+                    drop(unsafe { cqe.accepted() });
+                }
             }
+            if !any {
+                break;
+            }
+        }
+        if self.accepting || self.slots.iter().any(|s| s.op.is_some()) {
+            // Requests still in flight may write into the buffers after the
+            // ring is closed: they stay mapped.
+            self.bufs.leak();
         }
     }
 }
@@ -642,6 +659,8 @@ mod tests {
         let (talker, talker_client) = uring::tests::pair();
         let (later, _later_client) = uring::tests::pair();
         for sock in [idle, talker, later] {
+            // Counted as `admit` counts a client: the loop's close ends it.
+            server.shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut conn = Conn::new(sock, 0, &lp.pace);
             conn.received(1, lp.counters, 0, &lp.pace); // not fresh: its next read is a `recv`
             lp.slots.push(Slot { conn: Some(conn), ..Slot::default() });
@@ -682,6 +701,39 @@ mod tests {
         assert!(lp.broken.is_none());
         assert_eq!(lp.starved_total, 0, "a recv with nothing to read was refused for want of a buffer");
         assert!(lp.starved.is_empty());
+    }
+
+    /// A loop stopped while a request may still write into its buffers
+    /// (here: the drain skipped, as when the loop broke) keeps them mapped;
+    /// one whose requests all ended lets them go.
+    #[test]
+    fn buffers_stay_mapped_while_a_request_may_write_into_them() {
+        if let Err(e) = uring::probe() {
+            eprintln!("io_uring unavailable here ({e}): skipped");
+            return;
+        }
+        let config = Config { port: 0, threads: 1, io_uring: true, ..Config::default() };
+        let server = Server::bind(config).expect("bind");
+        for broken in [true, false] {
+            let engine = Engine {
+                ring: Ring::new(ENTRIES, CQ_ENTRIES).expect("ring"),
+                bufs: BufRing::new(1, CHUNK).expect("bufs"),
+            };
+            let mut lp = Loop::new(&server.shared, 0, engine).expect("loop");
+            let (sock, _client) = uring::tests::pair();
+            server.shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut conn = Conn::new(sock, 0, &lp.pace);
+            conn.received(1, lp.counters, 0, &lp.pace);
+            lp.slots.push(Slot { conn: Some(conn), ..Slot::default() });
+            lp.resume(0);
+            lp.ring.submit_and_wait(Some(Duration::ZERO)).expect("enter");
+            assert!(lp.ring.next_cqe().is_none(), "the recv waits for data");
+            if broken {
+                lp.broken = Some(std::io::Error::other("broken, for the test"));
+            }
+            lp.close_all();
+            assert_eq!(lp.bufs.is_leaked(), broken, "broken: {broken}");
+        }
     }
 
     /// With two buffers for two dozen kept-open connections that send at

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -465,8 +466,8 @@ impl Ring {
     /// Submits every queued entry and the backlog's, as long as the kernel
     /// takes them; with `wait`, asks for completions (running the deferred
     /// work that posts them) and waits for `min` of them up to the timeout,
-    /// which is at most [`BACKLOG_WAIT`] while requests wait in the backlog
-    /// (the kernel took none: it may take them a moment later).
+    /// which is at most [`BACKLOG_WAIT`] if the kernel did not take all
+    /// (short of memory: it may take the rest a moment later).
     fn enter(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
         self.fill();
         while !self.backlog.is_empty() {
@@ -477,23 +478,43 @@ impl Ring {
             }
             self.fill();
         }
-        let wait = match wait {
-            Some(t) if !self.backlog.is_empty() => Some(Some(t.map_or(BACKLOG_WAIT, |t| t.min(BACKLOG_WAIT)))),
-            w => w,
-        };
-        self.submit(min, wait)
+        let Some(timeout) = wait else { return self.submit(0, None) };
+        self.submit(min, wait)?;
+        if self.unsubmitted() == 0 && self.backlog.is_empty() {
+            return Ok(());
+        }
+        // The kernel took less than it was given: it then neither ran the
+        // deferred work nor waited. Both are done now, submitting nothing,
+        // for at most BACKLOG_WAIT (what is left is tried again then).
+        let short = timeout.map_or(BACKLOG_WAIT, |t| t.min(BACKLOG_WAIT));
+        self.wait_only(min, short)
     }
 
-    /// `io_uring_enter`: submits every queued entry; with `wait`, asks for
-    /// completions (running the deferred work that posts them) and waits
-    /// for `min` of them up to the timeout. A timeout (`ETIME`), a signal
-    /// (`EINTR`), a full completion queue (`EBUSY`) or a kernel short of
-    /// memory (`EAGAIN`) is not an error: the caller looks at what
-    /// completed and comes back.
+    /// Submits every queued entry (see [`Ring::enter_raw`]).
     fn submit(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
         let to_submit = self.unsubmitted();
         #[cfg(test)]
-        let to_submit = if self.refuse { 0 } else { to_submit };
+        if self.refuse && to_submit > 0 {
+            // As a kernel short of memory: EAGAIN, nothing taken, no
+            // deferred work run, no wait.
+            return Ok(());
+        }
+        self.enter_raw(to_submit, min, wait)
+    }
+
+    /// Runs the deferred work and waits for `min` completions, up to
+    /// `timeout`, submitting nothing.
+    fn wait_only(&mut self, min: u32, timeout: Duration) -> io::Result<()> {
+        self.enter_raw(0, min, Some(Some(timeout)))
+    }
+
+    /// `io_uring_enter`: submits `to_submit` queued entries; with `wait`,
+    /// asks for completions (running the deferred work that posts them)
+    /// and waits for `min` of them up to the timeout. A timeout (`ETIME`),
+    /// a signal (`EINTR`), a full completion queue (`EBUSY`) or a kernel
+    /// short of memory (`EAGAIN`) is not an error: the caller looks at
+    /// what completed and comes back.
+    fn enter_raw(&mut self, to_submit: u32, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
         let ts = wait.flatten().map(|t| KernelTimespec {
             tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(t.subsec_nanos()),
@@ -569,13 +590,25 @@ pub(crate) fn probe() -> io::Result<()> {
 /// the loop's until [`BufRing::give_back`].
 pub(crate) struct BufRing {
     ring: Mapping,
-    bufs: Mapping,
+    /// Unmapped on drop, unless [`BufRing::leak`]ed.
+    bufs: ManuallyDrop<Mapping>,
     size: usize,
     count: u16,
     tail: u16,
     /// The buffers the loop holds (taken from a completion, not given
     /// back): only those can be read, written or given back.
     ours: Vec<bool>,
+    /// The buffers stay mapped for good (see [`BufRing::leak`]).
+    leaked: bool,
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if !self.leaked {
+            // SAFETY: dropped once, here, and not used after.
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+        }
+    }
 }
 
 // SAFETY: as for Ring: owned mappings, used by one thread at a time.
@@ -592,7 +625,29 @@ impl BufRing {
         let ring = Mapping::new(usize::from(count) * std::mem::size_of::<Buf>(), None, 0)?;
         let bufs = Mapping::new(usize::from(count) * size, None, 0)?;
         // Every buffer is ours until `register` hands them to the kernel.
-        Ok(BufRing { ring, bufs, size, count, tail: 0, ours: vec![true; usize::from(count)] })
+        Ok(BufRing {
+            ring,
+            bufs: ManuallyDrop::new(bufs),
+            size,
+            count,
+            tail: 0,
+            ours: vec![true; usize::from(count)],
+            leaked: false,
+        })
+    }
+
+    /// Keeps the buffers mapped when `self` is dropped: for a ring
+    /// closed with requests that may still write into them (4 MiB of
+    /// address space, reserved, given up for the process's life rather
+    /// than risk the kernel writing into memory reused since).
+    pub(crate) fn leak(&mut self) {
+        self.leaked = true;
+    }
+
+    /// Whether [`BufRing::leak`] was called.
+    #[cfg(test)]
+    pub(crate) fn is_leaked(&self) -> bool {
+        self.leaked
     }
 
     /// How many buffers the kernel has to pick from.
@@ -618,8 +673,11 @@ impl BufRing {
     ///
     /// # Safety
     ///
-    /// `self` must outlive `ring`: the kernel writes into the buffers of
-    /// any `recv` in flight until the ring is closed.
+    /// The kernel writes into the buffers for any `recv` of `ring` in
+    /// flight, and closing the ring ends those only some time later: `self`
+    /// must be dropped only once every such `recv` has completed (or been
+    /// cancelled, and the cancellation completed), or else be
+    /// [`leak`](BufRing::leak)ed.
     pub(crate) unsafe fn register(&mut self, ring: &Ring) -> io::Result<()> {
         let reg = BufReg {
             ring_addr: self.ring.ptr.as_ptr() as u64,
@@ -747,9 +805,15 @@ pub(super) mod tests {
             unsafe { ring.push(Sqe::poll(a.as_raw_fd(), libc::POLLOUT as u32, k)) }.expect("push");
         }
         assert_eq!(ring.backlog.len(), 3);
-        let t = std::time::Instant::now();
-        ring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
-        assert!(t.elapsed() < Duration::from_secs(1), "waited {:?} with requests in the backlog", t.elapsed());
+        // The kernel takes nothing, and so neither waits nor runs deferred
+        // work on that call: the ring waits by itself, a short while.
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            ring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
+            let took = t.elapsed();
+            assert!(took >= Duration::from_micros(900), "waited only {took:?}: a loop would spin");
+            assert!(took < Duration::from_secs(1), "waited {took:?} with requests in the backlog");
+        }
         assert!(ring.next_cqe().is_none(), "completed while the kernel took nothing");
         ring.refuse = false;
         let mut got = Vec::new();
