@@ -556,6 +556,11 @@ impl<'a> Loop<'a> {
         }
     }
 
+    /// A request of the loop's may still be in the kernel's hands.
+    fn in_flight(&self) -> bool {
+        self.accepting || self.slots.iter().any(|s| s.op.is_some())
+    }
+
     /// Closes every connection, stops accepting, and waits (up to
     /// [`DRAIN`]) for the cancelled requests: no buffer is then still the
     /// kernel's when the memory goes, and no client accepted meanwhile is
@@ -571,7 +576,7 @@ impl<'a> Loop<'a> {
             self.queue(Sqe::cancel(user_data(LISTENER, 0), user_data(CANCEL, 0)));
         }
         let until = Instant::now() + DRAIN;
-        while (self.accepting || self.slots.iter().any(|s| s.op.is_some())) && self.broken.is_none() {
+        while self.in_flight() && self.broken.is_none() {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || self.ring.submit_and_wait(Some(left)).is_err() {
                 break;
@@ -608,7 +613,7 @@ impl<'a> Loop<'a> {
                 break;
             }
         }
-        if self.accepting || self.slots.iter().any(|s| s.op.is_some()) {
+        if self.in_flight() {
             // Requests still in flight may write into the buffers after the
             // ring is closed: they stay mapped.
             self.bufs.leak();
@@ -637,6 +642,25 @@ mod tests {
     use super::*;
     use crate::server::{uring, Config, Server};
 
+    /// A loop's ring, with `buffers` provided buffers of the usual size.
+    fn engine(buffers: u16) -> Engine {
+        Engine {
+            ring: Ring::new(ENTRIES, CQ_ENTRIES).expect("ring"),
+            bufs: BufRing::new(buffers, CHUNK).expect("bufs"),
+        }
+    }
+
+    impl Loop<'_> {
+        /// Gives `sock` a slot, as a client that has sent something (its
+        /// next read is a `recv`), counted active as `admit` counts one.
+        fn add(&mut self, sock: OwnedFd) {
+            self.shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut conn = Conn::new(sock, 0, &self.pace);
+            conn.received(1, self.counters, 0, &self.pace);
+            self.slots.push(Slot { conn: Some(conn), ..Slot::default() });
+        }
+    }
+
     /// Among the connections that found no buffer, one with nothing to
     /// read (its `recv` was refused before it looked) is fed the only
     /// buffer that came back, and takes nothing: the one with data behind
@@ -645,25 +669,18 @@ mod tests {
     /// data, rather than joining those that found no buffer.
     #[test]
     fn a_starved_connection_behind_one_with_nothing_to_read_is_fed_soon() {
-        if let Err(e) = uring::probe() {
-            eprintln!("io_uring unavailable here ({e}): skipped");
+        if !uring::tests::io_uring_here() {
             return;
         }
         // No idle timeout, and so no sweep to wake the loop.
         let config = Config { port: 0, threads: 1, io_uring: true, idle_timeout: None, ..Config::default() };
         let server = Server::bind(config).expect("bind");
-        let engine =
-            Engine { ring: Ring::new(ENTRIES, CQ_ENTRIES).expect("ring"), bufs: BufRing::new(1, CHUNK).expect("bufs") };
-        let mut lp = Loop::new(&server.shared, 0, engine).expect("loop");
+        let mut lp = Loop::new(&server.shared, 0, engine(1)).expect("loop");
         let (idle, _idle_client) = uring::tests::pair();
         let (talker, talker_client) = uring::tests::pair();
         let (later, _later_client) = uring::tests::pair();
         for sock in [idle, talker, later] {
-            // Counted as `admit` counts a client: the loop's close ends it.
-            server.shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut conn = Conn::new(sock, 0, &lp.pace);
-            conn.received(1, lp.counters, 0, &lp.pace); // not fresh: its next read is a `recv`
-            lp.slots.push(Slot { conn: Some(conn), ..Slot::default() });
+            lp.add(sock);
         }
         lp.starved.extend([0, 1]);
         crate::sys::send(talker_client.as_fd(), b"hello").expect("send");
@@ -708,23 +725,15 @@ mod tests {
     /// one whose requests all ended lets them go.
     #[test]
     fn buffers_stay_mapped_while_a_request_may_write_into_them() {
-        if let Err(e) = uring::probe() {
-            eprintln!("io_uring unavailable here ({e}): skipped");
+        if !uring::tests::io_uring_here() {
             return;
         }
         let config = Config { port: 0, threads: 1, io_uring: true, ..Config::default() };
         let server = Server::bind(config).expect("bind");
         for broken in [true, false] {
-            let engine = Engine {
-                ring: Ring::new(ENTRIES, CQ_ENTRIES).expect("ring"),
-                bufs: BufRing::new(1, CHUNK).expect("bufs"),
-            };
-            let mut lp = Loop::new(&server.shared, 0, engine).expect("loop");
+            let mut lp = Loop::new(&server.shared, 0, engine(1)).expect("loop");
             let (sock, _client) = uring::tests::pair();
-            server.shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut conn = Conn::new(sock, 0, &lp.pace);
-            conn.received(1, lp.counters, 0, &lp.pace);
-            lp.slots.push(Slot { conn: Some(conn), ..Slot::default() });
+            lp.add(sock);
             lp.resume(0);
             lp.ring.submit_and_wait(Some(Duration::ZERO)).expect("enter");
             assert!(lp.ring.next_cqe().is_none(), "the recv waits for data");
@@ -742,8 +751,7 @@ mod tests {
     /// sweep would wake a stalled loop every second and hide a stall.
     #[test]
     fn connections_that_find_no_buffer_are_served_when_one_comes_back() {
-        if let Err(e) = uring::probe() {
-            eprintln!("io_uring unavailable here ({e}): skipped");
+        if !uring::tests::io_uring_here() {
             return;
         }
         const CLIENTS: usize = 24;
@@ -752,8 +760,7 @@ mod tests {
         let server = Server::bind(config).expect("bind");
         let port = server.port();
         let shared = Arc::clone(&server.shared);
-        let engine =
-            Engine { ring: Ring::new(ENTRIES, CQ_ENTRIES).expect("ring"), bufs: BufRing::new(2, CHUNK).expect("bufs") };
+        let engine = engine(2);
         let start = Instant::now();
         let serving = std::thread::spawn(move || serve(&shared, 0, engine));
         // Every connection is open and waiting in a `recv` before the bursts.

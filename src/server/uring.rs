@@ -598,6 +598,9 @@ pub(crate) struct BufRing {
     /// The buffers the loop holds (taken from a completion, not given
     /// back): only those can be read, written or given back.
     ours: Vec<bool>,
+    /// How many are not `ours` (the kernel's to pick from): asked for at
+    /// each `recv` the loop queues, so kept rather than counted.
+    free: usize,
     /// The buffers stay mapped for good (see [`BufRing::leak`]).
     leaked: bool,
 }
@@ -632,6 +635,7 @@ impl BufRing {
             count,
             tail: 0,
             ours: vec![true; usize::from(count)],
+            free: 0,
             leaked: false,
         })
     }
@@ -652,7 +656,7 @@ impl BufRing {
 
     /// How many buffers the kernel has to pick from.
     pub(crate) fn free(&self) -> usize {
-        self.ours.iter().filter(|&&ours| !ours).count()
+        self.free
     }
 
     /// A completion handed buffer `bid` over: it is the loop's until
@@ -662,6 +666,7 @@ impl BufRing {
         match self.ours.get_mut(usize::from(bid)) {
             Some(o) if !*o => {
                 *o = true;
+                self.free -= 1;
                 true
             }
             _ => false,
@@ -714,6 +719,7 @@ impl BufRing {
             Some(o) if *o => *o = false,
             _ => return,
         }
+        self.free += 1;
         let slot = usize::from(self.tail & (self.count - 1));
         let entry = Buf {
             addr: self.bufs.ptr.as_ptr().wrapping_add(usize::from(bid) * self.size) as u64,
@@ -746,15 +752,8 @@ pub(super) mod tests {
 
     #[test]
     fn a_recv_takes_a_provided_buffer_and_a_send_goes_out() {
-        if let Err(e) = probe() {
-            eprintln!("io_uring unavailable here ({e}): skipped");
-            return;
-        }
-        let mut bufs = BufRing::new(4, 4096).expect("bufs");
-        let mut ring = Ring::new(8, 16).expect("ring");
-        ring.enable().expect("enable");
-        // SAFETY: `ring`, declared after `bufs`, is dropped before it.
-        unsafe { bufs.register(&ring) }.expect("register");
+        // `ring` is dropped first (bound last).
+        let Some((mut bufs, mut ring)) = ring_with_buffers(4) else { return };
         let (a, b) = pair();
         // A recv on an empty non-blocking socket waits for data (it is not
         // failed with EAGAIN) and holds no buffer meanwhile.
@@ -791,8 +790,7 @@ pub(super) mod tests {
     /// wait in the backlog and are submitted in order once it takes them.
     #[test]
     fn requests_the_kernel_does_not_take_wait_their_turn_in_order() {
-        if let Err(e) = probe() {
-            eprintln!("io_uring unavailable here ({e}): skipped");
+        if !io_uring_here() {
             return;
         }
         let mut ring = Ring::new(2, 16).expect("ring");
@@ -828,6 +826,34 @@ pub(super) mod tests {
         assert!(ring.backlog.is_empty());
     }
 
+    /// Whether this machine allows io_uring (the tests that need it are
+    /// skipped, with the reason printed, where it does not).
+    pub(crate) fn io_uring_here() -> bool {
+        match probe() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("io_uring unavailable here ({e}): skipped");
+                false
+            }
+        }
+    }
+
+    /// An enabled ring with `count` buffers of 4 KiB registered, or `None`
+    /// where io_uring is refused. Bind the pair in this order, `(bufs,
+    /// ring)`: the ring is then dropped first.
+    fn ring_with_buffers(count: u16) -> Option<(BufRing, Ring)> {
+        if !io_uring_here() {
+            return None;
+        }
+        let mut bufs = BufRing::new(count, 4096).expect("bufs");
+        let ring = Ring::new(8, 16).expect("ring");
+        ring.enable().expect("enable");
+        // SAFETY: nothing is submitted on `ring` before it is returned,
+        // and the callers drop it before `bufs`.
+        unsafe { bufs.register(&ring) }.expect("register");
+        Some((bufs, ring))
+    }
+
     /// A connected pair of non-blocking stream sockets.
     pub(crate) fn pair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
@@ -845,15 +871,8 @@ pub(super) mod tests {
     /// join those that wait for a buffer.
     #[test]
     fn with_every_buffer_taken_a_recv_with_nothing_to_read_waits() {
-        if let Err(e) = probe() {
-            eprintln!("io_uring unavailable here ({e}): skipped");
-            return;
-        }
-        let mut bufs = BufRing::new(1, 4096).expect("bufs");
-        let mut ring = Ring::new(8, 16).expect("ring");
-        ring.enable().expect("enable");
-        // SAFETY: `ring`, declared after `bufs`, is dropped before it.
-        unsafe { bufs.register(&ring) }.expect("register");
+        // `ring` is dropped first (bound last).
+        let Some((mut bufs, mut ring)) = ring_with_buffers(1) else { return };
         let ((a1, b1), (a2, b2)) = (pair(), pair());
         let complete = |ring: &mut Ring, sqe: Sqe, wait: Duration| {
             // SAFETY: a recv of provided buffers names no buffer of its own.
