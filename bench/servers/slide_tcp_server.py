@@ -6,24 +6,21 @@ protocol: it reads until the client half-closes, answering each chunk with
 sendall as it arrives (the slide's single recv(1024) cuts longer messages),
 then closes. Departures from the slide that are not protocol: SO_REUSEADDR,
 a listen backlog of 4096 (the slide's listen(1) would make the kernel drop
-the SYNs of a benchmark's concurrent clients), and a clean exit on SIGTERM.
+the SYNs of a benchmark's concurrent clients), and a clean exit on SIGTERM
+(exit_on_signal.py says why it takes a thread).
 
 usage: slide_tcp_server.py PORT HOST   (PORT may be 0)
 """
-import signal
 import sys
 from socket import *
 
-
-def stop(signum, frame):
-    sys.exit(0)
+from exit_on_signal import exit_on_signal
 
 
 if len(sys.argv) != 3 or sys.argv[1] == '--udp':
     sys.exit('usage: slide_tcp_server.py PORT HOST   (for UDP: slide_udp_server.py)')
 serverPort, serverName = int(sys.argv[1]), sys.argv[2]
-signal.signal(signal.SIGTERM, stop)
-signal.signal(signal.SIGINT, stop)
+exit_on_signal()
 
 family, _, _, _, address = getaddrinfo(serverName, serverPort, AF_UNSPEC, SOCK_STREAM, 0, AI_PASSIVE)[0]
 serverSocket = socket(family, SOCK_STREAM)

@@ -3,25 +3,22 @@
 
 Iterative like the slide, but done enough to keep the protocol: it receives
 with recvfrom(65535), not 2048, so no datagram the kernel allows is cut.
-It also exits cleanly on SIGTERM.
+It also exits cleanly on SIGTERM (exit_on_signal.py says why it takes a
+thread).
 
 usage: slide_udp_server.py --udp PORT HOST   (PORT may be 0; --udp optional)
 """
-import signal
 import sys
 from socket import *
 
-
-def stop(signum, frame):
-    sys.exit(0)
+from exit_on_signal import exit_on_signal
 
 
 args = [a for a in sys.argv[1:] if a != '--udp']
 if len(args) != 2:
     sys.exit('usage: slide_udp_server.py [--udp] PORT HOST')
 serverPort, serverName = int(args[0]), args[1]
-signal.signal(signal.SIGTERM, stop)
-signal.signal(signal.SIGINT, stop)
+exit_on_signal()
 
 family, _, _, _, address = getaddrinfo(serverName, serverPort, AF_UNSPEC, SOCK_DGRAM, 0, AI_PASSIVE)[0]
 serverSocket = socket(family, SOCK_DGRAM)
