@@ -94,20 +94,22 @@ start() {
 stop() { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; }
 # utime + stime; the fields are counted after the ")" that ends the name.
 ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-# Stops a perf started in the background; fails loudly if it could not run.
-stop_perf() {
-    kill -INT "$1" 2>/dev/null || true
-    wait "$1" || true
-    if [ ! -s "$2" ]; then
+# Fails loudly if perf wrote nothing.
+recorded() {
+    if [ ! -s "$1" ]; then
         echo "profile.sh: perf recorded nothing:" >&2
         cat "$WORK/perf.err" >&2
         exit 1
     fi
 }
-# The load generator's report: operations, checked for errors.
+# The load generator's report: operations, checked for errors. With
+# arguments, they are a perf command that runs the load generator as its
+# workload (`perf ... --`): perf starts it only once it records, and stops
+# with it, where a perf started aside could still be setting up (0.24-0.32 s
+# here, scanning every process) while a short load went by unseen.
 load() {
-    "$LOADGEN" "$MODE" --host "$HOST" --port "$PORT" "${LARGS[@]}" >"$WORK/report.json" ||
-        { echo "profile.sh: the load generator failed" >&2; return 1; }
+    "$@" "$LOADGEN" "$MODE" --host "$HOST" --port "$PORT" "${LARGS[@]}" >"$WORK/report.json" 2>"$WORK/perf.err" ||
+        { echo "profile.sh: ${1:+perf or }the load generator failed:" >&2; cat "$WORK/perf.err" >&2; return 1; }
     python3 - "$WORK/report.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -147,11 +149,8 @@ if [ "$MODE" = stream ]; then
     # 212-byte one. The handful of handshake packets, whose options are
     # longer, count as tails too.
     start "$@"
-    perf record -q -e net:net_dev_xmit -a -o "$WORK/xmit.data" 2>"$WORK/perf.err" &
-    PERF=$!
-    sleep 0.3
-    OPS=$(load)
-    stop_perf "$PERF" "$WORK/xmit.data"
+    OPS=$(load perf record -q -e net:net_dev_xmit -a -o "$WORK/xmit.data" --)
+    recorded "$WORK/xmit.data"
     stop
     perf script -i "$WORK/xmit.data" >"$WORK/xmit.txt" 2>"$WORK/perf.err" ||
         { echo "profile.sh: perf script failed:" >&2; cat "$WORK/perf.err" >&2; exit 1; }
@@ -183,22 +182,16 @@ fi
 start "$@"
 EVENTS=$(printf 'syscalls:sys_enter_%s,' accept4 recvfrom sendto recvmsg sendmsg read write recvmmsg \
     sendmmsg epoll_wait epoll_pwait epoll_ctl poll ppoll io_uring_enter shutdown close)
-perf stat -x, -e "${EVENTS%,}" -p "$SPID" -o "$WORK/stat.txt" 2>"$WORK/perf.err" &
-PERF=$!
-sleep 0.3
-OPS=$(load)
-stop_perf "$PERF" "$WORK/stat.txt"
+OPS=$(load perf stat -x, -e "${EVENTS%,}" -p "$SPID" -o "$WORK/stat.txt" --)
+recorded "$WORK/stat.txt"
 stop
 echo "system calls per operation ($OPS operations):"
 awk -F, -v ops="$OPS" '$3 ~ /syscalls:sys_enter_/ && $1 + 0 > 0 {
     sub("syscalls:sys_enter_", "", $3); printf "  %-11s %8.3f\n", $3, $1 / ops }' "$WORK/stat.txt"
 
 start "$@"
-perf record -q -F 2000 -e cpu-clock -g -p "$SPID" -o "$WORK/perf.data" 2>"$WORK/perf.err" &
-PERF=$!
-sleep 0.3
-load >/dev/null
-stop_perf "$PERF" "$WORK/perf.data"
+load perf record -q -F 2000 -e cpu-clock -g -p "$SPID" -o "$WORK/perf.data" -- >/dev/null
+recorded "$WORK/perf.data"
 stop
 perf report -q -i "$WORK/perf.data" --no-children --sort dso --stdio -g none >"$WORK/dso.txt" 2>"$WORK/perf.err" ||
     { echo "profile.sh: perf report failed:" >&2; cat "$WORK/perf.err" >&2; exit 1; }

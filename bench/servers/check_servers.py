@@ -9,7 +9,7 @@ must print `listening on HOST:PORT`, answer byte for byte:
        sequential requests on one kept-open connection;
   UDP: a 64-byte and a 65,507-byte datagram;
 
-and exit 0 within 1 s of SIGTERM (with a client connection still open, for
+and exit 0 within 3 s of SIGTERM (with a client connection still open, for
 TCP). Prints one line per server and transport, then `N passed, M failed`;
 exits 1 if anything failed.
 
@@ -111,7 +111,7 @@ class Running:
         tail = self.log.read()[-500:].decode(errors='replace').strip()
         return f'; stderr: {tail}' if tail else ''
 
-    def terminate(self, within=1.0):
+    def terminate(self, within=3.0):
         start = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:

@@ -8,11 +8,11 @@ max_packet_size raised from 8192 so no datagram the kernel allows is cut.
 
 usage: threading_server.py [--udp] PORT HOST   (PORT may be 0)
 """
-import os
-import signal
 import socket
 import socketserver
 import sys
+
+from exit_on_signal import exit_on_signal
 
 
 class TCPHandler(socketserver.BaseRequestHandler):
@@ -42,14 +42,6 @@ class UDPServer(socketserver.ThreadingUDPServer):
     max_packet_size = 65535
 
 
-def stop(signum, frame):
-    # Out at once, without the interpreter's finalization: with handler
-    # threads (daemons) still alive, that once held a stop up past the 1 s
-    # that check_servers.py allows (a ThreadingUDPServer, in a CI run).
-    sys.stdout.flush()
-    os._exit(0)
-
-
 def main():
     args = sys.argv[1:]
     udp = args[:1] == ['--udp']
@@ -63,14 +55,15 @@ def main():
     )
     family, _, _, _, address = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)[0]
     server_class.address_family = family
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        with server_class(address, handler) as server:
-            h, p = server.server_address[:2]
-            print(f'listening on [{h}]:{p}' if family == socket.AF_INET6 else f'listening on {h}:{p}', flush=True)
-            server.serve_forever()
-    except KeyboardInterrupt:  # Ctrl-C
-        pass
+    # Out at once on SIGTERM or Ctrl-C, without the interpreter's
+    # finalization (with handler threads still alive, that once held a stop
+    # up past the 1 s check_servers.py allows), and before any handler
+    # thread starts: they inherit the blocked signals.
+    exit_on_signal()
+    with server_class(address, handler) as server:
+        h, p = server.server_address[:2]
+        print(f'listening on [{h}]:{p}' if family == socket.AF_INET6 else f'listening on {h}:{p}', flush=True)
+        server.serve_forever()
 
 
 if __name__ == '__main__':

@@ -60,13 +60,13 @@ def test_absurd_values_raise_instead_of_aborting(server):
 
 def test_a_connection_is_not_reused_after_a_failed_request(silent_listener):
     port = silent_listener.getsockname()[1]
-    conn = upcase.Connection("127.0.0.1", port, timeout=0.1)
+    conn = upcase.Connection("127.0.0.1", port, timeout=1.0)
     with pytest.raises(TimeoutError):
         conn.request(b"first")
     t = time.monotonic()
     with pytest.raises(OSError) as e:
         conn.request(b"second")
-    assert time.monotonic() - t < 0.5
+    assert time.monotonic() - t < 0.5  # at once, not after the 1 s timeout
     assert "earlier request" in str(e.value)
     conn.close()
 
@@ -88,7 +88,7 @@ def test_closed_and_close_while_another_thread_is_in_a_request(silent_listener):
     t0 = time.monotonic()
     assert conn.closed is False  # must not wait for the request
     assert "open" in repr(conn)
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 2.0  # the request waits for ever
     conn.close()  # cuts the request short
     t.join(timeout=5)
     assert not t.is_alive(), "close() did not end the request"

@@ -313,10 +313,12 @@ def test_thread_keeps_running_during_tcp_request_block():
         t.join(5)
         listener.close()
     assert 0.9 <= elapsed < 3.0
-    # The sampler thread ran every 100 ms too, and saw the counter move each time.
+    # The sampler thread ran every 100 ms too, and saw the counter move in
+    # (nearly) every step: a call holding the interpreter would leave it
+    # still in all of them; a loaded machine may take one or two away.
     assert len(samples) == 8
     steps = [b - a for a, b in zip(samples, samples[1:])]
-    assert all(step > 0 for step in steps), steps
+    assert sum(step > 0 for step in steps) >= 5, steps
 
 
 def test_signal_handler_runs_during_blocking_call():
