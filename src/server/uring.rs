@@ -329,7 +329,7 @@ pub(crate) struct Ring {
     /// kernel took none: short of memory): written to it in order, as room
     /// comes.
     backlog: VecDeque<Sqe>,
-    /// Tests: `enter` submits nothing, as a kernel short of memory would.
+    /// Tests: `submit` submits nothing, as a kernel short of memory would.
     #[cfg(test)]
     refuse: bool,
 }
@@ -457,18 +457,12 @@ impl Ring {
         }
     }
 
-    /// Submits what is queued, runs the completions that are due and
-    /// waits for at least one, up to `timeout` (`None`: for ever).
+    /// Submits what is queued (the backlog's too, as long as the kernel
+    /// takes it), runs the completions that are due and waits for at least
+    /// one, up to `timeout` (`None`: for ever), or at most [`BACKLOG_WAIT`]
+    /// if the kernel did not take all (short of memory: it may take the
+    /// rest a moment later).
     pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.enter(1, Some(timeout))
-    }
-
-    /// Submits every queued entry and the backlog's, as long as the kernel
-    /// takes them; with `wait`, asks for completions (running the deferred
-    /// work that posts them) and waits for `min` of them up to the timeout,
-    /// which is at most [`BACKLOG_WAIT`] if the kernel did not take all
-    /// (short of memory: it may take the rest a moment later).
-    fn enter(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
         self.fill();
         while !self.backlog.is_empty() {
             let before = self.unsubmitted();
@@ -478,8 +472,7 @@ impl Ring {
             }
             self.fill();
         }
-        let Some(timeout) = wait else { return self.submit(0, None) };
-        self.submit(min, wait)?;
+        self.submit(1, Some(timeout))?;
         if self.unsubmitted() == 0 && self.backlog.is_empty() {
             return Ok(());
         }
@@ -487,7 +480,7 @@ impl Ring {
         // deferred work nor waited. Both are done now, submitting nothing,
         // for at most BACKLOG_WAIT (what is left is tried again then).
         let short = timeout.map_or(BACKLOG_WAIT, |t| t.min(BACKLOG_WAIT));
-        self.wait_only(min, short)
+        self.enter_raw(0, 1, Some(Some(short)))
     }
 
     /// Submits every queued entry (see [`Ring::enter_raw`]).
@@ -500,12 +493,6 @@ impl Ring {
             return Ok(());
         }
         self.enter_raw(to_submit, min, wait)
-    }
-
-    /// Runs the deferred work and waits for `min` completions, up to
-    /// `timeout`, submitting nothing.
-    fn wait_only(&mut self, min: u32, timeout: Duration) -> io::Result<()> {
-        self.enter_raw(0, min, Some(Some(timeout)))
     }
 
     /// `io_uring_enter`: submits `to_submit` queued entries; with `wait`,
