@@ -28,9 +28,13 @@ PYTEST  := $(VENV)/bin/pytest
 
 EXAMPLES := tcp_server tcp_client udp_server udp_client
 EXAMPLE_BINS := $(addprefix $(BUILD)/,$(EXAMPLES))
-CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan
+CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi_asan $(BUILD)/test_capi_io_uring
+# The library with the io_uring loop (cargo feature io-uring), built apart
+# so that the default library never carries it.
+URING_TARGET := target/io-uring
+URING_LIBDIR := $(abspath $(URING_TARGET)/release)
 
-.PHONY: bench experiments soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
+.PHONY: lib-io-uring bench experiments soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
 all: lib examples python
 
@@ -58,6 +62,14 @@ $(BUILD)/test_capi_shared: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupc
 $(BUILD)/test_capi_static: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupcase.a | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ $(LIBDIR)/libupcase.a $(STATIC_LIBS)
 
+lib-io-uring: FORCE
+	CARGO_TARGET_DIR=$(URING_TARGET) $(CARGO) build --release --locked --lib --features io-uring
+
+$(URING_LIBDIR)/libupcase.a: lib-io-uring
+
+$(BUILD)/test_capi_io_uring: tests/c/test_capi.c include/upcase.h $(URING_LIBDIR)/libupcase.a | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ $(URING_LIBDIR)/libupcase.a $(STATIC_LIBS)
+
 $(BUILD)/test_capi_asan: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupcase.a | $(BUILD)
 	$(CC) $(WARN) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
 		-Iinclude $< -o $@ $(LIBDIR)/libupcase.a $(STATIC_LIBS)
@@ -79,18 +91,21 @@ python: $(PYDEPS) lib
 
 test: test-rust test-c test-e2e test-python
 
-# The TCP integration tests run twice: on epoll, then on io_uring.
+# The TCP integration tests run twice: on epoll, then on io_uring (built
+# with the io-uring feature, in a target directory of its own).
 test-rust: all
 	$(CARGO) test --locked
 	$(CARGO) test --locked --release
-	UPCASE_TEST_IO_URING=1 $(CARGO) test --locked --release --test tcp --test faults --test leaks
+	UPCASE_TEST_IO_URING=1 CARGO_TARGET_DIR=$(URING_TARGET) $(CARGO) test --locked --release --features io-uring \
+		--lib --test tcp --test faults --test leaks
 	$(CARGO) test --locked -p upcase-loadgen
 
 test-c: all $(CTESTS)
 	$(BUILD)/test_capi_shared
 	$(BUILD)/test_capi_static
+	UPCASE_TEST_IO_URING=1 $(BUILD)/test_capi_io_uring
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/test_capi_asan
-	UPCASE_TEST_IO_URING=0 valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 		--show-leak-kinds=definite $(BUILD)/test_capi_shared
 
 test-e2e: all
@@ -113,8 +128,14 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
 		upcase.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/upcase.pc
 
+# The C server on the library with the io_uring loop, for the benchmark's
+# io_uring column.
+$(BUILD)-io-uring/tcp_server: examples/c/tcp_server.c include/upcase.h lib-io-uring
+	mkdir -p $(BUILD)-io-uring
+	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ -L$(URING_LIBDIR) -lupcase -Wl,-rpath,$(URING_LIBDIR)
+
 # The benchmark: the transform's own, then every server in every mode.
-bench: all
+bench: all $(BUILD)-io-uring/tcp_server
 	$(CARGO) build --release --locked -p upcase-loadgen -p tokio-server
 	mkdir -p build/bench
 	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/epoll_server bench/servers/epoll_server.c
@@ -140,7 +161,7 @@ soak: all
 # beyond memory; tests that call the resolver are #[cfg_attr(miri, ignore)].
 NIGHTLY       ?= +nightly
 MIRIFLAGS     ?= -Zmiri-strict-provenance
-MIRI_TESTS    := upper:: endian:: addr:: error:: ffi::api:: server::udp::tests::
+MIRI_TESTS    := upper:: endian:: addr:: error:: ffi::api:: server::udp_loop::tests::
 FUZZ_SECONDS  ?= 300
 SMOKE_SECONDS ?= 25
 # Any single input taking longer than this is a hang, reported as a crash.

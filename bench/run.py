@@ -59,7 +59,7 @@ SERVERS = {
     # The concurrent TCP server on io_uring (UDP has no io_uring loop: the
     # 1-loop UDP server, so it is left out of udp).
     "upcase (1 loop + defer-accept + io_uring)": (
-        [str(ROOT / "build/c/tcp_server"), "--quiet", "--threads", "1", "--defer-accept", "--io-uring", "0", HOST],
+        [str(ROOT / "build/c-io-uring/tcp_server"), "--quiet", "--threads", "1", "--defer-accept", "--io-uring", "0", HOST],
         [str(ROOT / "build/c/udp_server"), "--quiet", "--threads", "1", "0", HOST],
         ["oneshot", "persistent", "stream", "hold"]),
     "upcase.Server (Python)": ([PY, f"{S}/upcase_py_server.py", "0", HOST],

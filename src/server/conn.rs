@@ -202,6 +202,7 @@ impl<S: Io> Conn<S> {
     }
 
     /// Nothing has been read from the client yet.
+    #[cfg(any(feature = "io-uring", test, fuzzing))]
     pub(crate) fn is_fresh(&self) -> bool {
         self.fresh
     }
@@ -217,6 +218,7 @@ impl<S: Io> Conn<S> {
         self.pending.as_ref().map_or(0, |p| p.buf.len() - p.sent)
     }
 
+    #[cfg(any(feature = "io-uring", test, fuzzing))]
     /// `n` bytes received by a completion loop's own `recv` (what
     /// [`Conn::read`] does for a byte received: progress, credit, count).
     pub(crate) fn received(&mut self, n: usize, c: &Counters, now: u64, pace: &Pace) {
@@ -225,6 +227,7 @@ impl<S: Io> Conn<S> {
         Counters::add(&c.bytes_in, n as u64);
     }
 
+    #[cfg(any(feature = "io-uring", test, fuzzing))]
     /// A completion loop's `send` of `chunk` (a reply) completed with
     /// `result`. What the kernel did not take (all of it on `EAGAIN` or
     /// `EINTR`) is kept in the connection's own buffer, the writing state,
@@ -248,6 +251,7 @@ impl<S: Io> Conn<S> {
         }
     }
 
+    #[cfg(any(feature = "io-uring", test, fuzzing))]
     /// A completion loop's full read (`chunk`, received into a buffer of
     /// its own, counted by [`Conn::received`] and upper-cased): the client
     /// streams, so it is answered as the epoll loop answers it, with

@@ -7,13 +7,16 @@
 //! mode) until [`Server::stop`], which is safe from any thread and from a
 //! signal handler. Once stopped, it stays stopped.
 
-mod completions;
-mod concurrent;
 mod conn;
 mod epoll;
+mod epoll_loop;
 mod iterative;
-mod udp;
+mod loopguard;
+mod udp_loop;
+#[cfg(feature = "io-uring")]
 mod uring;
+#[cfg(feature = "io-uring")]
+mod uring_loop;
 mod waker;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -74,6 +77,11 @@ fn the_c_limits_are_the_rust_ones() {
 /// (UDP), on the loop's thread. Keep it short.
 pub type ClientCallback = Arc<dyn Fn(&SockAddr) + Send + Sync>;
 
+/// What `bind` says when io_uring is asked for in a build without it.
+#[cfg(not(feature = "io-uring"))]
+const NO_IO_URING: &str =
+    "io_uring was asked for, but this build of upcase has no io_uring loop (build it with the cargo feature io-uring)";
+
 /// How to run a server.
 #[derive(Clone)]
 pub struct Config {
@@ -124,6 +132,8 @@ pub struct Config {
     /// `send`, where epoll makes a system call for each). Needs Linux 6.1
     /// or later and a process allowed to use io_uring (Docker's default
     /// seccomp profile refuses it): otherwise `bind` fails and says so.
+    /// The loop is built only with the cargo feature `io-uring`; without
+    /// it, `bind` refuses `io_uring` with a message that says so.
     /// Default off.
     pub io_uring: bool,
     /// Told about each client, if set.
@@ -359,7 +369,10 @@ impl Server {
             if config.transport != Transport::Tcp || config.mode != Mode::Concurrent {
                 return Err(Error::invalid("server config", "io_uring serves only the concurrent TCP server"));
             }
+            #[cfg(feature = "io-uring")]
             uring::probe().map_err(|e| Error::os("io_uring_setup (io_uring was asked for)", e))?;
+            #[cfg(not(feature = "io-uring"))]
+            return Err(Error::invalid("server config", NO_IO_URING));
         }
         let socktype = match config.transport {
             Transport::Tcp => libc::SOCK_STREAM,
@@ -452,15 +465,16 @@ impl Server {
         let threads = shared.threads;
         let result = match (shared.config.transport, shared.config.mode) {
             (Transport::Tcp, Mode::Iterative) => contained(|| iterative::run(shared, 0)),
-            (Transport::Tcp, Mode::Concurrent) if shared.config.io_uring => match completions::prepare(threads) {
-                Ok(engines) => on_threads(shared, engines, completions::run),
+            #[cfg(feature = "io-uring")]
+            (Transport::Tcp, Mode::Concurrent) if shared.config.io_uring => match uring_loop::prepare(threads) {
+                Ok(engines) => on_threads(shared, engines, uring_loop::run),
                 Err(e) => Err(e),
             },
-            (Transport::Tcp, Mode::Concurrent) => match concurrent::prepare(shared, threads) {
-                Ok(epolls) => on_threads(shared, epolls, concurrent::run),
+            (Transport::Tcp, Mode::Concurrent) => match epoll_loop::prepare(shared, threads) {
+                Ok(epolls) => on_threads(shared, epolls, epoll_loop::run),
                 Err(e) => Err(e),
             },
-            (Transport::Udp, _) => on_threads(shared, vec![(); threads], |s, i, ()| udp::run(s, i)),
+            (Transport::Udp, _) => on_threads(shared, vec![(); threads], |s, i, ()| udp_loop::run(s, i)),
         };
         shared.running.store(false, Ordering::Release);
         result

@@ -47,8 +47,8 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::concurrent::{admit, Accepted, Timing};
 use super::conn::{Conn, Outcome, Pace};
+use super::epoll_loop::{admit, Accepted, Timing};
 use super::uring::{BufRing, Cqe, Ring, Sqe};
 use super::{Counters, End, Shared, CHUNK};
 use crate::error::{Error, Result};
@@ -128,7 +128,7 @@ struct Slot {
 }
 
 /// A loop's ring and buffers, made before any loop starts (see
-/// [`super::concurrent::prepare`]: once a loop accepts, the process may be
+/// [`super::epoll_loop::prepare`]: once a loop accepts, the process may be
 /// out of descriptors).
 pub(super) struct Engine {
     ring: Ring,

@@ -38,14 +38,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use libc::{c_uint, cmsghdr, in6_pktinfo, in_pktinfo, iovec, mmsghdr, msghdr, sockaddr_storage, socklen_t};
 
-use self::loopguard::LoopGuard;
+use super::loopguard::LoopGuard;
 use super::{Counters, Shared};
 use crate::addr::{is_v4_mapped, IpPort, SockAddr};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::upper::upper_in_place_changed;
-
-mod loopguard;
 
 /// Datagrams moved per system call.
 pub const BATCH: usize = 32;

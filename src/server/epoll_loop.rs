@@ -351,6 +351,7 @@ impl Timing {
     }
 
     /// Accepting is paused.
+    #[cfg(feature = "io-uring")]
     pub(super) fn accepting_paused(&self) -> bool {
         self.paused_until.is_some()
     }
