@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Outcome, Pace};
-use super::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
 use super::{Counters, End, Shared, CHUNK};
 use crate::addr::SockAddr;
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::sys::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
 
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;

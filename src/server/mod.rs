@@ -8,16 +8,12 @@
 //! signal handler. Once stopped, it stays stopped.
 
 mod conn;
-mod epoll;
 mod epoll_loop;
 mod iterative;
 mod loopguard;
 mod udp_loop;
 #[cfg(feature = "io-uring")]
-mod uring;
-#[cfg(feature = "io-uring")]
 mod uring_loop;
-mod waker;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +25,7 @@ use crate::client::MAX_DATAGRAM;
 use crate::error::{Error, Result, ERR_BUSY, ERR_STOPPED};
 use crate::sys;
 
-pub use waker::Waker;
+pub use crate::sys::waker::Waker;
 
 /// The connection state machine's simulator, for the `conn` fuzz target.
 #[cfg(fuzzing)]
@@ -370,7 +366,7 @@ impl Server {
                 return Err(Error::invalid("server config", "io_uring serves only the concurrent TCP server"));
             }
             #[cfg(feature = "io-uring")]
-            uring::probe().map_err(|e| Error::os("io_uring_setup (io_uring was asked for)", e))?;
+            crate::sys::uring::probe().map_err(|e| Error::os("io_uring_setup (io_uring was asked for)", e))?;
             #[cfg(not(feature = "io-uring"))]
             return Err(Error::invalid("server config", NO_IO_URING));
         }

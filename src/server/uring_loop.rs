@@ -49,9 +49,9 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Outcome, Pace};
 use super::epoll_loop::{admit, Accepted, Timing};
-use super::uring::{BufRing, Cqe, Ring, Sqe};
 use super::{Counters, End, Shared, CHUNK};
 use crate::error::{Error, Result};
+use crate::sys::uring::{BufRing, Cqe, Ring, Sqe};
 use crate::upper::upper_in_place;
 
 /// Submission queue entries; the queue is submitted early when full.
@@ -640,7 +640,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::server::{uring, Config, Server};
+    use crate::server::{Config, Server};
+    use crate::sys::uring;
 
     /// A loop's ring, with `buffers` provided buffers of the usual size.
     fn engine(buffers: u16) -> Engine {

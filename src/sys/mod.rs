@@ -8,6 +8,11 @@
 //! is closed on drop and on every error path, and never leaks into a child
 //! process.
 
+pub(crate) mod epoll;
+#[cfg(feature = "io-uring")]
+pub(crate) mod uring;
+pub(crate) mod waker;
+
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 

@@ -1,6 +1,6 @@
 //! A small io_uring, on the three raw system calls (`io_uring_setup`,
 //! `io_uring_enter`, `io_uring_register`) and the kernel's own structures
-//! (`<linux/io_uring.h>`), for the completion loop in [`super::completions`].
+//! (`<linux/io_uring.h>`), for the io_uring loop in `server/uring_loop.rs`.
 //!
 //! What it holds:
 //! - the submission queue (SQ) and completion queue (CQ): rings in memory
