@@ -733,7 +733,7 @@ impl BufRing {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::fd::AsFd;
 
