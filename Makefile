@@ -93,7 +93,7 @@ test: test-rust test-c test-e2e test-python
 
 # The TCP integration tests run twice: on epoll, then on io_uring (built
 # with the io-uring feature, in a target directory of its own).
-test-rust: all
+test-rust: all $(BUILD)-io-uring/tcp_server
 	$(CARGO) test --locked
 	$(CARGO) test --locked --release
 	UPCASE_TEST_IO_URING=1 CARGO_TARGET_DIR=$(URING_TARGET) $(CARGO) test --locked --release --features io-uring \

@@ -33,9 +33,12 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `build/c/tcp_server`, or a failure that says how to get it.
+/// `build/c/tcp_server` (`build/c-io-uring/tcp_server`, on the library
+/// with the io_uring loop, when the io_uring loop is tested), or a failure
+/// that says how to get it.
 fn tcp_server_binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build/c/tcp_server");
+    let build = if io_uring_asked() { "build/c-io-uring/tcp_server" } else { "build/c/tcp_server" };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(build);
     assert!(path.is_file(), "{} is missing: run make first (the fault tests run the C example server)", path.display());
     path
 }

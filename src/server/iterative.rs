@@ -18,7 +18,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::conn::Clock;
+use super::pace::{nanos, Deadline};
 use super::{Counters, End, Shared, CHUNK};
 use crate::error::{Error, Result};
 use crate::sys;
@@ -93,14 +93,14 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
 /// Serves one client to the end; `None` when the server was stopped
 /// meanwhile.
 fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8]) -> Option<End> {
-    let pace = shared.pace();
+    let limits = shared.limits;
     let start = Instant::now();
-    let now = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let mut clock = Clock::start(0, &pace);
+    let now = || nanos(start.elapsed());
+    let mut deadline = Deadline::start(0, &limits);
     // How long the next wait may last: until the connection's deadline.
-    let left = |clock: &Clock| clock.deadline(&pace).map(|d| Duration::from_nanos(d.saturating_sub(now())));
+    let left = |d: &Deadline| d.at(&limits).map(|at| Duration::from_nanos(at.saturating_sub(now())));
     loop {
-        match wait(shared, conn, libc::POLLIN, left(&clock)) {
+        match wait(shared, conn, libc::POLLIN, left(&deadline)) {
             Ok(Ready::Yes) => {}
             Ok(Ready::Stopped) => return None,
             Ok(Ready::TimedOut) => return Some(End::Idle),
@@ -113,7 +113,7 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
             Err(_) => return Some(End::Failed),
         };
-        clock.progress(now(), n, &pace);
+        deadline.progress(now(), n, &limits);
         Counters::add(&counters.bytes_in, n as u64);
         upper_in_place(&mut buf[..n]);
         // send(): all of it, waiting for room as the client reads. Bytes
@@ -125,13 +125,13 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
             match sys::send(conn.as_fd(), &buf[sent..n]) {
                 Ok(k) => {
                     sent += k;
-                    clock.progress(now(), if waited { k } else { 0 }, &pace);
+                    deadline.progress(now(), if waited { k } else { 0 }, &limits);
                     Counters::add(&counters.bytes_out, k as u64);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                     waited = true;
-                    match wait(shared, conn, libc::POLLOUT, left(&clock)) {
+                    match wait(shared, conn, libc::POLLOUT, left(&deadline)) {
                         Ok(Ready::Yes) => {}
                         Ok(Ready::Stopped) => return None,
                         Ok(Ready::TimedOut) => return Some(End::Idle),

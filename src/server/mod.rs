@@ -7,10 +7,16 @@
 //! mode) until [`Server::stop`], which is safe from any thread and from a
 //! signal handler. Once stopped, it stays stopped.
 
+mod admission;
 mod conn;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod conn_sim;
 mod epoll_loop;
 mod iterative;
 mod loopguard;
+mod pace;
+mod token;
 mod udp_loop;
 #[cfg(feature = "io-uring")]
 mod uring_loop;
@@ -26,11 +32,6 @@ use crate::error::{Error, Result, ERR_BUSY, ERR_STOPPED};
 use crate::sys;
 
 pub use crate::sys::waker::Waker;
-
-/// The connection state machine's simulator, for the `conn` fuzz target.
-#[cfg(fuzzing)]
-#[doc(hidden)]
-pub use conn::sim as conn_sim;
 
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,6 +255,8 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     pub running: AtomicBool,
     pub config: Config,
+    /// The time limits of a TCP connection, from `config`.
+    pub limits: pace::Limits,
     /// Loop threads `run` starts (1 in iterative mode).
     pub threads: usize,
     /// Connections open now, across loops (for `max_connections`).
@@ -288,12 +291,6 @@ impl Shared {
         if let Some(cb) = &self.config.on_client {
             cb(peer);
         }
-    }
-
-    /// The time limits of a TCP connection.
-    pub(crate) fn pace(&self) -> conn::Pace {
-        let idle = self.config.idle_timeout.map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
-        conn::Pace::new(idle, self.config.min_rate)
     }
 
     /// The socket loop `index` reads.
@@ -403,6 +400,7 @@ impl Server {
                         waker,
                         stopped: AtomicBool::new(false),
                         running: AtomicBool::new(false),
+                        limits: pace::Limits::new(config.idle_timeout, config.min_rate),
                         config,
                         threads,
                         active: AtomicU64::new(0),

@@ -13,9 +13,9 @@
 //!   connection that waits for input holds none.
 //!
 //! The pointer work is all here, each `unsafe` block next to what it
-//! relies on. Two calls are `unsafe` for the loop to make, each with a
-//! contract it keeps: [`Ring::push`] (a send's bytes stay put until its
-//! completion) and [`Cqe::accepted`] (only for an accept's completion).
+//! relies on. The loop sees only [`Uring`], whose calls are all safe: a
+//! request names memory only as a provided buffer's number, and a buffer
+//! outlives every request that may touch it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -51,6 +51,8 @@ const OP_ACCEPT: u8 = 13;
 const OP_ASYNC_CANCEL: u8 = 14;
 // `ioprio` of an accept: keep accepting (one completion per client).
 const ACCEPT_MULTISHOT: u16 = 1 << 0;
+const ASYNC_CANCEL_ALL: u32 = 1 << 0;
+const ASYNC_CANCEL_FD: u32 = 1 << 1;
 const OP_SEND: u8 = 26;
 const OP_RECV: u8 = 27;
 // `ioprio` of a recv: wait for data before trying (`IORING_RECVSEND_POLL_FIRST`).
@@ -189,10 +191,17 @@ impl Sqe {
         Sqe { opcode: OP_ACCEPT, ioprio: ACCEPT_MULTISHOT, fd, op_flags: flags as u32, user_data, ..Sqe::default() }
     }
 
-    /// Cancels the request tagged `target`; completes only if that fails
-    /// (it had completed already).
-    pub(crate) fn cancel(target: u64, user_data: u64) -> Sqe {
-        Sqe { opcode: OP_ASYNC_CANCEL, flags: SQE_CQE_SKIP_SUCCESS, fd: -1, addr: target, user_data, ..Sqe::default() }
+    /// Cancels every request on descriptor `fd`; completes only if that
+    /// fails (nothing was left to cancel).
+    pub(crate) fn cancel_fd(fd: RawFd, user_data: u64) -> Sqe {
+        Sqe {
+            opcode: OP_ASYNC_CANCEL,
+            flags: SQE_CQE_SKIP_SUCCESS,
+            fd,
+            op_flags: ASYNC_CANCEL_FD | ASYNC_CANCEL_ALL,
+            user_data,
+            ..Sqe::default()
+        }
     }
 }
 
@@ -329,15 +338,21 @@ pub(crate) struct Ring {
     /// kernel took none: short of memory): written to it in order, as room
     /// comes.
     backlog: VecDeque<Sqe>,
-    /// Tests: `submit` submits nothing, as a kernel short of memory would.
-    #[cfg(test)]
-    refuse: bool,
 }
 
 // SAFETY: the raw pointers point into mappings the Ring owns; the ring is
 // made on one thread and moved to the loop thread before it is enabled, and
 // from then on only that thread uses it (`&mut self` everywhere).
 unsafe impl Send for Ring {}
+
+/// Whether `io_uring_enter` waits for a completion.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Submits and runs the completions that are due; waits for none.
+    No,
+    /// Also waits for one completion, up to the timeout (`None`: for ever).
+    ForOne(Option<Duration>),
+}
 
 /// The longest wait for completions while requests wait in the backlog.
 const BACKLOG_WAIT: Duration = Duration::from_millis(1);
@@ -389,8 +404,6 @@ impl Ring {
             cqes: rings.at(p.cq_off.cqes),
             tail,
             backlog: VecDeque::new(),
-            #[cfg(test)]
-            refuse: false,
             _rings: rings,
             sqes,
             fd,
@@ -433,7 +446,7 @@ impl Ring {
     /// own) must stay valid, and not be written, until its completion.
     pub(crate) unsafe fn push(&mut self, sqe: Sqe) -> io::Result<()> {
         if self.backlog.is_empty() && self.unsubmitted() >= self.sq_entries {
-            self.submit(0, None)?;
+            self.submit(Wait::No)?;
         }
         self.backlog.push_back(sqe);
         self.fill();
@@ -466,13 +479,13 @@ impl Ring {
         self.fill();
         while !self.backlog.is_empty() {
             let before = self.unsubmitted();
-            self.submit(0, None)?;
+            self.submit(Wait::No)?;
             if self.unsubmitted() >= before {
                 break;
             }
             self.fill();
         }
-        self.submit(1, Some(timeout))?;
+        self.submit(Wait::ForOne(timeout))?;
         if self.unsubmitted() == 0 && self.backlog.is_empty() {
             return Ok(());
         }
@@ -480,29 +493,32 @@ impl Ring {
         // deferred work nor waited. Both are done now, submitting nothing,
         // for at most BACKLOG_WAIT (what is left is tried again then).
         let short = timeout.map_or(BACKLOG_WAIT, |t| t.min(BACKLOG_WAIT));
-        self.enter_raw(0, 1, Some(Some(short)))
+        self.enter_raw(0, Wait::ForOne(Some(short)))
     }
 
     /// Submits every queued entry (see [`Ring::enter_raw`]).
-    fn submit(&mut self, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
+    fn submit(&mut self, wait: Wait) -> io::Result<()> {
         let to_submit = self.unsubmitted();
         #[cfg(test)]
-        if self.refuse && to_submit > 0 {
+        if to_submit > 0 && tests::REFUSE.with(|r| r.get()) {
             // As a kernel short of memory: EAGAIN, nothing taken, no
             // deferred work run, no wait.
             return Ok(());
         }
-        self.enter_raw(to_submit, min, wait)
+        self.enter_raw(to_submit, wait)
     }
 
-    /// `io_uring_enter`: submits `to_submit` queued entries; with `wait`,
-    /// asks for completions (running the deferred work that posts them)
-    /// and waits for `min` of them up to the timeout. A timeout (`ETIME`),
+    /// `io_uring_enter`: submits `to_submit` queued entries, runs the
+    /// completions that are due, and waits as `wait` says. A timeout (`ETIME`),
     /// a signal (`EINTR`), a full completion queue (`EBUSY`) or a kernel
     /// short of memory (`EAGAIN`) is not an error: the caller looks at
     /// what completed and comes back.
-    fn enter_raw(&mut self, to_submit: u32, min: u32, wait: Option<Option<Duration>>) -> io::Result<()> {
-        let ts = wait.flatten().map(|t| KernelTimespec {
+    fn enter_raw(&mut self, to_submit: u32, wait: Wait) -> io::Result<()> {
+        let (min, timeout) = match wait {
+            Wait::No => (0, None),
+            Wait::ForOne(timeout) => (1, timeout),
+        };
+        let ts = timeout.map(|t| KernelTimespec {
             tv_sec: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(t.subsec_nanos()),
         });
@@ -515,7 +531,6 @@ impl Ring {
         // GETEVENTS also when not waiting: with DEFER_TASKRUN, it is what
         // runs the completions of requests that did not finish inline.
         let flags = ENTER_GETEVENTS | ENTER_EXT_ARG;
-        let min = if wait.is_some() { min } else { 0 };
         // SAFETY: `arg` is a valid io_uring_getevents_arg (its `ts`, if
         // any, points to `ts`, alive across the call) of the size passed.
         let r = unsafe {
@@ -635,12 +650,6 @@ impl BufRing {
         self.leaked = true;
     }
 
-    /// Whether [`BufRing::leak`] was called.
-    #[cfg(test)]
-    pub(crate) fn is_leaked(&self) -> bool {
-        self.leaked
-    }
-
     /// How many buffers the kernel has to pick from.
     pub(crate) fn free(&self) -> usize {
         self.free
@@ -732,8 +741,201 @@ impl BufRing {
     }
 }
 
+/// A ring and its provided buffers, for one loop thread: the safe face of
+/// this module. Requests name buffers only by their number in the ring of
+/// provided buffers, and the buffers outlive every request that may still
+/// touch them: dropped with requests in flight, `Uring` keeps them mapped.
+pub(crate) struct Uring {
+    /// Closed before the buffers are let go (fields drop in order).
+    ring: Ring,
+    bufs: BufRing,
+    /// `recv`s and `send`s submitted and not yet completed: each may still
+    /// write into or read from a provided buffer.
+    buffer_ops: usize,
+}
+
+/// `user_data` bits this module keeps for itself: what the request was,
+/// so that its completion can be trusted for what it holds.
+const ACCEPT_BIT: u64 = 1 << 63;
+const BUFFER_BIT: u64 = 1 << 62;
+const OWN_BITS: u64 = ACCEPT_BIT | BUFFER_BIT;
+
+/// One completion, with the caller's `user_data`.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    cqe: Cqe,
+}
+
+impl Completion {
+    /// The `user_data` the request was queued with.
+    pub(crate) fn user_data(&self) -> u64 {
+        self.cqe.user_data & !OWN_BITS
+    }
+
+    /// The call's result, or `-errno`.
+    pub(crate) fn res(&self) -> i32 {
+        self.cqe.res
+    }
+
+    /// A multishot request goes on after this completion.
+    pub(crate) fn more(&self) -> bool {
+        self.cqe.more()
+    }
+
+    /// The provided buffer the request took, if it took one.
+    pub(crate) fn buffer(&self) -> Option<u16> {
+        self.cqe.buffer()
+    }
+
+    /// The descriptor an accept completed with, owned from here on; `None`
+    /// for a failed accept or a completion of any other request.
+    pub(crate) fn accepted(self) -> Option<OwnedFd> {
+        if self.cqe.user_data & ACCEPT_BIT == 0 {
+            return None;
+        }
+        // SAFETY: only `Uring::accept_multishot` sets ACCEPT_BIT, so this
+        // is an accept's completion, and its result a descriptor the
+        // kernel has just installed for it. `self` is consumed: it is
+        // taken once.
+        unsafe { self.cqe.accepted() }
+    }
+}
+
+impl Uring {
+    /// A ring of `entries` submission and `cq_entries` completion slots,
+    /// with `buffers` provided buffers of `size` bytes; not started.
+    pub(crate) fn new(entries: u32, cq_entries: u32, buffers: u16, size: usize) -> io::Result<Uring> {
+        let ring = Ring::new(entries, cq_entries)?;
+        let bufs = BufRing::new(buffers, size)?;
+        Ok(Uring { ring, bufs, buffer_ops: 0 })
+    }
+
+    /// Makes the calling thread the ring's one submitter, and gives the
+    /// kernel the buffers.
+    pub(crate) fn start(&mut self) -> io::Result<()> {
+        self.ring.enable()?;
+        // SAFETY: the buffers are dropped after the ring and only when no
+        // request that may touch them is in flight (`Drop for Uring`).
+        unsafe { self.bufs.register(&self.ring) }
+    }
+
+    /// Queues a request; `user_data` must not use the bits this module
+    /// keeps ([`OWN_BITS`]).
+    fn push(&mut self, sqe: Sqe) -> io::Result<()> {
+        // SAFETY: the only memory a request names is a provided buffer (a
+        // send's), which stays mapped while any such request is in flight.
+        unsafe { self.ring.push(sqe) }
+    }
+
+    fn check(user_data: u64) -> io::Result<u64> {
+        if user_data & OWN_BITS == 0 {
+            Ok(user_data)
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        }
+    }
+
+    /// A `recv` on `fd` into a provided buffer the kernel picks when data
+    /// arrives ([`Sqe::recv_select`]).
+    pub(crate) fn recv(&mut self, fd: RawFd, user_data: u64, poll_first: bool) -> io::Result<()> {
+        let ud = Self::check(user_data)? | BUFFER_BIT;
+        let len = u32::try_from(self.bufs.size).unwrap_or(u32::MAX);
+        self.push(Sqe::recv_select(fd, len, ud, poll_first))?;
+        self.buffer_ops += 1;
+        Ok(())
+    }
+
+    /// A `send` on `fd` of the first `len` bytes of provided buffer `bid`,
+    /// which must be the loop's ([`Uring::take`]) and stays so until this
+    /// request completes.
+    pub(crate) fn send(&mut self, fd: RawFd, bid: u16, len: usize, flags: i32, user_data: u64) -> io::Result<()> {
+        let ud = Self::check(user_data)? | BUFFER_BIT;
+        let Some(buf) = self.bufs.get(bid, len) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let sqe = Sqe::send(fd, buf, flags, ud);
+        self.push(sqe)?;
+        self.buffer_ops += 1;
+        Ok(())
+    }
+
+    /// A one-shot poll of `fd` for `events`.
+    pub(crate) fn poll(&mut self, fd: RawFd, events: u32, user_data: u64) -> io::Result<()> {
+        let sqe = Sqe::poll(fd, events, Self::check(user_data)?);
+        self.push(sqe)
+    }
+
+    /// A multishot accept on listener `fd` ([`Sqe::accept_multishot`]);
+    /// its completions give their descriptor by [`Completion::accepted`].
+    pub(crate) fn accept_multishot(&mut self, fd: RawFd, flags: i32, user_data: u64) -> io::Result<()> {
+        let sqe = Sqe::accept_multishot(fd, flags, Self::check(user_data)? | ACCEPT_BIT);
+        self.push(sqe)
+    }
+
+    /// Cancels every request on `fd`.
+    pub(crate) fn cancel_fd(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
+        let sqe = Sqe::cancel_fd(fd, Self::check(user_data)?);
+        self.push(sqe)
+    }
+
+    /// Submits and waits (see [`Ring::submit_and_wait`]).
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.ring.submit_and_wait(timeout)
+    }
+
+    /// The next completion, if one is posted.
+    pub(crate) fn next(&mut self) -> Option<Completion> {
+        let cqe = self.ring.next_cqe()?;
+        if cqe.user_data & BUFFER_BIT != 0 {
+            self.buffer_ops = self.buffer_ops.saturating_sub(1);
+        }
+        Some(Completion { cqe })
+    }
+
+    /// A `recv` or `send` may still touch a provided buffer.
+    pub(crate) fn busy(&self) -> bool {
+        self.buffer_ops > 0
+    }
+
+    /// How many buffers the kernel has to pick from.
+    pub(crate) fn free(&self) -> usize {
+        self.bufs.free()
+    }
+
+    /// A completion handed buffer `bid` over (see [`BufRing::take`]).
+    pub(crate) fn take(&mut self, bid: u16) -> bool {
+        self.bufs.take(bid)
+    }
+
+    /// The first `len` bytes of buffer `bid`, if it is the loop's.
+    pub(crate) fn buffer(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
+        self.bufs.get(bid, len)
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    pub(crate) fn give_back(&mut self, bid: u16) {
+        self.bufs.give_back(bid);
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if self.busy() {
+            // The kernel ends those requests only some time after the ring
+            // closes: the buffers stay mapped for the process's life.
+            self.bufs.leak();
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
+    // This thread's rings submit nothing, as a kernel short of memory
+    // would (`EAGAIN`: nothing taken, no deferred work run, no wait).
+    thread_local! {
+        pub(super) static REFUSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     use super::*;
     use std::os::fd::AsFd;
 
@@ -784,7 +986,7 @@ pub(crate) mod tests {
         ring.enable().expect("enable");
         assert_eq!(ring.sq_entries, 2);
         let (a, _b) = pair();
-        ring.refuse = true;
+        REFUSE.with(|r| r.set(true));
         for k in 1..=5 {
             // SAFETY: a poll names no buffer.
             unsafe { ring.push(Sqe::poll(a.as_raw_fd(), libc::POLLOUT as u32, k)) }.expect("push");
@@ -800,7 +1002,7 @@ pub(crate) mod tests {
             assert!(took < Duration::from_secs(1), "waited {took:?} with requests in the backlog");
         }
         assert!(ring.next_cqe().is_none(), "completed while the kernel took nothing");
-        ring.refuse = false;
+        REFUSE.with(|r| r.set(false));
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while got.len() < 5 && std::time::Instant::now() < deadline {
@@ -850,6 +1052,48 @@ pub(crate) mod tests {
         assert_eq!(r, 0, "socketpair");
         // SAFETY: socketpair just returned them.
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    /// A `Uring` counts the requests that may touch its buffers until
+    /// their completions are read: dropped while one is in flight, it
+    /// keeps the buffers mapped (`Drop for Uring`).
+    #[test]
+    fn a_uring_knows_when_a_request_may_touch_its_buffers() {
+        if !io_uring_here() {
+            return;
+        }
+        let mut uring = Uring::new(8, 16, 1, 4096).expect("uring");
+        uring.start().expect("start");
+        let (a, b) = pair();
+        uring.recv(a.as_raw_fd(), 1, false).expect("recv");
+        uring.submit_and_wait(Some(Duration::ZERO)).expect("enter");
+        assert!(uring.next().is_none(), "the recv waits for data");
+        assert!(uring.busy());
+        crate::sys::send(b.as_fd(), b"hi").expect("send");
+        uring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
+        let done = uring.next().expect("the recv completed");
+        assert_eq!((done.user_data(), done.res()), (1, 2));
+        assert!(!uring.busy());
+        let bid = done.buffer().expect("a buffer");
+        assert!(uring.take(bid));
+        assert_eq!(uring.buffer(bid, 2).expect("ours"), b"hi");
+        // A send names the buffer by number.
+        uring.send(b.as_raw_fd(), bid, 2, 0, 2).expect("send");
+        assert!(uring.busy());
+        uring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
+        let done = uring.next().expect("the send completed");
+        assert_eq!((done.user_data(), done.res()), (2, 2));
+        assert!(!uring.busy());
+        assert!(done.accepted().is_none(), "a send's completion gave a descriptor");
+        // One not the loop's is refused, and so are the bits of
+        // `user_data` the module keeps.
+        uring.give_back(bid);
+        assert!(uring.send(b.as_raw_fd(), bid, 2, 0, 3).is_err(), "a send from the kernel's buffer");
+        assert!(uring.poll(a.as_raw_fd(), libc::POLLOUT as u32, 1 << 63).is_err());
+        // A recv left in flight at the drop: the buffers stay mapped.
+        uring.recv(a.as_raw_fd(), 4, false).expect("recv");
+        uring.submit_and_wait(Some(Duration::ZERO)).expect("enter");
+        assert!(uring.busy());
     }
 
     /// With every buffer taken, a `recv` that waits for data first (as
