@@ -77,12 +77,10 @@ fn segment_size(fd: BorrowedFd<'_>) -> Option<u16> {
 }
 
 /// How much of a `cap`-byte buffer to read into, for a connection whose
-/// segment size is `mss` (0: not known): the most whole segments that fit,
-/// so that a reply to a full read leaves in full segments only. With the
-/// whole 64 KiB, a reply would be one full segment and a tail (53 bytes on
-/// loopback, whose MSS is 65,483), which goes out at once on its own
-/// (`TCP_NODELAY`): one more packet to send, deliver and acknowledge per
-/// 64 KiB. The whole buffer when no segment fits in it or `mss` is unknown.
+/// segment size is `mss` (0: not known): the most whole segments that fit.
+/// A reply to a full read then leaves in full segments only, not a full
+/// one and a small tail that `TCP_NODELAY` sends on its own. The whole
+/// buffer when no segment fits in it or `mss` is unknown.
 pub(super) fn read_len(cap: usize, mss: u16) -> usize {
     let mss = usize::from(mss);
     if mss == 0 || mss > cap {
@@ -330,13 +328,11 @@ impl<S: Io> Conn<S> {
                 }
             }
             if streams {
-                // The segment size the next reads are cut to is asked again
-                // at each such read, for it grows as the connection starts
-                // (the kernel caps it at half the largest window the peer
-                // has offered: on loopback 32,768, then 47,616, then 65,483
-                // bytes over the first MiB) and may shrink (path MTU). One
-                // `getsockopt` per buffer streamed; a client that sends a
-                // request at a time never pays it.
+                // The segment size is asked again at each such read: it
+                // grows as the connection starts (the kernel caps it at half
+                // the largest window the peer has offered) and may shrink
+                // (path MTU). A client that sends a request at a time never
+                // pays for the `getsockopt`.
                 self.mss = self.sock.segment_size().unwrap_or(0);
             }
             streaming = n == buf.len();

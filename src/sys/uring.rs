@@ -149,9 +149,8 @@ impl Sqe {
     /// group 0 when data arrives ([`BufRing`]). Tried at once, it picks a
     /// buffer before it looks for data: with none left it fails with
     /// `ENOBUFS` even on a socket with nothing to read. With `poll_first`
-    /// it waits for data before it tries (a poll more, where data is
-    /// often there already, as on a kept-open connection: 3 % more CPU per
-    /// request in paired slices).
+    /// it waits for data before it tries, which costs a poll where data is
+    /// often there already (a kept-open connection).
     pub(crate) fn recv_select(fd: RawFd, len: u32, user_data: u64, poll_first: bool) -> Sqe {
         Sqe {
             opcode: OP_RECV,
@@ -643,9 +642,9 @@ impl BufRing {
     }
 
     /// Keeps the buffers mapped when `self` is dropped: for a ring
-    /// closed with requests that may still write into them (4 MiB of
-    /// address space, reserved, given up for the process's life rather
-    /// than risk the kernel writing into memory reused since).
+    /// closed with requests that may still write into them. The address
+    /// space is given up for the process's life rather than risk the
+    /// kernel writing into memory reused since.
     pub(crate) fn leak(&mut self) {
         self.leaked = true;
     }
@@ -726,7 +725,8 @@ impl BufRing {
         // SAFETY: `slot` < count, the number of entries in `ring`. The
         // entry is free: the kernel has taken every buffer published
         // before it at this position (at most `count` are ever published
-        // and not taken, and this one was ours, so it was not). Only `addr`, `len` and `bid` are written: the
+        // and not taken, and this one was ours, so it was not). Only
+        // `addr`, `len` and `bid` are written: the
         // first entry's `resv` is the ring's tail, written below.
         unsafe {
             let e = self.ring.at::<Buf>(0).add(slot);
