@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a server's CPU goes under one load generator mode: the figures
-# behind "What bounds the targets not met" in BENCHMARKS.md.
+# behind "What bounds the targets" in BENCHMARKS.md.
 #
 #   bench/profile.sh [--flame FILE.svg] MODE [LOADGEN OPTION...] -- SERVER COMMAND...
 #   bench/profile.sh persistent --duration 3 -- build/c/tcp_server --quiet --threads 1 0 127.0.0.1
@@ -105,8 +105,8 @@ recorded() {
 # The load generator's report: operations, checked for errors. With
 # arguments, they are a perf command that runs the load generator as its
 # workload (`perf ... --`): perf starts it only once it records, and stops
-# with it, where a perf started aside could still be setting up (0.24-0.32 s
-# here, scanning every process) while a short load went by unseen.
+# with it, where a perf started aside could still be setting up (it scans
+# every process first) while a short load goes by unseen.
 load() {
     "$@" "$LOADGEN" "$MODE" --host "$HOST" --port "$PORT" "${LARGS[@]}" >"$WORK/report.json" 2>"$WORK/perf.err" ||
         { echo "profile.sh: ${1:+perf or }the load generator failed:" >&2; cat "$WORK/perf.err" >&2; return 1; }

@@ -288,10 +288,10 @@ def loadgen(mode, port, seconds, extra=(), on_holding=None):
 # The load of each mode, in the rounds and in the paired slices alike
 # (stream's size differs: see run_one() and SLICE_LOAD).
 LOAD = {
-    # Two load-generator threads (4 clients each): one thread's ~60 µs of
-    # CPU per connection (on loopback its connect() runs both ends of the
-    # handshake) capped every server near the same rate, whatever the
-    # server spent; with both cores, what a server saves goes to the load.
+    # Two load-generator threads (4 clients each). On loopback connect()
+    # runs both ends of the handshake, so one thread would cap every server
+    # near the same rate, whatever the server spends; with both cores, what
+    # a server saves goes to the load.
     "oneshot": ["--clients", "8", "--size", "32", "--threads", "2"],
     "persistent": ["--connections", "32", "--size", "64"],
     "udp": ["--workers", "64", "--size", "64"],

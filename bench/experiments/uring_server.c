@@ -1,8 +1,8 @@
 /* uring_server.c: the C reference's persistent-mode work (read, upper-case,
  * write back) on io_uring instead of epoll, as an experiment: does another
  * readiness model cut the server's CPU per request? Not part of `make bench`
- * (it needs liburing), and TCP only. BENCHMARKS.md has what it measured
- * ("What the sixth session ... measured"); `make experiments` builds it, and
+ * (it needs liburing), and TCP only. BENCHMARKS.md says what it shows
+ * ("What bounds the targets"); `make experiments` builds it, and
  * tests/e2e/test_experiments.py puts it through bench/servers/check_servers.py.
  *
  *   build: apt-get install -y liburing-dev

@@ -3,9 +3,8 @@
 A Python signal handler runs only between bytecodes. A signal that lands
 after the interpreter's last look and before a blocking accept() or recv()
 enters the kernel is acted on only when that call returns: for an idle
-client, never. The slide servers stopped so (1 stop in 300, and once in a
-CI run). Here both signals are blocked in every thread, and one thread takes
-them with sigwait(), which cannot miss a signal that is pending.
+client, never. Here both signals are blocked in every thread, and one thread
+takes them with sigwait(), which cannot miss a signal that is pending.
 """
 import os
 import signal
