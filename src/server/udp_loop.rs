@@ -9,6 +9,11 @@
 //! `max_datagram` is seen (`MSG_TRUNC`, or a length past the limit), dropped
 //! and counted, never answered with a cut copy. Not answered either, and
 //! counted as dropped:
+//! - from a multicast address (`224.0.0.0/4`, `ff00::/8`), the limited
+//!   broadcast `255.255.255.255` or an unspecified address (`0.0.0.0`,
+//!   `::`), in IPv6 or IPv4-mapped form: no host sends from these, so the
+//!   source is forged, and a reply would go to a group or back to this host
+//!   (RFC 1122 section 4.1.3.6);
 //! - from port 0: no one can receive there;
 //! - from a port below 1024: that is a server's port (echo, chargen, DNS,
 //!   ...), not a client's, and answering it is how reflection loops start;
@@ -35,7 +40,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use super::loopguard::LoopGuard;
 use super::{Counters, Shared};
-use crate::addr::{IpPort, SockAddr};
+use crate::addr::{is_v4_mapped, IpPort, SockAddr};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::sys::mmsg::DatagramBatch;
@@ -46,11 +51,22 @@ pub const BATCH: usize = 32;
 /// Batches per wake-up before looking at the waker again.
 const ROUNDS: usize = 8;
 
-/// The port rules above: may a datagram from `from` be answered? (The
+/// The address rules above: may a datagram from `from` be answered? (The
 /// loop guard is the last rule; it needs the payload.)
 fn answerable(from: &IpPort, own_port: u16) -> bool {
-    let (IpPort::V4(_, port) | IpPort::V6(_, port, _)) = *from;
-    port >= 1024 && port != own_port
+    let (ip_ok, port) = match *from {
+        IpPort::V4(ip, port) => (v4_answerable(ip), port),
+        IpPort::V6(ip, port, _) if is_v4_mapped(&ip) => (v4_answerable([ip[12], ip[13], ip[14], ip[15]]), port),
+        // Not `::`, not `ff00::/8`.
+        IpPort::V6(ip, port, _) => (ip != [0; 16] && ip[0] != 0xFF, port),
+    };
+    ip_ok && port >= 1024 && port != own_port
+}
+
+/// May an IPv4 source be answered? Not `0.0.0.0`, not multicast
+/// (`224.0.0.0/4`), not the limited broadcast `255.255.255.255`.
+fn v4_answerable(ip: [u8; 4]) -> bool {
+    ip != [0; 4] && ip[0] & 0xF0 != 0xE0 && ip != [255; 4]
 }
 
 /// Is the socket bound to a wildcard address (`0.0.0.0`, `::`)?
@@ -202,5 +218,70 @@ impl UdpLoop<'_> {
             }
         }
         Some(from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWN: u16 = 5000;
+
+    fn v4(ip: [u8; 4]) -> IpPort {
+        IpPort::V4(ip, 40_000)
+    }
+
+    fn v6(ip: [u8; 16]) -> IpPort {
+        IpPort::V6(ip, 40_000, 0)
+    }
+
+    /// `::ffff:a.b.c.d`, as a dual-stack socket reports an IPv4 sender.
+    fn mapped_ip(ip: [u8; 4]) -> [u8; 16] {
+        let mut m = [0u8; 16];
+        m[10..].copy_from_slice(&[0xFF, 0xFF, ip[0], ip[1], ip[2], ip[3]]);
+        m
+    }
+
+    fn mapped(ip: [u8; 4]) -> IpPort {
+        v6(mapped_ip(ip))
+    }
+
+    #[test]
+    fn clients_are_answered() {
+        for ip in [[127, 0, 0, 1], [10, 1, 2, 3], [192, 0, 2, 255], [223, 255, 255, 255], [240, 0, 0, 1]] {
+            assert!(answerable(&v4(ip), OWN), "{ip:?}");
+            assert!(answerable(&mapped(ip), OWN), "mapped {ip:?}");
+        }
+        let mut loopback = [0u8; 16];
+        loopback[15] = 1;
+        let mut link_local = [0u8; 16];
+        link_local[..2].copy_from_slice(&[0xFE, 0x80]);
+        link_local[15] = 9;
+        assert!(answerable(&v6(loopback), OWN));
+        assert!(answerable(&IpPort::V6(link_local, 40_000, 2), OWN));
+    }
+
+    #[test]
+    fn multicast_broadcast_and_unspecified_sources_are_not_answered() {
+        for ip in [[224, 0, 0, 1], [239, 255, 255, 250], [255, 255, 255, 255], [0, 0, 0, 0]] {
+            assert!(!answerable(&v4(ip), OWN), "{ip:?}");
+            assert!(!answerable(&mapped(ip), OWN), "mapped {ip:?}");
+        }
+        let mut multicast = [0u8; 16];
+        multicast[..2].copy_from_slice(&[0xFF, 0x02]);
+        multicast[15] = 1;
+        assert!(!answerable(&v6(multicast), OWN));
+        assert!(!answerable(&v6([0xFF; 16]), OWN));
+        assert!(!answerable(&v6([0; 16]), OWN));
+    }
+
+    #[test]
+    fn server_ports_and_our_own_are_not_answered() {
+        let ip = [127, 0, 0, 1];
+        for port in [0, 53, 1023, OWN] {
+            assert!(!answerable(&IpPort::V4(ip, port), OWN), "port {port}");
+            assert!(!answerable(&IpPort::V6(mapped_ip(ip), port, 0), OWN), "port {port}");
+        }
+        assert!(answerable(&IpPort::V4(ip, 1024), OWN));
     }
 }
