@@ -96,6 +96,7 @@ fn receive_destinations(sock: &OwnedFd, family: libc::c_int) -> Result<()> {
     }
 }
 
+/// Serves the datagrams of loop thread `index` until the server stops.
 pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
     let sock = shared.socket_for(index);
     let wildcard = is_wildcard(&shared.local);
