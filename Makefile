@@ -161,7 +161,7 @@ soak: all
 # beyond memory; tests that call the resolver are #[cfg_attr(miri, ignore)].
 NIGHTLY       ?= +nightly
 MIRIFLAGS     ?= -Zmiri-strict-provenance
-MIRI_TESTS    := upper:: endian:: addr:: error:: ffi::api:: server::udp_loop::tests::
+MIRI_TESTS    := upper:: endian:: addr:: error:: ffi::api:: sys::mmsg::tests::
 FUZZ_SECONDS  ?= 300
 SMOKE_SECONDS ?= 25
 # Any single input taking longer than this is a hang, reported as a crash.

@@ -290,9 +290,10 @@ typedef struct upcase_stats {
    */
   uint64_t datagrams_out;
   /**
-   * Datagrams not answered (too large, from port 0, from a port below
-   * 1024 or the server's own port, an echo cut by the reply-loop rule,
-   * no room to reply).
+   * Datagrams not answered: too large; from a multicast, broadcast or
+   * unspecified address, or from port 0, a port below 1024 or our own
+   * port; an echo cut by the reply-loop rule; or a reply the kernel
+   * could not send.
    */
   uint64_t datagrams_dropped;
   /**

@@ -310,17 +310,19 @@ fn a_datagram_queued_before_run_is_answered_from_its_destination_too() {
 }
 
 /// How many echoes in a row a server answers before it drops one
-/// (`ECHOES_ALLOWED` in `src/server/udp/loopguard.rs`).
+/// (`ECHOES_ALLOWED` in `src/server/loopguard.rs`).
 const ECHOES_ALLOWED: u64 = 64;
 
 /// Sends one UDP datagram to 127.0.0.1:`to_port` that claims to come from
-/// 127.0.0.1:`from_port`: a raw socket, with the 8-byte UDP header written
-/// here and the IP header by the kernel (source 127.0.0.1, the route's).
-/// `false` when this process may not open a raw socket (not root, no
-/// CAP_NET_RAW): the caller then skips, as for ports below 1024.
-fn forge_udp(from_port: u16, to_port: u16, payload: &[u8]) -> bool {
+/// `from`:`from_port`: a raw socket, with the IP and UDP headers written
+/// here. `false` when this process may not open a raw socket (not root, no
+/// CAP_NET_RAW): the caller then skips, as for ports below 1024. (The
+/// kernel writes its own source over a `0.0.0.0` one: that one cannot be
+/// forged here.)
+fn forge_udp(from: [u8; 4], from_port: u16, to_port: u16, payload: &[u8]) -> bool {
+    // IPPROTO_RAW: every datagram brings its own IP header (IP_HDRINCL).
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP) };
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
     if raw < 0 {
         let e = std::io::Error::last_os_error();
         if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
@@ -331,19 +333,28 @@ fn forge_udp(from_port: u16, to_port: u16, payload: &[u8]) -> bool {
     }
     // SAFETY: `raw` is a descriptor socket(2) just returned, owned by no one else.
     let raw = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let len = u16::try_from(8 + payload.len()).expect("small payload");
-    let mut dgram = Vec::with_capacity(usize::from(len));
-    // The UDP header, every field in network byte order (big-endian):
-    // source port, destination port, length (header included), checksum 0
-    // ("none", which IPv4 allows).
-    dgram.extend_from_slice(&from_port.to_be_bytes());
-    dgram.extend_from_slice(&to_port.to_be_bytes());
-    dgram.extend_from_slice(&len.to_be_bytes());
-    dgram.extend_from_slice(&[0, 0]);
-    dgram.extend_from_slice(payload);
-    // A raw socket's destination port is unused: the header above has it.
-    let sent = sys::sendto(raw.as_fd(), &dgram, &SockAddr::v4([127, 0, 0, 1], 0)).expect("send the forged datagram");
-    assert_eq!(sent, dgram.len());
+    let udp_len = u16::try_from(8 + payload.len()).expect("small payload");
+    let ip_len = udp_len + 20;
+    let mut packet = Vec::with_capacity(usize::from(ip_len));
+    // The IPv4 header, every field in network byte order (big-endian):
+    // version 4 and 5 words of header, no TOS, total length, id 0 and
+    // checksum 0 (the kernel fills both in), no fragments, TTL 64,
+    // protocol UDP, then the source and destination addresses.
+    packet.extend_from_slice(&[0x45, 0]);
+    packet.extend_from_slice(&ip_len.to_be_bytes());
+    packet.extend_from_slice(&[0, 0, 0, 0, 64, libc::IPPROTO_UDP as u8, 0, 0]);
+    packet.extend_from_slice(&from);
+    packet.extend_from_slice(&[127, 0, 0, 1]);
+    // The UDP header: source port, destination port, length (header
+    // included), checksum 0 ("none", which IPv4 allows).
+    packet.extend_from_slice(&from_port.to_be_bytes());
+    packet.extend_from_slice(&to_port.to_be_bytes());
+    packet.extend_from_slice(&udp_len.to_be_bytes());
+    packet.extend_from_slice(&[0, 0]);
+    packet.extend_from_slice(payload);
+    // The route is chosen by this address; the header above is sent as it is.
+    let sent = sys::sendto(raw.as_fd(), &packet, &SockAddr::v4([127, 0, 0, 1], 0)).expect("send the forged datagram");
+    assert_eq!(sent, packet.len());
     true
 }
 
@@ -358,7 +369,7 @@ fn loops_between_two_servers_are_cut(payloads: &[&[u8]]) {
     let a = start(cfg());
     let b = start(cfg());
     for p in payloads {
-        if !forge_udp(b.port, a.port, p) {
+        if !forge_udp([127, 0, 0, 1], b.port, a.port, p) {
             return;
         }
     }
@@ -485,5 +496,42 @@ fn a_client_that_sends_our_replies_back_loses_one_in_65() {
         assert_eq!(lost, 3, "longest pause between requests {longest:?}");
     } else {
         assert!((1..=3).contains(&lost), "{lost} lost, longest pause between requests {longest:?}");
+    }
+}
+
+#[test]
+fn multicast_and_broadcast_sources_are_not_answered() {
+    // A forged source the reply would go to: a multicast group (every
+    // host on the link is in 224.0.0.1) or the broadcast address. The
+    // catcher listens on the forged port on every local address, where a
+    // reply to the group comes back to this host.
+    let catcher = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    sys::bind(catcher.as_fd(), &SockAddr::v4([0; 4], 0)).expect("bind");
+    let port = sys::getsockname(catcher.as_fd()).expect("name").port();
+    // IPv4, and IPv4 as `::ffff:a.b.c.d` on a dual-stack server.
+    for host in ["127.0.0.1", "::"] {
+        let s = start(config(host, Transport::Udp, Mode::Concurrent));
+        let sources = [[224, 0, 0, 1], [239, 1, 2, 3], [255, 255, 255, 255]];
+        for from in sources {
+            if !forge_udp(from, port, s.port, b"who is there?") {
+                return;
+            }
+        }
+        let n = sources.len() as u64;
+        assert!(
+            eventually(WAIT, || {
+                let st = s.stats();
+                st.datagrams_in == n && st.datagrams_dropped == n
+            }),
+            "{host}: {:?}",
+            s.stats()
+        );
+        let mut buf = [0u8; 64];
+        let poll = sys::poll2((catcher.as_raw_fd(), libc::POLLIN), None, 200).expect("poll");
+        assert_eq!(poll.0, 0, "{host}: a reply came: {:?}", sys::recvfrom(catcher.as_fd(), &mut buf, 0));
+        assert_eq!(s.stats().datagrams_out, 0, "{host}");
+        assert!(s.seen.lock().expect("lock").is_empty(), "{host}: a forged source was told to the application");
+        // An ordinary client still is.
+        assert_eq!(udp_request("127.0.0.1", s.port, b"fine", WAIT, 3).expect("served"), b"FINE");
     }
 }

@@ -110,9 +110,10 @@ pub struct upcase_stats {
     pub datagrams_in: u64,
     /// Datagrams answered.
     pub datagrams_out: u64,
-    /// Datagrams not answered (too large, from port 0, from a port below
-    /// 1024 or the server's own port, an echo cut by the reply-loop rule,
-    /// no room to reply).
+    /// Datagrams not answered: too large; from a multicast, broadcast or
+    /// unspecified address, or from port 0, a port below 1024 or our own
+    /// port; an echo cut by the reply-loop rule; or a reply the kernel
+    /// could not send.
     pub datagrams_dropped: u64,
     /// Failures: resets, send and accept errors.
     pub errors: u64,

@@ -4,9 +4,9 @@
 //! An upper-cased reply upper-cases to itself. So a datagram sent to server
 //! A with server B's address forged as its source makes A answer B, B
 //! answer A with the same bytes, and so on: a loop that runs at full speed
-//! with no one sending anything more. The port rules in `udp.rs` stop it
-//! when B is on port 0, below 1024 or on A's own port; this is the rule for
-//! every other port.
+//! with no one sending anything more. The UDP loop's port rules
+//! (`udp_loop.rs`) stop it when B is on port 0, below 1024 or on A's own
+//! port; this is the rule for every other port.
 //!
 //! **The rule.** A datagram from source S is an *echo* when it is, byte for
 //! byte, a reply we sent to S at most [`WINDOW_MS`] before. Echoes from S
@@ -57,8 +57,8 @@ use crate::addr::IpPort;
 /// Echoes from one source answered in a row; the next is dropped. A loop
 /// then costs each server about this many replies per forged datagram,
 /// while a client that does repeat our replies back to us loses only one
-/// datagram in 65 (about 1.5%), which UDP clients retry anyway. A power of
-/// two only by taste.
+/// datagram in 65, which UDP clients retry anyway. A power of two only by
+/// taste.
 const ECHOES_ALLOWED: u32 = 64;
 
 /// How soon after our reply a datagram must come back to count as its

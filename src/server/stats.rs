@@ -20,9 +20,10 @@ pub struct Stats {
     pub datagrams_in: u64,
     /// Datagrams answered.
     pub datagrams_out: u64,
-    /// Datagrams not answered: too large, from port 0, from a port below
-    /// 1024, from our own port, an echo cut by the reply-loop rule, or no
-    /// room to send the reply.
+    /// Datagrams not answered: too large; from a multicast, broadcast or
+    /// unspecified address, or from port 0, a port below 1024 or our own
+    /// port; an echo cut by the reply-loop rule; or a reply the kernel
+    /// could not send.
     pub datagrams_dropped: u64,
     /// Failures: resets, send errors, accept errors.
     pub errors: u64,

@@ -9,6 +9,7 @@
 //! process.
 
 pub(crate) mod epoll;
+pub(crate) mod mmsg;
 #[cfg(feature = "io-uring")]
 pub(crate) mod uring;
 pub(crate) mod waker;
