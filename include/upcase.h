@@ -253,8 +253,17 @@ typedef struct upcase_server_config {
    * io_uring (Docker's default seccomp profile refuses it): otherwise
    * `upcase_server_bind` fails with the kernel's reason. Default 0.
    * (Added in 0.2.0, at the end of the struct.)
+   * Without the io-uring cargo feature (the default build), non-zero
+   * fails with `UPCASE_EINVAL` and a message that names the feature.
    */
   int io_uring;
+  /**
+   * Most TCP connections open at once from one client address (an IPv4
+   * address, or an IPv6 /64); more from it are closed at once and
+   * counted as rejected. 0: the default, 1024. `UINT32_MAX`: no limit.
+   * (Added in 0.3.0, at the end of the struct.)
+   */
+  uint32_t max_connections_per_address;
 } upcase_server_config;
 
 /**

@@ -595,3 +595,49 @@ fn a_one_shot_reply_and_the_end_of_stream_leave_in_one_segment() {
         assert!(batches.iter().any(|&m| m >= 10), "defer_accept {defer_accept}: merged in batches of 20: {batches:?}");
     }
 }
+
+/// A blocking TCP connection to `port` on 127.0.0.1 from `source`, made
+/// non-blocking once connected.
+fn connect_from(source: [u8; 4], port: u16) -> std::os::fd::OwnedFd {
+    let fd = sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).expect("socket");
+    sys::bind(fd.as_fd(), &SockAddr::v4(source, 0)).expect("bind the client's address");
+    sys::connect(fd.as_fd(), &SockAddr::v4([127, 0, 0, 1], port)).expect("connect");
+    sys::set_nonblocking(fd.as_fd(), true).expect("O_NONBLOCK");
+    fd
+}
+
+/// Clients from one address that hold every connection they may cannot
+/// keep a client from another address from being served: past
+/// `max_connections_per_address`, the server refuses that address only.
+#[test]
+fn clients_from_one_address_cannot_keep_out_another() {
+    let cfg = Config {
+        max_connections: 8,
+        max_connections_per_address: 4,
+        ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent)
+    };
+    let s = start(cfg);
+    let held: Vec<_> = (0..8).map(|_| connect_from([127, 0, 0, 2], s.port)).collect();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let st = s.stats();
+            (st.connections_active, st.connections_rejected) == (4, 4)
+        }),
+        "{:?}",
+        s.stats()
+    );
+    let closed = held.iter().filter(|fd| closed_within(fd, Duration::from_millis(200))).count();
+    assert_eq!(closed, 4, "the connections past the address's limit are closed, the others kept");
+    // Each one kept is served still.
+    for fd in held.iter().filter(|fd| !closed_within(fd, Duration::ZERO)) {
+        send_all(fd, b"still here");
+        assert_eq!(recv_n(fd, 10, T.unwrap_or(Duration::from_secs(5))), b"STILL HERE");
+    }
+    // Another address is served.
+    let other = connect_from([127, 0, 0, 3], s.port);
+    send_all(&other, b"let me in");
+    sys::shutdown(other.as_fd(), libc::SHUT_WR).expect("shutdown");
+    assert_eq!(recv_n(&other, 9, T.unwrap_or(Duration::from_secs(5))), b"LET ME IN");
+    assert!(closed_within(&other, Duration::from_secs(5)));
+    assert_eq!(s.stats().connections_rejected, 4);
+}

@@ -89,7 +89,14 @@ pub struct upcase_server_config {
     /// io_uring (Docker's default seccomp profile refuses it): otherwise
     /// `upcase_server_bind` fails with the kernel's reason. Default 0.
     /// (Added in 0.2.0, at the end of the struct.)
+    /// Without the io-uring cargo feature (the default build), non-zero
+    /// fails with `UPCASE_EINVAL` and a message that names the feature.
     pub io_uring: c_int,
+    /// Most TCP connections open at once from one client address (an IPv4
+    /// address, or an IPv6 /64); more from it are closed at once and
+    /// counted as rejected. 0: the default, 1024. `UINT32_MAX`: no limit.
+    /// (Added in 0.3.0, at the end of the struct.)
+    pub max_connections_per_address: u32,
 }
 
 /// A snapshot of a server's counters.
@@ -155,6 +162,7 @@ pub unsafe extern "C" fn upcase_server_config_default(cfg: *mut upcase_server_co
         user: std::ptr::null_mut(),
         min_rate: d.min_rate,
         io_uring: 0,
+        max_connections_per_address: d.max_connections_per_address as u32,
     };
     // SAFETY: non-NULL, and the caller promises it is writable.
     unsafe { cfg.write(value) };
@@ -224,6 +232,11 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
         max_datagram: if c.max_datagram == 0 { d.max_datagram } else { c.max_datagram as usize },
         defer_accept: c.defer_accept != 0,
         io_uring: c.io_uring != 0,
+        max_connections_per_address: match c.max_connections_per_address {
+            0 => d.max_connections_per_address,
+            u32::MAX => 0,
+            n => n as usize,
+        },
         on_client,
     })
 }

@@ -70,6 +70,12 @@ pub struct Config {
     /// once, and counted as rejected. Default 16,384 (the descriptor limit,
     /// not this, is usually what bounds a process).
     pub max_connections: usize,
+    /// Most TCP connections open at once from one client address (an IPv4
+    /// address, or an IPv6 /64); more from it are accepted and closed at
+    /// once, and counted as rejected, while other addresses are served.
+    /// 0: no limit. Default 1,024: a sixteenth of the default cap, room for
+    /// many users behind one NAT (see SECURITY.md).
+    pub max_connections_per_address: usize,
     /// A TCP connection with no progress for this long is closed. `None`
     /// never closes one. Default 60 s.
     pub idle_timeout: Option<Duration>,
@@ -117,6 +123,7 @@ impl Default for Config {
             mode: Mode::Concurrent,
             threads: 0,
             max_connections: 16_384,
+            max_connections_per_address: 1024,
             idle_timeout: Some(Duration::from_secs(60)),
             min_rate: 1,
             backlog: 1024,
@@ -137,6 +144,7 @@ impl std::fmt::Debug for Config {
             .field("mode", &self.mode)
             .field("threads", &self.threads)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_address", &self.max_connections_per_address)
             .field("idle_timeout", &self.idle_timeout)
             .field("min_rate", &self.min_rate)
             .field("backlog", &self.backlog)

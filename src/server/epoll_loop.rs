@@ -7,9 +7,9 @@
 //! in through `admission.rs`. The loop makes no system call of its own
 //! except through `sys` and the connection's socket.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
-use super::admission::{accept_one, Accepted};
+use super::admission::{accept_one, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
 use super::token::Token;
@@ -24,7 +24,7 @@ const EVENTS: usize = 256;
 /// is reused (see [`Token::Conn`]).
 struct Slot {
     generation: u32,
-    conn: Option<Conn<OwnedFd>>,
+    conn: Option<Conn<Client>>,
 }
 
 struct Loop<'a> {
@@ -188,7 +188,7 @@ impl Loop<'_> {
 
     /// The end of an accepted connection, registered or not: counted
     /// (see [`Shared::ended`]), then closed.
-    fn retire(&self, conn: Conn<OwnedFd>, end: End) {
+    fn retire(&self, conn: Conn<Client>, end: End) {
         self.shared.ended(self.counters, end);
         drop(conn);
     }
@@ -201,7 +201,7 @@ impl Loop<'_> {
 }
 
 /// The epoll interest a connection's state needs.
-fn interest(conn: &Conn<OwnedFd>) -> u32 {
+fn interest(conn: &Conn<Client>) -> u32 {
     if conn.wants_write() {
         OUT
     } else {

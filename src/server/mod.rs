@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub limits: pace::Limits,
     /// Loop threads `run` starts (1 in iterative mode).
     pub threads: usize,
+    /// Connections open now from each address, across loops.
+    pub per_address: Arc<admission::PerAddress>,
     /// Connections open now, across loops (for `max_connections`).
     pub active: AtomicU64,
     /// One set of counters per loop.
@@ -174,6 +176,7 @@ impl Server {
                         stopped: AtomicBool::new(false),
                         running: AtomicBool::new(false),
                         limits: pace::Limits::new(config.idle_timeout, config.min_rate),
+                        per_address: admission::PerAddress::new(config.max_connections_per_address),
                         config,
                         threads,
                         active: AtomicU64::new(0),

@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::admission::{admit, Accepted};
+use super::admission::{admit, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
 use super::token::{Kind, Tag};
@@ -87,12 +87,12 @@ impl Op {
 /// nor a request in flight.
 #[derive(Default)]
 struct Slot {
-    conn: Option<Conn<OwnedFd>>,
+    conn: Option<Conn<Client>>,
     op: Option<Op>,
     /// The descriptor of a connection closed while a request was in
     /// flight, closed when that request completes: until then no new
     /// client can be given its number, which the request may name.
-    lingering: Option<OwnedFd>,
+    lingering: Option<Client>,
 }
 
 /// Every loop's ring, made before any loop starts: once a loop accepts,

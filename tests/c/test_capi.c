@@ -936,6 +936,7 @@ static void test_config_default(void)
     CHECK(cfg.on_client == NULL);
     CHECK(cfg.user == NULL);
     CHECK_EQ(cfg.io_uring, 0);
+    CHECK_EQ(cfg.max_connections_per_address, 1024);
     upcase_server_config_default(NULL); /* ignored */
     CHECK(1);
 }

@@ -197,8 +197,9 @@ impl Server {
     #[new]
     #[pyo3(signature = (host = "127.0.0.1", port = 12000, *, transport = "tcp", mode = "concurrent", threads = None,
                         max_connections = 16384, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
-                        on_client = None, defer_accept = false, min_rate = 1, io_uring = false),
-           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False, min_rate=1, io_uring=False)")]
+                        on_client = None, defer_accept = false, min_rate = 1, io_uring = false,
+                        max_connections_per_address = 1024),
+           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False, min_rate=1, io_uring=False, max_connections_per_address=1024)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -215,6 +216,7 @@ impl Server {
         defer_accept: bool,
         min_rate: i64,
         io_uring: bool,
+        max_connections_per_address: i64,
     ) -> PyResult<Server> {
         let port = port_arg(port)?;
         let transport = parse_transport(transport)?;
@@ -268,6 +270,8 @@ impl Server {
             max_datagram: positive(max_datagram, "max_datagram")?,
             defer_accept,
             io_uring,
+            max_connections_per_address: usize::try_from(max_connections_per_address)
+                .map_err(|_| PyValueError::new_err("max_connections_per_address must be 0 (no limit) or more"))?,
             on_client,
         };
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;

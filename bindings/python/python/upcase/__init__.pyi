@@ -123,6 +123,7 @@ class Server:
         defer_accept: bool = False,
         min_rate: int = 1,
         io_uring: bool = False,
+        max_connections_per_address: int = 1024,
     ) -> Self: ...
     @property
     def port(self) -> int: ...
