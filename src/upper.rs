@@ -6,7 +6,7 @@
 //! touched, so UTF-8 passes through unharmed.
 //!
 //! The x86-64 baseline has 16-byte vectors (SSE2). On a CPU with AVX2,
-//! found at run time, buffers of [`WIDE`] bytes or more take the same loop
+//! found at run time, buffers of `WIDE` bytes or more take the same loop
 //! compiled for 32-byte vectors: about 1.8x the bytes per second on a
 //! 64 KiB buffer (`cargo bench --bench upper`).
 

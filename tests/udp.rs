@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use upcase::addr::SockAddr;
-use upcase::client::udp_request;
+use upcase::client::{udp_request, Options, UdpReply};
 use upcase::server::{Config, Mode, Server, Transport};
 use upcase::sys;
 
@@ -127,6 +127,84 @@ fn a_client_ignores_datagrams_from_other_addresses() {
     std::thread::sleep(Duration::from_millis(50));
     sys::sendto(server.as_fd(), b"WHO", &from).expect("reply");
     assert_eq!(client.join().expect("client").expect("reply"), b"WHO");
+}
+
+/// A fake UDP server on 127.0.0.1: it waits for the client's request, then
+/// sends `before` (each datagram from the server's own socket, or from a
+/// stranger's), then the right reply. Returns what the client got.
+fn fake_udp_exchange(request: &'static [u8], before: &[(&[u8], bool)]) -> upcase::Result<UdpReply> {
+    let server = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    sys::bind(server.as_fd(), &SockAddr::v4([127, 0, 0, 1], 0)).expect("bind");
+    let port = sys::getsockname(server.as_fd()).expect("name").port();
+    let stranger = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    let client = std::thread::spawn(move || {
+        Options::new().timeout(Some(WAIT)).retries(0).udp_request("127.0.0.1", port, request)
+    });
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + WAIT;
+    let from = loop {
+        if let Ok((_, from)) = sys::recvfrom(server.as_fd(), &mut buf, 0) {
+            break from;
+        }
+        assert!(Instant::now() < deadline, "no request");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    for (datagram, from_stranger) in before {
+        let fd = if *from_stranger { &stranger } else { &server };
+        sys::sendto(fd.as_fd(), datagram, &from).expect("wrong reply");
+    }
+    sys::sendto(server.as_fd(), &upcase::upper::upper(request), &from).expect("reply");
+    client.join().expect("client")
+}
+
+#[test]
+fn a_client_ignores_a_longer_datagram_from_the_server_address() {
+    let reply = fake_udp_exchange(b"who", &[(b"WHO AND MORE", false)]).expect("reply");
+    assert_eq!(reply, UdpReply { data: b"WHO".to_vec(), ignored: 1 });
+}
+
+#[test]
+fn a_client_ignores_a_shorter_datagram_from_the_server_address() {
+    let reply = fake_udp_exchange(b"who", &[(b"WH", false), (b"", false)]).expect("reply");
+    assert_eq!(reply, UdpReply { data: b"WHO".to_vec(), ignored: 2 });
+}
+
+#[test]
+fn a_client_ignores_a_datagram_that_is_not_the_request_upper_cased() {
+    let reply = fake_udp_exchange(b"who", &[(b"who", false), (b"WHY", false)]).expect("reply");
+    assert_eq!(reply, UdpReply { data: b"WHO".to_vec(), ignored: 2 });
+}
+
+#[test]
+fn a_client_waits_through_every_kind_of_wrong_datagram() {
+    let wrong: &[(&[u8], bool)] = &[(b"WHO?", false), (b"WH", false), (b"WHY", false), (b"WHO", true)];
+    let reply = fake_udp_exchange(b"who", wrong).expect("reply");
+    assert_eq!(reply.data, b"WHO");
+    // The stranger's datagram is dropped by the kernel before the client
+    // sees it (the client's socket is connected to the server), or by the
+    // client itself.
+    assert!((3..=4).contains(&reply.ignored), "{reply:?}");
+}
+
+#[test]
+fn a_timeout_says_how_many_datagrams_were_ignored() {
+    let server = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    sys::bind(server.as_fd(), &SockAddr::v4([127, 0, 0, 1], 0)).expect("bind");
+    let port = sys::getsockname(server.as_fd()).expect("name").port();
+    let client = std::thread::spawn(move || udp_request("127.0.0.1", port, b"who", Duration::from_millis(300), 0));
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + WAIT;
+    let from = loop {
+        if let Ok((_, from)) = sys::recvfrom(server.as_fd(), &mut buf, 0) {
+            break from;
+        }
+        assert!(Instant::now() < deadline, "no request");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    sys::sendto(server.as_fd(), b"WHY", &from).expect("wrong reply");
+    let e = client.join().expect("client").expect_err("no right reply");
+    assert_eq!(e.code(), -libc::ETIMEDOUT);
+    assert!(e.to_string().contains("1 datagram(s) that could not be the reply ignored"), "{e}");
 }
 
 #[test]

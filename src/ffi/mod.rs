@@ -1,7 +1,7 @@
 //! The C boundary: every `upcase_*` function of `include/upcase.h`.
 //!
 //! Conventions, the same for every function:
-//! - the body runs inside [`guard`]: a Rust panic is caught here and becomes
+//! - the body runs inside `guard`: a Rust panic is caught here and becomes
 //!   `UPCASE_ERR_PANIC` instead of unwinding into C (which would abort the
 //!   host program);
 //! - status `0` is success, failures are negative (`-errno`, the resolver

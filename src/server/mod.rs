@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::addr::{host_port_text, parse_numeric, resolve, with_port, IpPort, Purpose, SockAddr};
-use crate::client::MAX_DATAGRAM;
 use crate::error::{Error, Result, ERR_BUSY, ERR_STOPPED};
 use crate::sys;
+use crate::MAX_DATAGRAM;
 
 pub use crate::sys::waker::Waker;
 
