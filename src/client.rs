@@ -18,7 +18,7 @@ use crate::{sys, CHUNK};
 pub use crate::MAX_DATAGRAM;
 
 /// How often the interrupt check runs during a long wait.
-pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(50);
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// A check run while a client waits; an error ends the operation with it.
 type Interrupt = dyn Fn() -> Result<()> + Send + Sync;
@@ -31,10 +31,8 @@ type Interrupt = dyn Fn() -> Result<()> + Send + Sync;
 /// 50 ms while waiting (a Python binding runs its signal handlers there).
 ///
 /// ```no_run
-/// use std::time::Duration;
-/// use upcase::client::Options;
-///
-/// let options = Options::new().timeout(Some(Duration::from_secs(1))).retries(3);
+/// # use std::time::Duration;
+/// let options = upcase::client::Options::new().timeout(Some(Duration::from_secs(1))).retries(3);
 /// let reply = options.udp_request("localhost", 12000, b"hi")?;
 /// assert_eq!(reply.data, b"HI");
 /// # Ok::<(), upcase::Error>(())

@@ -81,12 +81,12 @@ impl Error {
     }
 
     /// A failure of our own (one of the `ERR_*` codes).
-    pub fn own(code: c_int, context: impl Into<String>, detail: impl Into<String>) -> Error {
+    pub(crate) fn own(code: c_int, context: impl Into<String>, detail: impl Into<String>) -> Error {
         Error { code, context: context.into(), detail: detail.into(), argument: false }
     }
 
     /// A wait that ran out of time (`-ETIMEDOUT`).
-    pub fn timed_out(context: impl Into<String>, detail: impl Into<String>) -> Error {
+    pub(crate) fn timed_out(context: impl Into<String>, detail: impl Into<String>) -> Error {
         Error { code: -libc::ETIMEDOUT, context: context.into(), detail: detail.into(), argument: false }
     }
 
