@@ -413,6 +413,18 @@ mod tests {
         unsafe { std::slice::from_raw_parts((sa.storage() as *const sockaddr_storage).cast::<u8>(), sa.len() as usize) }
     }
 
+    /// An address of family AF_UNIX, which is not IP.
+    fn unix_family() -> SockAddr {
+        // SAFETY: zeroed storage is valid.
+        let mut st: sockaddr_storage = unsafe { std::mem::zeroed() };
+        st.ss_family = libc::AF_UNIX as libc::sa_family_t;
+        // SAFETY: `st` is a live struct of the given size.
+        unsafe {
+            SockAddr::from_raw((&st as *const sockaddr_storage).cast(), size_of::<sockaddr_storage>() as socklen_t)
+        }
+        .expect("copy")
+    }
+
     #[test]
     fn v4_bytes_on_the_wire() {
         let sa = SockAddr::v4([127, 0, 0, 1], 12000);
@@ -465,14 +477,7 @@ mod tests {
 
     #[test]
     fn unknown_family_is_not_decoded() {
-        // SAFETY: zeroed storage is valid; family AF_UNIX is not IP.
-        let mut st: sockaddr_storage = unsafe { std::mem::zeroed() };
-        st.ss_family = libc::AF_UNIX as libc::sa_family_t;
-        // SAFETY: `st` is a live struct of the given size.
-        let sa = unsafe {
-            SockAddr::from_raw((&st as *const sockaddr_storage).cast(), size_of::<sockaddr_storage>() as socklen_t)
-        }
-        .expect("copy");
+        let sa = unix_family();
         assert_eq!(sa.ip_port(), None);
         assert_eq!(sa.port(), 0);
     }
@@ -504,14 +509,7 @@ mod tests {
 
     #[test]
     fn a_non_ip_address_does_not_convert_to_std() {
-        // SAFETY: zeroed storage is valid; family AF_UNIX is not IP.
-        let mut st: sockaddr_storage = unsafe { std::mem::zeroed() };
-        st.ss_family = libc::AF_UNIX as libc::sa_family_t;
-        // SAFETY: `st` is a live struct of the given size.
-        let sa = unsafe {
-            SockAddr::from_raw((&st as *const sockaddr_storage).cast(), size_of::<sockaddr_storage>() as socklen_t)
-        }
-        .expect("copy");
+        let sa = unix_family();
         let err = SocketAddr::try_from(sa).expect_err("not IP");
         assert_eq!(err.raw_os_error(), Some(libc::EAFNOSUPPORT));
     }

@@ -5,6 +5,9 @@
 //! does), nothing blocks for ever, and sending and receiving interleave:
 //! a large request never deadlocks against a server that streams its reply
 //! while we are still sending.
+//!
+//! A UDP client takes for its reply only the upper-cased request, from the
+//! server's address: any other datagram is ignored, and counted.
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
