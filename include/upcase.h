@@ -456,9 +456,8 @@ int upcase_tcp_request(const char *host,
  * again up to `retries` more times. A datagram that cannot be the reply
  * (from another address, of another length, or not the upper-cased
  * request) is ignored, and the wait goes on. Arguments and results as for
- * `upcase_tcp_request`; a request
- * larger than a datagram can be gives `UPCASE_EMSGSIZE`, no reply
- * `UPCASE_ETIMEDOUT`.
+ * `upcase_tcp_request`; a request larger than a datagram can be gives
+ * `UPCASE_EMSGSIZE`, no reply `UPCASE_ETIMEDOUT`.
  *
  * # Safety
  * As for `upcase_tcp_request`.
