@@ -11,7 +11,7 @@ use std::ffi::{CStr, CString};
 use std::fmt;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use libc::{c_int, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t};
 
@@ -157,13 +157,22 @@ impl SockAddr {
                 // The port is in network order: swap it to host order.
                 Some(IpPort::V4(ip, ntoh16(sin.sin_port)))
             }
-            libc::AF_INET6 if self.len as usize >= size_of::<sockaddr_in6>() => {
-                // SAFETY: as above, for sockaddr_in6.
-                let sin6 = unsafe { &*(&self.storage as *const sockaddr_storage).cast::<sockaddr_in6>() };
+            libc::AF_INET6 => {
+                let sin6 = self.as_in6()?;
                 Some(IpPort::V6(sin6.sin6_addr.s6_addr, ntoh16(sin6.sin6_port), sin6.sin6_scope_id))
             }
             _ => None,
         }
+    }
+
+    /// The storage as a `sockaddr_in6`, when the family and length say it is one.
+    fn as_in6(&self) -> Option<&sockaddr_in6> {
+        if self.family() != libc::AF_INET6 || (self.len as usize) < size_of::<sockaddr_in6>() {
+            return None;
+        }
+        // SAFETY: the family says sockaddr_in6, the length covers one, and
+        // the storage is large and aligned enough to view as one.
+        Some(unsafe { &*(&self.storage as *const sockaddr_storage).cast::<sockaddr_in6>() })
     }
 
     /// The port in host order, or 0 for a non-IP address.
@@ -191,6 +200,52 @@ impl SockAddr {
             Some(IpPort::V6(ip, _, 0)) => Ipv6Addr::from(ip).to_string(),
             Some(IpPort::V6(ip, _, scope)) => format!("{}%{}", Ipv6Addr::from(ip), scope),
             None => format!("<family {}>", self.family()),
+        }
+    }
+}
+
+impl From<SocketAddrV4> for SockAddr {
+    fn from(a: SocketAddrV4) -> SockAddr {
+        SockAddr::v4(a.ip().octets(), a.port())
+    }
+}
+
+impl From<SocketAddrV6> for SockAddr {
+    /// Keeps the scope id, and the flow info as the standard library does:
+    /// its value goes into `sin6_flowinfo` as it is.
+    fn from(a: SocketAddrV6) -> SockAddr {
+        let mut sa = SockAddr::v6(a.ip().octets(), a.port(), a.scope_id());
+        // SAFETY: `v6` made a sockaddr_in6 in storage that is large and
+        // aligned enough to view as one.
+        let sin6 = unsafe { &mut *(&mut sa.storage as *mut sockaddr_storage).cast::<sockaddr_in6>() };
+        sin6.sin6_flowinfo = a.flowinfo();
+        sa
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(a: SocketAddr) -> SockAddr {
+        match a {
+            SocketAddr::V4(v4) => v4.into(),
+            SocketAddr::V6(v6) => v6.into(),
+        }
+    }
+}
+
+impl TryFrom<SockAddr> for SocketAddr {
+    type Error = Error;
+
+    /// The IPv4 or IPv6 address, with scope id and flow info; an
+    /// IPv4-mapped IPv6 address stays IPv6. Another family fails with
+    /// `EAFNOSUPPORT`.
+    fn try_from(sa: SockAddr) -> Result<SocketAddr> {
+        match sa.ip_port() {
+            Some(IpPort::V4(ip, port)) => Ok(SocketAddr::V4(SocketAddrV4::new(ip.into(), port))),
+            Some(IpPort::V6(ip, port, scope)) => {
+                let flowinfo = sa.as_in6().map_or(0, |sin6| sin6.sin6_flowinfo);
+                Ok(SocketAddr::V6(SocketAddrV6::new(ip.into(), port, flowinfo, scope)))
+            }
+            None => Err(Error::errno(format!("convert {sa} to a std::net::SocketAddr"), libc::EAFNOSUPPORT)),
         }
     }
 }
@@ -338,7 +393,7 @@ pub fn parse_numeric(host: &str) -> Option<IpPort> {
 }
 
 /// The resolver's message for an `EAI_*` code.
-pub fn gai_message(code: c_int) -> String {
+pub(crate) fn gai_message(code: c_int) -> String {
     // SAFETY: gai_strerror returns a pointer to a static NUL-terminated
     // string for any code (glibc returns "Unknown error" for unknown ones).
     let ptr = unsafe { libc::gai_strerror(code) };
@@ -356,6 +411,18 @@ mod tests {
     fn bytes(sa: &SockAddr) -> &[u8] {
         // SAFETY: the storage is a plain struct of `len` initialised bytes.
         unsafe { std::slice::from_raw_parts((sa.storage() as *const sockaddr_storage).cast::<u8>(), sa.len() as usize) }
+    }
+
+    /// An address of family AF_UNIX, which is not IP.
+    fn unix_family() -> SockAddr {
+        // SAFETY: zeroed storage is valid.
+        let mut st: sockaddr_storage = unsafe { std::mem::zeroed() };
+        st.ss_family = libc::AF_UNIX as libc::sa_family_t;
+        // SAFETY: `st` is a live struct of the given size.
+        unsafe {
+            SockAddr::from_raw((&st as *const sockaddr_storage).cast(), size_of::<sockaddr_storage>() as socklen_t)
+        }
+        .expect("copy")
     }
 
     #[test]
@@ -410,16 +477,41 @@ mod tests {
 
     #[test]
     fn unknown_family_is_not_decoded() {
-        // SAFETY: zeroed storage is valid; family AF_UNIX is not IP.
-        let mut st: sockaddr_storage = unsafe { std::mem::zeroed() };
-        st.ss_family = libc::AF_UNIX as libc::sa_family_t;
-        // SAFETY: `st` is a live struct of the given size.
-        let sa = unsafe {
-            SockAddr::from_raw((&st as *const sockaddr_storage).cast(), size_of::<sockaddr_storage>() as socklen_t)
-        }
-        .expect("copy");
+        let sa = unix_family();
         assert_eq!(sa.ip_port(), None);
         assert_eq!(sa.port(), 0);
+    }
+
+    #[test]
+    fn std_v4_addresses_convert_both_ways() {
+        let std: SocketAddr = "192.0.2.7:12000".parse().expect("literal");
+        let sa = SockAddr::from(std);
+        assert_eq!(&bytes(&sa)[2..8], &[0x2E, 0xE0, 192, 0, 2, 7]);
+        assert_eq!(SocketAddr::try_from(sa).expect("IP"), std);
+    }
+
+    #[test]
+    fn std_v6_addresses_keep_scope_and_flow_info() {
+        let ip: Ipv6Addr = "fe80::1".parse().expect("literal");
+        let std = SocketAddrV6::new(ip, 443, 0x000A_BCDE, 3);
+        let sa = SockAddr::from(SocketAddr::V6(std));
+        assert_eq!(sa.ip_port(), Some(IpPort::V6(ip.octets(), 443, 3)));
+        // sockaddr_in6: family (2), port (2), flowinfo (4), address (16), scope (4).
+        assert_eq!(&bytes(&sa)[4..8], &0x000A_BCDE_u32.to_ne_bytes());
+        assert_eq!(SocketAddr::try_from(sa).expect("IP"), SocketAddr::V6(std));
+    }
+
+    #[test]
+    fn a_v4_mapped_address_stays_v6_in_std() {
+        let std: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().expect("literal");
+        assert_eq!(SocketAddr::try_from(SockAddr::from(std)).expect("IP"), std);
+    }
+
+    #[test]
+    fn a_non_ip_address_does_not_convert_to_std() {
+        let sa = unix_family();
+        let err = SocketAddr::try_from(sa).expect_err("not IP");
+        assert_eq!(err.raw_os_error(), Some(libc::EAFNOSUPPORT));
     }
 
     #[test]

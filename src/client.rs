@@ -5,38 +5,192 @@
 //! does), nothing blocks for ever, and sending and receiving interleave:
 //! a large request never deadlocks against a server that streams its reply
 //! while we are still sending.
+//!
+//! A UDP client takes for its reply only the upper-cased request, from the
+//! server's address: any other datagram is ignored, and counted.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::addr::{host_port_text, resolve, Purpose, SockAddr};
 use crate::error::{Error, Result, ERR_PROTOCOL, ERR_SHORT_REPLY};
-use crate::sys;
+use crate::{sys, CHUNK};
 
-/// Largest UDP payload we can receive (the IPv6 limit; IPv4's is 65,507).
-pub const MAX_DATAGRAM: usize = 65_535 - 8;
+pub use crate::MAX_DATAGRAM;
 
-/// Size of one read while receiving a reply.
-const CHUNK: usize = 64 * 1024;
+/// How often the interrupt check runs during a long wait.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// How long each wait may take, and what to run while waiting.
-#[derive(Clone, Copy, Default)]
-pub struct Waits<'a> {
-    /// Bound of each wait for progress; `None` waits for ever.
-    pub timeout: Option<Duration>,
-    /// Called at least every [`CHECK_EVERY`] while waiting (a Python
-    /// binding checks for Ctrl-C here); an error ends the operation with it.
-    pub check: Option<&'a dyn Fn() -> Result<()>>,
+/// A check run while a client waits; an error ends the operation with it.
+type Interrupt = dyn Fn() -> Result<()> + Send + Sync;
+
+/// How a client call waits, and the calls themselves.
+///
+/// The plain functions ([`tcp_request`], [`udp_request`],
+/// [`Connection::connect`]) are these calls with a timeout set. The
+/// options add UDP retries, and an interrupt check that runs at least every
+/// 50 ms while waiting (a Python binding runs its signal handlers there).
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// let options = upcase::client::Options::new().timeout(Some(Duration::from_secs(1))).retries(3);
+/// let reply = options.udp_request("localhost", 12000, b"hi")?;
+/// assert_eq!(reply.data, b"HI");
+/// # Ok::<(), upcase::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Options {
+    timeout: Option<Duration>,
+    retries: u32,
+    interrupt: Option<Arc<Interrupt>>,
 }
 
-/// How often [`Waits::check`] runs during a long wait.
-pub const CHECK_EVERY: Duration = Duration::from_millis(50);
-
-impl<'a> Waits<'a> {
-    /// Waits bounded by `timeout`, with no check.
-    pub fn timeout(timeout: Option<Duration>) -> Waits<'a> {
-        Waits { timeout, check: None }
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("interrupt", &self.interrupt.is_some())
+            .finish()
     }
+}
+
+impl Options {
+    /// No timeout, no retries, no interrupt check.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Bounds each wait for progress (for UDP: each attempt); `None` waits
+    /// for ever.
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Options {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many times UDP sends again when an attempt gets no reply.
+    pub fn retries(mut self, retries: u32) -> Options {
+        self.retries = retries;
+        self
+    }
+
+    /// Runs `check` at least every 50 ms while waiting; its error ends the
+    /// operation, and is what the operation returns.
+    pub fn interrupt(mut self, check: impl Fn() -> Result<()> + Send + Sync + 'static) -> Options {
+        self.interrupt = Some(Arc::new(check));
+        self
+    }
+
+    /// Opens a TCP connection, as [`connect_tcp`].
+    pub fn connect_tcp(&self, host: &str, port: u16) -> Result<(OwnedFd, SockAddr)> {
+        if port == 0 {
+            return Err(Error::invalid(
+                format!("connect to {}", host_port_text(host, port)),
+                "port 0 is not a valid destination",
+            ));
+        }
+        let addrs = resolve(host, port, libc::SOCK_STREAM, Purpose::Connect)?;
+        let mut last = None;
+        for addr in addrs {
+            match connect_one(&addr, self) {
+                Ok(fd) => return Ok((fd, addr)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| no_address(host, port)))
+    }
+
+    /// One TCP exchange, as [`tcp_request`].
+    pub fn tcp_request(&self, host: &str, port: u16, data: &[u8]) -> Result<Vec<u8>> {
+        let (fd, peer) = self.connect_tcp(host, port)?;
+        exchange(&fd, &peer, data, true, self)
+    }
+
+    /// A kept-open connection, as [`Connection::connect`]; its requests
+    /// wait as these options say.
+    pub fn connect(&self, host: &str, port: u16) -> Result<Connection> {
+        let (fd, peer) = self.connect_tcp(host, port)?;
+        Ok(Connection { fd: Arc::new(fd), peer, options: self.clone(), broken: false })
+    }
+
+    /// One UDP exchange, as [`udp_request`], the timeout bounding each
+    /// attempt. The result also counts the datagrams that were ignored.
+    pub fn udp_request(&self, host: &str, port: u16, data: &[u8]) -> Result<UdpReply> {
+        if port == 0 {
+            return Err(Error::invalid(
+                format!("send to {}", host_port_text(host, port)),
+                "port 0 is not a valid destination",
+            ));
+        }
+        if data.len() > MAX_DATAGRAM {
+            return Err(Error::errno(format!("send to {}", host_port_text(host, port)), libc::EMSGSIZE)
+                .within(format!("datagram of {} bytes", data.len())));
+        }
+        let addrs = resolve(host, port, libc::SOCK_DGRAM, Purpose::Connect)?;
+        let mut last = None;
+        for addr in addrs {
+            match udp_one(&addr, data, self) {
+                Ok(reply) => return Ok(reply),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| no_address(host, port)))
+    }
+
+    /// Waits until `fd` is ready for `events` (`libc::POLLIN`,
+    /// `libc::POLLOUT`) for at most the timeout, running the interrupt
+    /// check. Returns the `revents`; running out of time is an error with
+    /// code `-ETIMEDOUT`.
+    pub fn wait_ready(&self, fd: BorrowedFd<'_>, events: i16) -> Result<i16> {
+        self.wait_fd(fd, events, self.timeout, &|| format!("poll descriptor {}", fd.as_raw_fd()))
+    }
+
+    /// [`wait_ready`](Self::wait_ready) for at most `timeout`. Retries on
+    /// EINTR with what is left of the wait.
+    fn wait_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        events: i16,
+        timeout: Option<Duration>,
+        what: &dyn Fn() -> String,
+    ) -> Result<i16> {
+        let start = Instant::now();
+        loop {
+            if let Some(check) = &self.interrupt {
+                check()?;
+            }
+            let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            let slice = match (left, self.interrupt.is_some()) {
+                (Some(l), true) => Some(l.min(CHECK_EVERY)),
+                (None, true) => Some(CHECK_EVERY),
+                (l, false) => l,
+            };
+            match sys::poll2((fd.as_raw_fd(), events), None, sys::timeout_ms(slice)) {
+                Ok((0, _)) => {
+                    if left.is_some_and(|l| l <= slice.unwrap_or_default()) {
+                        let secs = timeout.unwrap_or_default().as_secs_f64();
+                        return Err(Error::timed_out(what(), format!("timed out after {secs:.3} s")));
+                    }
+                }
+                Ok((rev, _)) => return Ok(rev),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(Error::os(what(), e)),
+            }
+        }
+    }
+}
+
+/// A UDP reply, and what was ignored while waiting for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpReply {
+    /// The reply: the request, upper-cased.
+    pub data: Vec<u8>,
+    /// Datagrams that reached the client and could not be the reply (from
+    /// another address, of another length, or other bytes), over all
+    /// attempts.
+    pub ignored: u64,
 }
 
 /// A moment that will not come (about thirty years from now).
@@ -45,63 +199,20 @@ fn far_future() -> Instant {
     now.checked_add(Duration::from_secs(1 << 30)).unwrap_or(now)
 }
 
-/// Waits until `fd` is ready for `events`, for at most `waits.timeout`,
-/// running `waits.check` every [`CHECK_EVERY`]. Retries on EINTR with what
-/// is left of the wait. Returns the `revents`; a timeout is `ETIMEDOUT`.
-pub fn wait_fd(fd: RawFd, events: i16, waits: &Waits<'_>, what: &dyn Fn() -> String) -> Result<i16> {
-    let start = Instant::now();
-    loop {
-        if let Some(check) = waits.check {
-            check()?;
-        }
-        let left = waits.timeout.map(|t| t.saturating_sub(start.elapsed()));
-        let slice = match (left, waits.check.is_some()) {
-            (Some(l), true) => Some(l.min(CHECK_EVERY)),
-            (None, true) => Some(CHECK_EVERY),
-            (l, false) => l,
-        };
-        match sys::poll2((fd, events), None, sys::timeout_ms(slice)) {
-            Ok((0, _)) => {
-                if left.is_some_and(|l| l <= slice.unwrap_or_default()) {
-                    let secs = waits.timeout.unwrap_or_default().as_secs_f64();
-                    return Err(Error::timed_out(what(), format!("timed out after {secs:.3} s")));
-                }
-            }
-            Ok((rev, _)) => return Ok(rev),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => return Err(Error::os(what(), e)),
-        }
-    }
+/// The failure of a name that resolved to no address at all.
+fn no_address(host: &str, port: u16) -> Error {
+    Error::resolve(format!("resolve {}", host_port_text(host, port)), libc::EAI_NONAME)
 }
 
 /// Opens a TCP connection to `host:port`, trying every address the
 /// resolver gives, in order, until one accepts. The socket stays
 /// non-blocking. The error of the last address tried is returned.
 pub fn connect_tcp(host: &str, port: u16, timeout: Option<Duration>) -> Result<(OwnedFd, SockAddr)> {
-    connect_tcp_with(host, port, &Waits::timeout(timeout))
-}
-
-/// [`connect_tcp`] with a check run while waiting.
-pub fn connect_tcp_with(host: &str, port: u16, waits: &Waits<'_>) -> Result<(OwnedFd, SockAddr)> {
-    if port == 0 {
-        return Err(Error::invalid(
-            format!("connect to {}", host_port_text(host, port)),
-            "port 0 is not a valid destination",
-        ));
-    }
-    let addrs = resolve(host, port, libc::SOCK_STREAM, Purpose::Connect)?;
-    let mut last = None;
-    for addr in addrs {
-        match connect_one(&addr, waits) {
-            Ok(fd) => return Ok((fd, addr)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::resolve(format!("resolve {}", host_port_text(host, port)), libc::EAI_NONAME)))
+    Options::new().timeout(timeout).connect_tcp(host, port)
 }
 
 /// `socket()` + non-blocking `connect()` + wait for the handshake.
-fn connect_one(addr: &SockAddr, waits: &Waits<'_>) -> Result<OwnedFd> {
+fn connect_one(addr: &SockAddr, options: &Options) -> Result<OwnedFd> {
     let what = || format!("connect to {addr}");
     let fd = sys::socket(addr.family(), libc::SOCK_STREAM, true).map_err(|e| Error::os(what(), e))?;
     match sys::connect(fd.as_fd(), addr) {
@@ -109,7 +220,7 @@ fn connect_one(addr: &SockAddr, waits: &Waits<'_>) -> Result<OwnedFd> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS) | Some(libc::EINTR)) => {
             // The handshake goes on in the kernel; writable means it ended,
             // and SO_ERROR says how.
-            wait_fd(fd.as_raw_fd(), libc::POLLOUT, waits, &what)?;
+            options.wait_fd(fd.as_fd(), libc::POLLOUT, options.timeout, &what)?;
             let err =
                 sys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR).map_err(|e| Error::os(what(), e))?;
             if err != 0 {
@@ -127,7 +238,7 @@ fn connect_one(addr: &SockAddr, waits: &Waits<'_>) -> Result<OwnedFd> {
 /// With `half_close`, the write side is shut after the last byte and the
 /// reply is read to end of stream; otherwise exactly `data.len()` bytes
 /// are read. Returns the reply.
-fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, waits: &Waits<'_>) -> Result<Vec<u8>> {
+fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, options: &Options) -> Result<Vec<u8>> {
     let what = || format!("exchange with {peer}");
     let mut reply: Vec<u8> = Vec::with_capacity(data.len());
     let mut sent = 0usize;
@@ -145,7 +256,7 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, waits:
         if sent < data.len() {
             events |= libc::POLLOUT;
         }
-        let rev = wait_fd(fd.as_raw_fd(), events, waits, &what)?;
+        let rev = options.wait_fd(fd.as_fd(), events, options.timeout, &what)?;
         if sent < data.len() && rev & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
             match sys::send(fd.as_fd(), &data[sent..]) {
                 Ok(n) => sent += n,
@@ -226,21 +337,16 @@ fn short_or_long(what: String, got: usize, sent: usize) -> Error {
 /// # Ok::<(), upcase::Error>(())
 /// ```
 pub fn tcp_request(host: &str, port: u16, data: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>> {
-    tcp_request_with(host, port, data, &Waits::timeout(timeout))
-}
-
-/// [`tcp_request`] with a check run while waiting.
-pub fn tcp_request_with(host: &str, port: u16, data: &[u8], waits: &Waits<'_>) -> Result<Vec<u8>> {
-    let (fd, peer) = connect_tcp_with(host, port, waits)?;
-    exchange(&fd, &peer, data, true, waits)
+    Options::new().timeout(timeout).tcp_request(host, port, data)
 }
 
 /// A kept-open TCP connection: each `request` sends its bytes and returns
 /// exactly as many bytes back, so many requests share one connection.
 pub struct Connection {
-    fd: OwnedFd,
+    /// Shared only with [`ShutdownHandle`]s, which hold it weakly.
+    fd: Arc<OwnedFd>,
     peer: SockAddr,
-    timeout: Option<Duration>,
+    options: Options,
     /// Set by any failed request: what is in flight is unknown then, and a
     /// later request could read an earlier reply, so none is made.
     broken: bool,
@@ -248,15 +354,9 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `host:port` (every resolved address tried in turn).
+    /// `timeout` bounds each wait, now and in every request.
     pub fn connect(host: &str, port: u16, timeout: Option<Duration>) -> Result<Connection> {
-        Connection::connect_with(host, port, &Waits::timeout(timeout))
-    }
-
-    /// [`connect`](Self::connect) with a check run while waiting; the
-    /// timeout is kept for the requests.
-    pub fn connect_with(host: &str, port: u16, waits: &Waits<'_>) -> Result<Connection> {
-        let (fd, peer) = connect_tcp_with(host, port, waits)?;
-        Ok(Connection { fd, peer, timeout: waits.timeout, broken: false })
+        Options::new().timeout(timeout).connect(host, port)
     }
 
     /// Sends `data`, returns the reply (always `data.len()` bytes).
@@ -265,20 +365,11 @@ impl Connection {
     /// connection is broken: every later request fails at once with
     /// `ENOTCONN` instead of reading what the earlier one left behind.
     pub fn request(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.run(data, &Waits::timeout(self.timeout))
-    }
-
-    /// [`request`](Self::request) with a check run while waiting.
-    pub fn request_with(&mut self, data: &[u8], check: &dyn Fn() -> Result<()>) -> Result<Vec<u8>> {
-        self.run(data, &Waits { timeout: self.timeout, check: Some(check) })
-    }
-
-    fn run(&mut self, data: &[u8], waits: &Waits<'_>) -> Result<Vec<u8>> {
         if self.broken {
             return Err(Error::errno(format!("request to {}", self.peer), libc::ENOTCONN)
                 .within("an earlier request on this connection failed"));
         }
-        let result = exchange(&self.fd, &self.peer, data, false, waits);
+        let result = exchange(&self.fd, &self.peer, data, false, &self.options);
         self.broken = result.is_err();
         result
     }
@@ -321,7 +412,12 @@ impl Connection {
 
     /// The per-wait timeout.
     pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
+        self.options.timeout
+    }
+
+    /// A handle that shuts this connection down from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { fd: Arc::downgrade(&self.fd) }
     }
 
     /// Closes the connection (half-close first, so the server sees a clean
@@ -331,103 +427,82 @@ impl Connection {
     }
 }
 
-/// `shutdown(SHUT_RDWR)` on a descriptor that another thread owns and is
-/// waiting on: the wait ends at once (the peer sees end of stream). Errors
-/// (it was not connected, it is already shut) are of no interest here.
-pub fn shutdown_raw(fd: RawFd) {
-    // SAFETY: `fd` was handed out by `raw_fd` of a connection that is alive
-    // (its owner holds it until the interrupted request returns); shutdown
-    // does not close or invalidate the descriptor.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let _ = sys::shutdown(fd, libc::SHUT_RDWR);
+/// Shuts a [`Connection`] down from another thread: a request waiting on
+/// it ends at once, and the server sees end of stream. Once the connection
+/// is dropped the handle does nothing.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    fd: Weak<OwnedFd>,
+}
+
+impl ShutdownHandle {
+    /// `shutdown(SHUT_RDWR)`. The descriptor stays open, and owned by the
+    /// connection. Errors (it is already shut) are of no interest here.
+    pub fn shutdown(&self) {
+        if let Some(fd) = self.fd.upgrade() {
+            let _ = sys::shutdown(fd.as_fd(), libc::SHUT_RDWR);
+        }
+    }
 }
 
 /// One UDP exchange: send `data` as one datagram to `host:port`, wait up to
-/// `timeout` for the reply, send again up to `retries` more times. Replies
-/// from any other address are ignored. Every resolved address is tried in
-/// turn when one gets no answer.
+/// `timeout` for the reply, send again up to `retries` more times. A
+/// datagram that cannot be the reply (from another address, of another
+/// length, or not the upper-cased request) is ignored, and the wait goes
+/// on. Every resolved address is tried in turn when one gets no answer.
 pub fn udp_request(host: &str, port: u16, data: &[u8], timeout: Duration, retries: u32) -> Result<Vec<u8>> {
-    udp_request_with(host, port, data, timeout, retries, None)
+    Ok(Options::new().timeout(Some(timeout)).retries(retries).udp_request(host, port, data)?.data)
 }
 
-/// [`udp_request`] with a check run while waiting.
-pub fn udp_request_with(
-    host: &str,
-    port: u16,
-    data: &[u8],
-    timeout: Duration,
-    retries: u32,
-    check: Option<&dyn Fn() -> Result<()>>,
-) -> Result<Vec<u8>> {
-    if port == 0 {
-        return Err(Error::invalid(
-            format!("send to {}", host_port_text(host, port)),
-            "port 0 is not a valid destination",
-        ));
-    }
-    if data.len() > MAX_DATAGRAM {
-        return Err(Error::errno(format!("send to {}", host_port_text(host, port)), libc::EMSGSIZE)
-            .within(format!("datagram of {} bytes", data.len())));
-    }
-    let addrs = resolve(host, port, libc::SOCK_DGRAM, Purpose::Connect)?;
-    let mut last = None;
-    for addr in addrs {
-        match udp_one(&addr, data, timeout, retries, check) {
-            Ok(reply) => return Ok(reply),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| Error::resolve(format!("resolve {}", host_port_text(host, port)), libc::EAI_NONAME)))
-}
-
-fn udp_one(
-    addr: &SockAddr,
-    data: &[u8],
-    timeout: Duration,
-    retries: u32,
-    check: Option<&dyn Fn() -> Result<()>>,
-) -> Result<Vec<u8>> {
+fn udp_one(addr: &SockAddr, data: &[u8], options: &Options) -> Result<UdpReply> {
     let what = || format!("udp request to {addr}");
     let fd = sys::socket(addr.family(), libc::SOCK_DGRAM, true).map_err(|e| Error::os(what(), e))?;
-    // Connecting a UDP socket only records the peer: the kernel then reports
-    // "port unreachable" as ECONNREFUSED instead of letting us wait it out.
+    // Connecting a UDP socket records the peer: the kernel then reports
+    // "port unreachable" as ECONNREFUSED instead of letting us wait it out,
+    // and drops datagrams from other addresses.
     sys::connect(fd.as_fd(), addr).map_err(|e| Error::os(what(), e))?;
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    for _attempt in 0..=retries {
+    let expected = crate::upper::upper(data);
+    // One byte more than the reply, so that a longer datagram cannot match
+    // (MSG_TRUNC reports its real length as well).
+    let mut buf = vec![0u8; data.len() + 1];
+    let mut ignored = 0u64;
+    for _attempt in 0..=options.retries {
         // The socket is connected, so a plain send goes to `addr`.
         sys::send(fd.as_fd(), data).map_err(|e| Error::os(what(), e))?;
         // A timeout too large to add is as good as for ever.
-        let deadline = Instant::now().checked_add(timeout).unwrap_or_else(far_future);
+        let deadline = match options.timeout {
+            Some(t) => Instant::now().checked_add(t).unwrap_or_else(far_future),
+            None => far_future(),
+        };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            match wait_fd(fd.as_raw_fd(), libc::POLLIN, &Waits { timeout: Some(left), check }, &what) {
+            match options.wait_fd(fd.as_fd(), libc::POLLIN, Some(left), &what) {
                 Ok(_) => {}
                 Err(e) if e.code() == -libc::ETIMEDOUT => break,
                 Err(e) => return Err(e),
             }
             match sys::recvfrom(fd.as_fd(), &mut buf, libc::MSG_TRUNC) {
                 Ok((n, from)) => {
-                    if from != *addr {
-                        continue; // not our server: ignore it
+                    // The sender is checked here too, so that the rule does
+                    // not rest on the kernel's filter alone.
+                    if from == *addr && n == expected.len() && buf[..n] == expected[..] {
+                        return Ok(UdpReply { data: expected, ignored });
                     }
-                    if n > buf.len() {
-                        return Err(Error::errno(what(), libc::EMSGSIZE).within(format!("reply of {n} bytes")));
-                    }
-                    if n != data.len() {
-                        return Err(short_or_long(what(), n, data.len()));
-                    }
-                    return Ok(buf[..n].to_vec());
+                    ignored += 1;
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => continue,
                 Err(e) => return Err(Error::os(what(), e)),
             }
         }
     }
-    Err(Error::timed_out(
-        what(),
-        format!("timed out: no reply after {} attempt(s) of {:.3} s each", retries as u64 + 1, timeout.as_secs_f64()),
-    ))
+    let secs = options.timeout.unwrap_or_default().as_secs_f64();
+    let attempts = u64::from(options.retries) + 1;
+    let mut detail = format!("timed out: no reply after {attempts} attempt(s) of {secs:.3} s each");
+    if ignored > 0 {
+        detail.push_str(&format!(", {ignored} datagram(s) that could not be the reply ignored"));
+    }
+    Err(Error::timed_out(what(), detail))
 }

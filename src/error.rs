@@ -81,12 +81,12 @@ impl Error {
     }
 
     /// A failure of our own (one of the `ERR_*` codes).
-    pub fn own(code: c_int, context: impl Into<String>, detail: impl Into<String>) -> Error {
+    pub(crate) fn own(code: c_int, context: impl Into<String>, detail: impl Into<String>) -> Error {
         Error { code, context: context.into(), detail: detail.into(), argument: false }
     }
 
     /// A wait that ran out of time (`-ETIMEDOUT`).
-    pub fn timed_out(context: impl Into<String>, detail: impl Into<String>) -> Error {
+    pub(crate) fn timed_out(context: impl Into<String>, detail: impl Into<String>) -> Error {
         Error { code: -libc::ETIMEDOUT, context: context.into(), detail: detail.into(), argument: false }
     }
 
@@ -156,12 +156,18 @@ impl fmt::Debug for Error {
 impl std::error::Error for Error {}
 
 impl From<Error> for io::Error {
+    /// An OS failure becomes `io::Error::from_raw_os_error`, so that
+    /// `raw_os_error()` and `kind()` are the OS's; that type has no room for
+    /// the context, which is dropped. Any other failure keeps the whole
+    /// [`Error`] as its inner error.
     fn from(e: Error) -> io::Error {
-        let kind_err = match e.raw_os_error() {
-            Some(errno) => io::Error::from_raw_os_error(errno).kind(),
-            None => io::ErrorKind::Other,
-        };
-        io::Error::new(kind_err, e.to_string())
+        if e.argument {
+            return io::Error::new(io::ErrorKind::InvalidInput, e);
+        }
+        match e.raw_os_error() {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::other(e),
+        }
     }
 }
 
@@ -266,7 +272,7 @@ static EAI_TABLE: &[Entry] = eai_rows![
 
 /// glibc's `EAI_ADDRFAMILY` (the host has no address of the family asked
 /// for), which the `libc` crate does not name.
-pub(crate) const EAI_ADDRFAMILY: c_int = -9;
+pub const EAI_ADDRFAMILY: c_int = -9;
 
 static EAI_GLIBC: &[Entry] =
     &[Entry(EAI_BASE + EAI_ADDRFAMILY, c"UPCASE_EAI_ADDRFAMILY", c"host has no address in the family asked for")];
@@ -405,5 +411,26 @@ mod tests {
         let own = Error::own(ERR_SHORT_REPLY, "x", "y");
         assert_eq!(own.raw_os_error(), None);
         assert_eq!(own.gai_error(), None);
+    }
+
+    #[test]
+    fn io_error_keeps_the_os_error_code() {
+        let io = io::Error::from(Error::errno("connect to 127.0.0.1:1", libc::ECONNREFUSED));
+        assert_eq!(io.raw_os_error(), Some(libc::ECONNREFUSED));
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        let io = io::Error::from(Error::timed_out("recv", "timed out after 1 s"));
+        assert_eq!(io.raw_os_error(), Some(libc::ETIMEDOUT));
+        assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn io_error_keeps_our_own_failures_whole() {
+        let io = io::Error::from(Error::own(ERR_SHORT_REPLY, "exchange with x", "closed early"));
+        assert_eq!(io.raw_os_error(), None);
+        let inner = io.get_ref().and_then(|e| e.downcast_ref::<Error>()).expect("the Error inside");
+        assert_eq!(inner.code(), ERR_SHORT_REPLY);
+        let io = io::Error::from(Error::invalid("connect to x:0", "port 0 is not a valid destination"));
+        assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(io.to_string(), "connect to x:0: port 0 is not a valid destination");
     }
 }

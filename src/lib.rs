@@ -21,16 +21,20 @@
 //! | `close()`    | dropping the [`std::os::fd::OwnedFd`] |
 //! | `htons()`    | [`endian::hton16`] |
 //!
-//! ```no_run
+//! A server on a free port of 127.0.0.1, one request, and a clean stop:
+//!
+//! ```
+//! use std::time::Duration;
 //! use upcase::server::{Config, Server};
-//! let server = Server::bind(Config { port: 0, ..Config::default() })?;
+//!
+//! let server = Server::bind(Config { host: "127.0.0.1".into(), port: 0, ..Config::default() })?;
 //! let port = server.port();
 //! let stopper = server.stopper();
-//! let t = std::thread::spawn(move || server.run());
-//! let reply = upcase::client::tcp_request("127.0.0.1", port, b"hello", None)?;
+//! let running = std::thread::spawn(move || server.run());
+//! let reply = upcase::client::tcp_request("127.0.0.1", port, b"hello", Some(Duration::from_secs(5)))?;
 //! assert_eq!(reply, b"HELLO");
 //! stopper.stop();
-//! # let _ = t.join();
+//! running.join().expect("server thread")?;
 //! # Ok::<(), upcase::Error>(())
 //! ```
 
@@ -51,6 +55,14 @@ pub mod upper;
 pub mod ffi;
 
 pub use error::{Error, Result};
+
+/// The largest UDP payload: 65,535 bytes less the 8-byte UDP header (the
+/// IPv6 limit; IPv4's is 65,507). Clients refuse to send more and servers
+/// to accept more.
+pub const MAX_DATAGRAM: usize = 65_535 - 8;
+
+/// The size of one read from a TCP stream.
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// The crate version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

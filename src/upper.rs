@@ -7,8 +7,7 @@
 //!
 //! The x86-64 baseline has 16-byte vectors (SSE2). On a CPU with AVX2,
 //! found at run time, buffers of `WIDE` bytes or more take the same loop
-//! compiled for 32-byte vectors: about 1.8x the bytes per second on a
-//! 64 KiB buffer (`cargo bench --bench upper`).
+//! compiled for 32-byte vectors (`cargo bench --bench upper` measures it).
 
 /// From this length on, the AVX2 loop is worth the check that picks it.
 #[cfg(target_arch = "x86_64")]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use upcase::addr::SockAddr;
-use upcase::client::{tcp_request, Connection};
+use upcase::client::{tcp_request, Connection, Options};
 use upcase::server::{Config, Mode, Server, Transport};
 use upcase::sys;
 
@@ -384,6 +384,43 @@ fn a_client_timeout_is_bounded() {
     let e = tcp_request("127.0.0.1", server.port(), b"anyone?", Some(Duration::from_millis(200))).expect_err("timeout");
     assert_eq!(e.code(), -libc::ETIMEDOUT);
     assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_shutdown_handle_ends_a_request_waiting_on_another_thread() {
+    // Bound, not run: the kernel accepts, no reply ever comes.
+    let server = Server::bind(config("127.0.0.1", Transport::Tcp, Mode::Concurrent)).expect("bind");
+    let mut conn = Connection::connect("127.0.0.1", server.port(), Some(Duration::from_secs(20))).expect("connect");
+    let handle = conn.shutdown_handle();
+    let t = Instant::now();
+    let waiting = std::thread::spawn(move || conn.request(b"anyone?").map(drop));
+    std::thread::sleep(Duration::from_millis(100));
+    handle.shutdown();
+    let e = waiting.join().expect("request thread").expect_err("shut down");
+    assert_ne!(e.code(), -libc::ETIMEDOUT, "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The connection is gone: the handle does nothing.
+    handle.shutdown();
+}
+
+#[test]
+fn an_interrupt_check_ends_a_wait_with_its_own_error() {
+    let server = Server::bind(config("127.0.0.1", Transport::Tcp, Mode::Concurrent)).expect("bind");
+    let t = Instant::now();
+    let checks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = std::sync::Arc::clone(&checks);
+    let options = Options::new().timeout(Some(Duration::from_secs(20))).interrupt(move || {
+        // Lets the first few checks pass, so that the wait is under way.
+        if count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
+            Ok(())
+        } else {
+            Err(upcase::Error::errno("interrupted", libc::EINTR))
+        }
+    });
+    let e = options.tcp_request("127.0.0.1", server.port(), b"anyone?").expect_err("interrupted");
+    assert_eq!(e.code(), -libc::EINTR, "{e}");
+    assert_eq!(checks.load(std::sync::atomic::Ordering::Relaxed), 4);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[test]

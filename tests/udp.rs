@@ -2,13 +2,13 @@
 
 mod common;
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use upcase::addr::SockAddr;
-use upcase::client::udp_request;
+use upcase::client::{udp_request, Options, UdpReply};
 use upcase::server::{Config, Mode, Server, Transport};
 use upcase::sys;
 
@@ -109,24 +109,93 @@ fn replies_go_to_each_sender_many_at_once() {
 fn a_client_ignores_datagrams_from_other_addresses() {
     // A "server" that is only a raw socket: it learns the client's address
     // from a first datagram, then a stranger writes to the client first.
-    let server = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
-    sys::bind(server.as_fd(), &SockAddr::v4([127, 0, 0, 1], 0)).expect("bind");
-    let port = sys::getsockname(server.as_fd()).expect("name").port();
+    let (server, port) = fake_server();
     let stranger = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
     let client = std::thread::spawn(move || udp_request("127.0.0.1", port, b"who", Duration::from_secs(5), 0));
-    let mut buf = [0u8; 64];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let from = loop {
-        if let Ok((_, from)) = sys::recvfrom(server.as_fd(), &mut buf, 0) {
-            break from;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let from = client_address(&server);
     sys::sendto(stranger.as_fd(), b"FAKE", &from).expect("stranger");
     std::thread::sleep(Duration::from_millis(50));
     sys::sendto(server.as_fd(), b"WHO", &from).expect("reply");
     assert_eq!(client.join().expect("client").expect("reply"), b"WHO");
+}
+
+/// A socket on 127.0.0.1 that plays a UDP server by hand, and its port.
+fn fake_server() -> (OwnedFd, u16) {
+    let server = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    sys::bind(server.as_fd(), &SockAddr::v4([127, 0, 0, 1], 0)).expect("bind");
+    let port = sys::getsockname(server.as_fd()).expect("name").port();
+    (server, port)
+}
+
+/// Waits for a client's request on `server`; returns the client's address.
+fn client_address(server: &OwnedFd) -> SockAddr {
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok((_, from)) = sys::recvfrom(server.as_fd(), &mut buf, 0) {
+            return from;
+        }
+        assert!(Instant::now() < deadline, "no request");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A fake UDP server: it waits for the client's request, then sends
+/// `before` (each datagram from the server's own socket, or from a
+/// stranger's), then the right reply. Returns what the client got.
+fn fake_udp_exchange(request: &'static [u8], before: &[(&[u8], bool)]) -> upcase::Result<UdpReply> {
+    let (server, port) = fake_server();
+    let stranger = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, true).expect("socket");
+    let client = std::thread::spawn(move || {
+        Options::new().timeout(Some(WAIT)).retries(0).udp_request("127.0.0.1", port, request)
+    });
+    let from = client_address(&server);
+    for (datagram, from_stranger) in before {
+        let fd = if *from_stranger { &stranger } else { &server };
+        sys::sendto(fd.as_fd(), datagram, &from).expect("wrong reply");
+    }
+    sys::sendto(server.as_fd(), &upcase::upper::upper(request), &from).expect("reply");
+    client.join().expect("client")
+}
+
+#[test]
+fn a_client_ignores_a_longer_datagram_from_the_server_address() {
+    let reply = fake_udp_exchange(b"who", &[(b"WHO AND MORE", false)]).expect("reply");
+    assert_eq!(reply, UdpReply { data: b"WHO".to_vec(), ignored: 1 });
+}
+
+#[test]
+fn a_client_ignores_a_shorter_datagram_from_the_server_address() {
+    let reply = fake_udp_exchange(b"who", &[(b"WH", false), (b"", false)]).expect("reply");
+    assert_eq!(reply, UdpReply { data: b"WHO".to_vec(), ignored: 2 });
+}
+
+#[test]
+fn a_client_ignores_a_datagram_that_is_not_the_request_upper_cased() {
+    let reply = fake_udp_exchange(b"who", &[(b"who", false), (b"WHY", false)]).expect("reply");
+    assert_eq!(reply, UdpReply { data: b"WHO".to_vec(), ignored: 2 });
+}
+
+#[test]
+fn a_client_waits_through_every_kind_of_wrong_datagram() {
+    let wrong: &[(&[u8], bool)] = &[(b"WHO?", false), (b"WH", false), (b"WHY", false), (b"WHO", true)];
+    let reply = fake_udp_exchange(b"who", wrong).expect("reply");
+    assert_eq!(reply.data, b"WHO");
+    // The stranger's datagram is dropped by the kernel before the client
+    // sees it (the client's socket is connected to the server), or by the
+    // client itself.
+    assert!((3..=4).contains(&reply.ignored), "{reply:?}");
+}
+
+#[test]
+fn a_timeout_says_how_many_datagrams_were_ignored() {
+    let (server, port) = fake_server();
+    let client = std::thread::spawn(move || udp_request("127.0.0.1", port, b"who", Duration::from_millis(300), 0));
+    let from = client_address(&server);
+    sys::sendto(server.as_fd(), b"WHY", &from).expect("wrong reply");
+    let e = client.join().expect("client").expect_err("no right reply");
+    assert_eq!(e.code(), -libc::ETIMEDOUT);
+    assert!(e.to_string().contains("1 datagram(s) that could not be the reply ignored"), "{e}");
 }
 
 #[test]

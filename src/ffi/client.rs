@@ -111,10 +111,11 @@ pub unsafe extern "C" fn upcase_tcp_request(
 
 /// One UDP exchange with `host:port`: send the `len` bytes at `data` as
 /// one datagram, wait up to `timeout_ms` (must be > 0) for the reply, send
-/// again up to `retries` more times. Replies from other addresses are
-/// ignored. Arguments and results as for `upcase_tcp_request`; a request
-/// larger than a datagram can be gives `UPCASE_EMSGSIZE`, no reply
-/// `UPCASE_ETIMEDOUT`.
+/// again up to `retries` more times. A datagram that cannot be the reply
+/// (from another address, of another length, or not the upper-cased
+/// request) is ignored, and the wait goes on. Arguments and results as for
+/// `upcase_tcp_request`; a request larger than a datagram can be gives
+/// `UPCASE_EMSGSIZE`, no reply `UPCASE_ETIMEDOUT`.
 ///
 /// # Safety
 /// As for `upcase_tcp_request`.

@@ -97,6 +97,13 @@ pub(crate) struct Client {
     _ticket: Option<Ticket>,
 }
 
+impl Client {
+    /// `fd`, counted against its address if `ticket` is given.
+    pub(super) fn new(fd: OwnedFd, ticket: Option<Ticket>) -> Client {
+        Client { fd, _ticket: ticket }
+    }
+}
+
 impl AsRawFd for Client {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -188,7 +195,7 @@ pub(crate) fn admit(shared: &Shared, fd: OwnedFd, peer: Option<SockAddr>, buf: &
     if let Some(peer) = peer {
         shared.tell(&peer);
     }
-    let mut conn = Conn::new(Client { fd, _ticket: ticket }, cx.now, cx.limits);
+    let mut conn = Conn::new(Client::new(fd, ticket), cx.now, cx.limits);
     let end = match conn.first(buf, cx) {
         Outcome::Keep => return Accepted::Conn(conn),
         Outcome::Close => End::Done,

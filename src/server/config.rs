@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::addr::SockAddr;
-use crate::client::MAX_DATAGRAM;
 use crate::error::{Error, Result};
+use crate::MAX_DATAGRAM;
 
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -493,7 +493,7 @@ mod tests {
         let counters = Counters::default();
         let rec = Recorder { fd: server, wake: 0, reads: Vec::new(), flushing: Vec::new(), asked: Vec::new() };
         let mut conn = Conn::new(rec, 0, &limits);
-        let mut buf = vec![0u8; crate::server::CHUNK];
+        let mut buf = vec![0u8; crate::CHUNK];
         // 1 MiB: the client sends what the kernel takes, the server is
         // woken when at least a buffer's worth waits, or when the client
         // could send nothing (where `rmem_max` caps the server's receive

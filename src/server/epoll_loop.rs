@@ -13,9 +13,10 @@ use super::admission::{accept_one, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
 use super::token::Token;
-use super::{Counters, End, Shared, CHUNK};
+use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
 use crate::sys::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
+use crate::CHUNK;
 
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;

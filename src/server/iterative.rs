@@ -19,10 +19,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::pace::{nanos, Deadline};
-use super::{Counters, End, Shared, CHUNK};
+use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::upper::upper_in_place;
+use crate::CHUNK;
 
 /// What a wait saw.
 enum Ready {

@@ -38,10 +38,6 @@ pub use config::{ClientCallback, Config, Mode, Transport, MAX_MIN_RATE, MAX_THRE
 pub use stats::Stats;
 pub(crate) use stats::{Counters, End};
 
-/// The most a loop reads at once, and so the most a TCP connection ever
-/// holds of replies not yet taken by the kernel.
-pub(crate) const CHUNK: usize = 64 * 1024;
-
 /// What the loops share.
 pub(crate) struct Shared {
     /// The listening (TCP) or bound (UDP) socket.

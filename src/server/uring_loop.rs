@@ -27,17 +27,18 @@
 //! buffers are `sys::uring::Uring`.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use super::admission::{admit, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
 use super::token::{Kind, Tag};
-use super::{Counters, End, Shared, CHUNK};
+use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
 use crate::sys::uring::{Completion, Uring};
 use crate::upper::upper_in_place;
+use crate::CHUNK;
 
 /// Submission queue entries; the queue is submitted early when full.
 const ENTRIES: u32 = 256;
@@ -554,9 +555,9 @@ mod tests {
     impl Loop<'_> {
         /// Gives `sock` a slot, as a client that has sent something (its
         /// next read is a `recv`), counted active as `admit` counts one.
-        fn add(&mut self, sock: OwnedFd) {
+        fn add(&mut self, sock: std::os::fd::OwnedFd) {
             self.shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut conn = Conn::new(sock, 0, &self.shared.limits);
+            let mut conn = Conn::new(Client::new(sock, None), 0, &self.shared.limits);
             conn.received(1, &self.ctx());
             self.slots.push(Slot { conn: Some(conn), ..Slot::default() });
         }

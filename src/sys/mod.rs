@@ -1,5 +1,9 @@
 //! The system calls, one thin wrapper each.
 //!
+//! This module is public as the teaching layer: each step of the slides
+//! (`socket()`, `bind()`, `accept()`, ...) is one function here, to read
+//! and to call. The clients and servers are built on it.
+//!
 //! Every wrapper is one line around one `libc` call: a `-1` return becomes
 //! `io::Error::last_os_error()` (the `errno` the kernel left), anything else
 //! is returned as it is. Retrying on `EINTR` is the caller's business: the

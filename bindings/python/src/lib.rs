@@ -9,6 +9,7 @@ mod errors;
 mod server;
 mod socket;
 
+use std::cell::RefCell;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
 use errors::{interrupted, to_py};
+use upcase::client::{Options, ShutdownHandle};
 
 /// Data as the caller gave it: remembered so the reply has the same type.
 pub(crate) enum Data {
@@ -83,23 +85,33 @@ pub(crate) fn timeout_arg(timeout: Option<f64>, name: &str) -> PyResult<Option<D
     }
 }
 
-/// Runs `f` with the interpreter released; `f` receives a check that
-/// looks for signals (Ctrl-C). A signal's exception wins over `f`'s error.
-pub(crate) fn blocking<T: Send>(
-    py: Python<'_>,
-    f: impl FnOnce(&dyn Fn() -> upcase::Result<()>) -> upcase::Result<T> + Send,
-) -> PyResult<T> {
-    let slot: Mutex<Option<PyErr>> = Mutex::new(None);
-    let check = || -> upcase::Result<()> {
-        Python::attach(|py| py.check_signals()).map_err(|e| {
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(e);
-            }
-            interrupted()
-        })
-    };
-    let result = py.detach(|| f(&check));
-    if let Some(e) = slot.lock().ok().and_then(|mut s| s.take()) {
+thread_local! {
+    /// The exception a signal handler raised during this thread's last
+    /// interrupt check, kept for `blocking` to raise.
+    static SIGNAL: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+}
+
+/// The interrupt check of every blocking call: runs Python's signal
+/// handlers (Ctrl-C); the exception one raises is kept in `SIGNAL`.
+fn check_signals() -> upcase::Result<()> {
+    Python::attach(|py| py.check_signals()).map_err(|e| {
+        SIGNAL.with(|s| *s.borrow_mut() = Some(e));
+        interrupted()
+    })
+}
+
+/// Client options: `timeout` for each wait, and signals checked while waiting.
+pub(crate) fn options(timeout: Option<Duration>) -> Options {
+    Options::new().timeout(timeout).interrupt(check_signals)
+}
+
+/// Runs `f` with the interpreter released. The exception of a signal
+/// caught by `f`'s interrupt check wins over `f`'s error.
+pub(crate) fn blocking<T: Send>(py: Python<'_>, f: impl FnOnce() -> upcase::Result<T> + Send) -> PyResult<T> {
+    SIGNAL.with(|s| s.borrow_mut().take());
+    // `detach` runs `f` on this thread, so `f`'s checks fill this thread's slot.
+    let result = py.detach(f);
+    if let Some(e) = SIGNAL.with(|s| s.borrow_mut().take()) {
         return Err(e);
     }
     result.map_err(|e| to_py(py, e))
@@ -133,9 +145,7 @@ fn tcp_request<'py>(
     let d = data_arg(data, true)?;
     let timeout = timeout_arg(timeout, "timeout")?;
     let bytes = d.bytes();
-    let reply = blocking(py, |check| {
-        upcase::client::tcp_request_with(host, port, bytes, &upcase::client::Waits { timeout, check: Some(check) })
-    })?;
+    let reply = blocking(py, || options(timeout).tcp_request(host, port, bytes))?;
     d.reply(py, reply)
 }
 
@@ -162,9 +172,8 @@ fn udp_request<'py>(
     let retries = u32::try_from(retries)
         .map_err(|_| PyValueError::new_err(format!("retries must be 0 or more, not {retries}")))?;
     let bytes = d.bytes();
-    let reply =
-        blocking(py, |check| upcase::client::udp_request_with(host, port, bytes, timeout, retries, Some(check)))?;
-    d.reply(py, reply)
+    let reply = blocking(py, || options(Some(timeout)).retries(retries).udp_request(host, port, bytes))?;
+    d.reply(py, reply.data)
 }
 
 /// A kept-open TCP connection: each request(data) returns exactly as many
@@ -173,8 +182,8 @@ fn udp_request<'py>(
 struct Connection {
     /// Held (without the interpreter) for the length of a request.
     inner: Mutex<Option<upcase::client::Connection>>,
-    /// The descriptor, so close() can interrupt a request in progress.
-    fd: i32,
+    /// Lets close() interrupt a request in progress.
+    shutdown: ShutdownHandle,
     closed: std::sync::atomic::AtomicBool,
     peer: String,
 }
@@ -186,19 +195,17 @@ impl Connection {
     fn new(py: Python<'_>, host: &str, port: i64, timeout: Option<f64>) -> PyResult<Connection> {
         let port = port_arg(port)?;
         let timeout = timeout_arg(timeout, "timeout")?;
-        let conn = blocking(py, |check| {
-            upcase::client::Connection::connect_with(host, port, &upcase::client::Waits { timeout, check: Some(check) })
-        })?;
+        let conn = blocking(py, || options(timeout).connect(host, port))?;
         let peer = conn.peer().to_string();
-        let fd = conn.raw_fd();
-        Ok(Connection { inner: Mutex::new(Some(conn)), fd, closed: false.into(), peer })
+        let shutdown = conn.shutdown_handle();
+        Ok(Connection { inner: Mutex::new(Some(conn)), shutdown, closed: false.into(), peer })
     }
 
     /// request(data): sends data, returns the reply of the same length.
     fn request<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let d = data_arg(data, true)?;
         let bytes = d.bytes();
-        let reply = blocking(py, |check| {
+        let reply = blocking(py, || {
             let mut guard =
                 self.inner.lock().map_err(|_| upcase::Error::invalid("request", "connection lock poisoned"))?;
             let conn =
@@ -206,7 +213,7 @@ impl Connection {
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(upcase::Error::errno("request on a closed connection", libc::EBADF));
             }
-            conn.request_with(bytes, check)
+            conn.request(bytes)
         })?;
         d.reply(py, reply)
     }
@@ -225,9 +232,8 @@ impl Connection {
             }
             Err(_) => {
                 // A request holds the connection: wake it by shutting the
-                // socket down (the descriptor stays open, and owned by the
-                // request, until it lets go), then wait for it to end.
-                upcase::client::shutdown_raw(self.fd);
+                // socket down, then wait for it to end.
+                self.shutdown.shutdown();
                 py.detach(|| {
                     if let Ok(mut guard) = self.inner.lock() {
                         guard.take();

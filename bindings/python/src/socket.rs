@@ -17,14 +17,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use upcase::addr::{resolve, IpPort, Purpose, SockAddr};
-use upcase::client::{wait_fd, Waits};
+use upcase::error::EAI_ADDRFAMILY;
 use upcase::sys;
 
 use crate::errors::{os_error, to_py};
-use crate::{blocking, data_arg, port_arg, timeout_arg};
-
-/// glibc's "address family for hostname not supported" (not in `libc` for every target).
-const EAI_ADDRFAMILY: i32 = -9;
+use crate::{blocking, data_arg, options, port_arg, timeout_arg};
 
 /// The constants, at module level and on the class.
 pub(crate) const CONSTANTS: &[(&str, i32)] = &[
@@ -171,13 +168,11 @@ impl Socket {
         if timeout == Some(Duration::ZERO) {
             return Ok(());
         }
-        let raw = fd.as_raw_fd();
-        let waited = blocking(py, |check| {
-            match wait_fd(raw, events, &Waits { timeout, check: Some(check) }, &|| what.to_owned()) {
-                Ok(_) => Ok(true),
-                Err(e) if e.code() == -libc::ETIMEDOUT => Ok(false),
-                Err(e) => Err(e),
-            }
+        let fd = fd.as_fd();
+        let waited = blocking(py, || match options(timeout).wait_ready(fd, events) {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == -libc::ETIMEDOUT => Ok(false),
+            Err(e) => Err(e.within(what)),
         })?;
         if waited {
             Ok(())
