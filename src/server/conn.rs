@@ -517,11 +517,8 @@ mod tests {
             if sent == data.len() {
                 let _ = sys::shutdown(client.as_fd(), libc::SHUT_WR);
             }
-            let mut waiting: libc::c_int = 0;
-            // SAFETY: FIONREAD writes one int into `waiting`.
-            let rc = unsafe { libc::ioctl(conn.sock.fd.as_raw_fd(), libc::FIONREAD, &mut waiting) };
-            assert_eq!(rc, 0, "FIONREAD");
-            if !closed && (waiting as usize >= buf.len() || sent == before || sent == data.len()) {
+            let waiting = sys::bytes_waiting(conn.sock.fd.as_fd()).expect("FIONREAD");
+            if !closed && (waiting >= buf.len() || sent == before || sent == data.len()) {
                 conn.sock.wake += 1;
                 if conn.wants_write() {
                     let wake = conn.sock.wake;

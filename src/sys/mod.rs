@@ -149,6 +149,15 @@ pub fn shutdown(fd: BorrowedFd<'_>, how: c_int) -> io::Result<()> {
     syscall!(shutdown(fd.as_raw_fd(), how)).map(drop)
 }
 
+/// `ioctl(FIONREAD)`: how many bytes wait to be read on a socket.
+pub fn bytes_waiting(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut waiting: c_int = 0;
+    // SAFETY: FIONREAD writes one int into `waiting`, which lives across
+    // the call.
+    syscall!(ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut waiting as *mut c_int))?;
+    Ok(usize::try_from(waiting).unwrap_or(0))
+}
+
 /// `setsockopt(2)` for the common case of an `int` option.
 pub fn setsockopt_int(fd: BorrowedFd<'_>, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
     // SAFETY: we pass a pointer to a live `c_int` and its exact size.
