@@ -318,7 +318,8 @@ fn ten_thousand_idle_connections_cost_little_and_slow_nothing() {
     let rss_before = server.rss_kib();
 
     let start = Instant::now();
-    let idle: Vec<OwnedFd> = (0..IDLE).map(|_| raw_connect("127.0.0.1", port)).collect();
+    // From ten addresses, each within the default per-address limit.
+    let idle: Vec<OwnedFd> = (0..IDLE).map(|i| connect_from([127, 0, 0, 10 + (i / 1000) as u8], port)).collect();
     let connected = start.elapsed();
     assert!(
         eventually(Duration::from_secs(10), || server.fds() >= fds_before + IDLE),
@@ -423,4 +424,52 @@ fn stop_with_fifty_clients_mid_transfer_is_prompt_and_leaves_no_thread() {
     );
     assert_eq!(open_fds(), fds_before, "descriptors left behind");
     eprintln!("stop mid-transfer: stopped in {took:?}");
+}
+
+/// A client that reads nothing: a small receive buffer, so that the
+/// server's replies soon wait in the server.
+fn non_reader(port: u16) -> OwnedFd {
+    use std::os::fd::AsFd;
+    use upcase::{addr::SockAddr, sys};
+    let fd = sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).expect("socket");
+    sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4096).expect("SO_RCVBUF");
+    sys::connect(fd.as_fd(), &SockAddr::v4([127, 0, 0, 1], port)).expect("connect");
+    sys::set_nonblocking(fd.as_fd(), true).expect("O_NONBLOCK");
+    fd
+}
+
+/// After a burst of clients that send but never read has left, the
+/// server's memory goes back to within 2 MiB of what it was before, with
+/// one loop and with several.
+#[test]
+fn memory_goes_back_after_a_burst_of_clients_that_do_not_read() {
+    let _serial = serial();
+    const CLIENTS: usize = 1000;
+    if raise_nofile() < CLIENTS as libc::rlim_t + 100 {
+        eprintln!("skipped: the descriptor limit is below {}", CLIENTS + 100);
+        return;
+    }
+    for args in [&["--threads", "2"][..], &["--threads", "1"][..]] {
+        let server = ChildServer::spawn(args, None);
+        let port = server.port;
+        for _ in 0..4 {
+            assert_eq!(tcp_request("127.0.0.1", port, b"warm", T).expect("warm-up"), b"WARM");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = server.rss_kib();
+        let clients: Vec<OwnedFd> = (0..CLIENTS).map(|_| non_reader(port)).collect();
+        let data = vec![b'x'; 256 * 1024];
+        for _ in 0..6 {
+            for fd in &clients {
+                let _ = upcase::sys::send(std::os::fd::AsFd::as_fd(fd), &data);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let during = server.rss_kib();
+        assert!(during > idle + 20 * 1024, "{args:?}: the burst held little ({idle} KiB, then {during} KiB)");
+        drop(clients);
+        let back = eventually(Duration::from_secs(5), || server.rss_kib() <= idle + 2048);
+        assert!(back, "{args:?}: {idle} KiB idle, {during} KiB during the burst, {} KiB after", server.rss_kib());
+        eprintln!("{args:?}: RSS {idle} KiB idle, {during} KiB during the burst, {} KiB after", server.rss_kib());
+    }
 }

@@ -633,16 +633,6 @@ fn a_one_shot_reply_and_the_end_of_stream_leave_in_one_segment() {
     }
 }
 
-/// A blocking TCP connection to `port` on 127.0.0.1 from `source`, made
-/// non-blocking once connected.
-fn connect_from(source: [u8; 4], port: u16) -> std::os::fd::OwnedFd {
-    let fd = sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).expect("socket");
-    sys::bind(fd.as_fd(), &SockAddr::v4(source, 0)).expect("bind the client's address");
-    sys::connect(fd.as_fd(), &SockAddr::v4([127, 0, 0, 1], port)).expect("connect");
-    sys::set_nonblocking(fd.as_fd(), true).expect("O_NONBLOCK");
-    fd
-}
-
 /// Clients from one address that hold every connection they may cannot
 /// keep a client from another address from being served: past
 /// `max_connections_per_address`, the server refuses that address only.

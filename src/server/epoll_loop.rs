@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use super::admission::{accept_one, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
+use super::reclaim::Reclaim;
 use super::token::Token;
 use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
@@ -36,6 +37,7 @@ struct Loop<'a> {
     free: Vec<usize>,
     buf: Vec<u8>,
     clock: LoopClock,
+    reclaim: Reclaim,
 }
 
 /// Every loop's epoll instance, made (with the listener and the waker
@@ -69,6 +71,7 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
         free: Vec::new(),
         buf: vec![0u8; CHUNK],
         clock: LoopClock::new(shared.config.idle_timeout),
+        reclaim: Reclaim::default(),
     };
     let result = lp.serve();
     lp.close_all();
@@ -100,9 +103,12 @@ impl Loop<'_> {
                     self.clock.pause_accepting();
                 }
             }
-            if self.clock.sweep_due() {
+            let swept = self.clock.sweep_due();
+            if swept {
                 self.sweep();
             }
+            let all_free = self.free.len() == self.slots.len();
+            self.reclaim.after_wakeup(|| swept || all_free);
         }
     }
 
@@ -182,6 +188,9 @@ impl Loop<'_> {
     fn close(&mut self, index: usize, end: End) {
         if let Some(conn) = self.slots[index].conn.take() {
             let _ = self.epoll.delete(conn.sock.as_raw_fd());
+            if conn.wants_write() {
+                self.reclaim.released();
+            }
             self.free.push(index);
             self.retire(conn, end);
         }

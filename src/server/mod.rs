@@ -19,6 +19,7 @@ mod epoll_loop;
 mod iterative;
 mod loopguard;
 mod pace;
+mod reclaim;
 mod stats;
 mod token;
 mod udp_loop;

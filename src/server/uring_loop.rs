@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use super::admission::{admit, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
+use super::reclaim::Reclaim;
 use super::token::{Kind, Tag};
 use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
@@ -115,6 +116,7 @@ struct Loop<'a> {
     /// For admission and the writing state, as in the epoll loop.
     buf: Vec<u8>,
     clock: LoopClock,
+    reclaim: Reclaim,
     /// A failure of the ring itself, which ends the loop.
     broken: Option<std::io::Error>,
     /// The multishot accept is in flight.
@@ -144,6 +146,7 @@ impl<'a> Loop<'a> {
             starved: VecDeque::new(),
             buf: vec![0u8; CHUNK],
             clock: LoopClock::new(shared.config.idle_timeout),
+            reclaim: Reclaim::default(),
             broken: None,
             accepting: false,
             closed: false,
@@ -177,8 +180,14 @@ impl<'a> Loop<'a> {
         if self.clock.pause_over() {
             self.watch_listener();
         }
-        if self.clock.sweep_due() {
+        let swept = self.clock.sweep_due();
+        if swept {
             self.sweep();
+        }
+        let slots = &self.slots;
+        if self.reclaim.after_wakeup(|| swept || slots.iter().all(|s| s.conn.is_none())) {
+            // The provided buffers' pages too, if no request may pick one.
+            self.uring.discard_idle_buffers();
         }
         Ok(starved)
     }
@@ -462,6 +471,9 @@ impl<'a> Loop<'a> {
     fn close(&mut self, index: usize, end: End) {
         let slot = &mut self.slots[index];
         let Some(conn) = slot.conn.take() else { return };
+        if conn.wants_write() {
+            self.reclaim.released();
+        }
         self.shared.ended(self.counters, end);
         if slot.op.is_none() {
             self.free.push(index);

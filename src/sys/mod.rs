@@ -149,6 +149,17 @@ pub fn shutdown(fd: BorrowedFd<'_>, how: c_int) -> io::Result<()> {
     syscall!(shutdown(fd.as_raw_fd(), how)).map(drop)
 }
 
+/// `malloc_trim(0)`: asks the C allocator to return the free memory of
+/// every arena to the system (glibc; elsewhere, nothing).
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no precondition; it only walks the
+    // allocator's own structures, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// `ioctl(FIONREAD)`: how many bytes wait to be read on a socket.
 pub fn bytes_waiting(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut waiting: c_int = 0;

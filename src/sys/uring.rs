@@ -301,6 +301,23 @@ impl Mapping {
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))
     }
 
+    /// Gives the system back the pages of `len` bytes at `offset`: they
+    /// read as zeros when next touched (`MADV_DONTNEED`; anonymous
+    /// private mappings only). Fails only on a range outside the mapping.
+    fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: the range lies within this mapping (checked above), and
+        // the caller promises nothing reads or writes it meanwhile.
+        let r = unsafe { libc::madvise(self.ptr.as_ptr().add(offset).cast(), len, libc::MADV_DONTNEED) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// The address `offset` bytes in, as a `T` pointer. `offset +
     /// size_of::<T>()` must be within the mapping (checked by the callers'
     /// sizes, which come from the kernel's own offsets).
@@ -654,6 +671,18 @@ impl BufRing {
         self.free
     }
 
+    /// Gives the system back the pages of the buffers the kernel holds.
+    /// Only while no request may pick one (see [`Uring::discard_idle_buffers`]).
+    fn discard_free(&self) {
+        for (bid, ours) in self.ours.iter().enumerate() {
+            if !ours {
+                // A range within the mapping cannot fail: nothing to do
+                // if it did, the pages simply stay.
+                let _ = self.bufs.discard(bid * self.size, self.size);
+            }
+        }
+    }
+
     /// A completion handed buffer `bid` over: it is the loop's until
     /// [`BufRing::give_back`]. False (and nothing changes) for a buffer
     /// that is not the kernel's to hand over.
@@ -890,6 +919,18 @@ impl Uring {
             self.buffer_ops = self.buffer_ops.saturating_sub(1);
         }
         Some(Completion { cqe })
+    }
+
+    /// Gives the system back the pages of the buffers the kernel holds, if
+    /// no request is in flight that could pick one: the ring has one
+    /// submitter, so none is picked before the next `recv` is queued.
+    /// Returns whether it did.
+    pub(crate) fn discard_idle_buffers(&mut self) -> bool {
+        if self.busy() {
+            return false;
+        }
+        self.bufs.discard_free();
+        true
     }
 
     /// A `recv` or `send` may still touch a provided buffer.

@@ -96,6 +96,16 @@ pub fn raw_connect(host: &str, port: u16) -> OwnedFd {
     upcase::client::connect_tcp(host, port, T).expect("connect").0
 }
 
+/// A blocking TCP connection to `port` on 127.0.0.1 from `source`, made
+/// non-blocking once connected.
+pub fn connect_from(source: [u8; 4], port: u16) -> OwnedFd {
+    let fd = upcase::sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).expect("socket");
+    upcase::sys::bind(fd.as_fd(), &upcase::addr::SockAddr::v4(source, 0)).expect("bind the client's address");
+    upcase::sys::connect(fd.as_fd(), &upcase::addr::SockAddr::v4([127, 0, 0, 1], port)).expect("connect");
+    upcase::sys::set_nonblocking(fd.as_fd(), true).expect("O_NONBLOCK");
+    fd
+}
+
 /// Sends all of `data` on a non-blocking socket, waiting for room.
 pub fn send_all(fd: &OwnedFd, data: &[u8]) {
     let mut sent = 0;
