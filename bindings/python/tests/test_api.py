@@ -1057,3 +1057,39 @@ def test_module_surface():
     assert isinstance(upcase.__version__, str)
     stubs = os.path.join(os.path.dirname(upcase.__file__), "py.typed")
     assert os.path.exists(stubs)
+
+
+def test_server_limits_the_connections_of_one_address():
+    with upcase.Server("127.0.0.1", 0, max_connections_per_address=2) as server:
+        held = [std_socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+        try:
+            zero = {k: 0 for k in server.stats()}
+            stats = stats_reach(server, {"connections_active": 2, "connections_rejected": 1}, zero)
+            assert (stats["connections_active"], stats["connections_rejected"]) == (2, 1), stats
+            # The one past the limit is closed at once; the others are served.
+            closed = 0
+            for s in held:
+                s.settimeout(0.5)
+                try:
+                    s.sendall(b"hi")
+                    reply = s.recv(2)
+                except (TimeoutError, OSError):
+                    reply = b""
+                closed += reply == b""
+            assert closed == 1
+        finally:
+            for s in held:
+                s.close()
+        # From another address, a client is served all the same.
+        other = std_socket.socket()
+        other.bind(("127.0.0.3", 0))
+        other.connect(("127.0.0.1", server.port))
+        other.sendall(b"me too")
+        other.shutdown(std_socket.SHUT_WR)
+        assert other.recv(16) == b"ME TOO"
+        other.close()
+
+
+def test_server_max_connections_per_address_must_not_be_negative():
+    with pytest.raises(ValueError, match="max_connections_per_address"):
+        upcase.Server("127.0.0.1", 0, max_connections_per_address=-1)
