@@ -8,14 +8,38 @@
  * The library does the socket calls; this program configures it, says who
  * connects, and stops it cleanly on Ctrl-C (SIGINT) or SIGTERM.
  *
- * usage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--io-uring] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]   (default: 12000, all interfaces)
+ * usage: tcp_server [OPTIONS] [PORT [HOST]]   (default: 12000, all interfaces)
  */
+#include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "upcase.h"
+
+static const char USAGE[] = "usage: tcp_server [OPTIONS] [PORT [HOST]]\n";
+static const char HELP[] =
+    "The upper-case TCP server: the slides' TCPServer, on libupcase.\n"
+    "Prints one line per client; Ctrl-C (SIGINT) or SIGTERM stops it.\n"
+    "\n"
+    "PORT comes first, then HOST, the order python -m http.server takes them\n"
+    "(default: 12000 on every interface, IPv4 and IPv6; PORT 0 picks a free port).\n"
+    "A HOST of digits only is refused: it would be read as an IPv4 number.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help                   print this help and exit\n"
+    "      --version                print the library's version and exit\n"
+    "      --iterative              one client at a time, as the slides' loop\n"
+    "      --quiet                  no line per client\n"
+    "      --threads N              event loops: 0 (one per CPU, the default) to 1024\n"
+    "      --max-connections N      clients at once, 1 to 4294967295; default 16384\n"
+    "      --idle-timeout SECONDS   close a silent client: 0 (never) to 4294967; default 60\n"
+    "      --min-rate BYTES         least bytes/s a client must send: 0 (off) to 1000000000;\n"
+    "                               default 1\n"
+    "      --defer-accept           accept a connection once its first bytes arrive\n"
+    "      --io-uring               serve on io_uring instead of epoll (Linux 6.1+)\n";
 
 static upcase_server *volatile g_server;
 
@@ -71,10 +95,38 @@ static int parse_count(const char *s, uint32_t *out)
     return 0;
 }
 
-static int usage(const char *why)
+/* A usage error: the reason, naming the argument at fault, then the usage line; exit status 2. */
+static int usage_error(const char *fmt, ...)
 {
-    fprintf(stderr, "tcp_server: %s\nusage: tcp_server [--iterative] [--quiet] [--threads N] [--defer-accept] [--io-uring] [--max-connections N] [--idle-timeout SECONDS] [--min-rate BYTES_PER_SECOND] [PORT [HOST]]\n", why);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("tcp_server: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", USAGE);
     return 2;
+}
+
+/* A host of digits only ("70000") is a port in the wrong place, not an IPv4 number. */
+static int only_digits(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return 0;
+    return 1;
+}
+
+/* The argument getopt_long stopped at: "--name" as typed, or "-c". */
+static int bad_option(char **argv, int rc)
+{
+    const char *arg = argv[optind - 1];
+    if (rc == ':')
+        return usage_error("option '%s' needs a value", arg);
+    if (optopt != 0 && strncmp(arg, "--", 2) != 0)
+        return usage_error("unknown option '-%c'", optopt);
+    return usage_error("unknown option '%s'", arg);
 }
 
 int main(int argc, char **argv)
@@ -88,41 +140,77 @@ int main(int argc, char **argv)
                                                IPv6 (the library's own default is loopback) */
     cfg.on_client = on_client;
 
-    int i = 1;
-    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
-        if (strcmp(argv[i], "--iterative") == 0) {
+    enum {
+        OPT_VERSION = 256, OPT_ITERATIVE, OPT_QUIET, OPT_THREADS, OPT_MAX_CONNECTIONS,
+        OPT_IDLE_TIMEOUT, OPT_MIN_RATE, OPT_DEFER_ACCEPT, OPT_IO_URING,
+    };
+    static const struct option options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"iterative", no_argument, NULL, OPT_ITERATIVE},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+        {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+        {"min-rate", required_argument, NULL, OPT_MIN_RATE},
+        {"defer-accept", no_argument, NULL, OPT_DEFER_ACCEPT},
+        {"io-uring", no_argument, NULL, OPT_IO_URING},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0; /* the messages below name the argument themselves */
+    int c;
+    uint32_t secs = 0;
+    while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("%s%s", USAGE, HELP);
+            return 0;
+        case OPT_VERSION:
+            printf("tcp_server (upcase) %s\n", upcase_version());
+            return 0;
+        case OPT_ITERATIVE:
             cfg.mode = UPCASE_MODE_ITERATIVE;   /* the slide's server: one client at a time */
-        } else if (strcmp(argv[i], "--quiet") == 0) {
+            break;
+        case OPT_QUIET:
             cfg.on_client = NULL;               /* no line per client */
-        } else if (strcmp(argv[i], "--defer-accept") == 0) {
-            cfg.defer_accept = 1;               /* accept only once a request has arrived */
-        } else if (strcmp(argv[i], "--io-uring") == 0) {
-            cfg.io_uring = 1;                   /* completions (io_uring) instead of epoll */
-        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
-                return usage("--threads takes a number from 0 (one per CPU) to 1024");
-        } else if (strcmp(argv[i], "--max-connections") == 0 && i + 1 < argc) {
-            if (parse_count(argv[++i], &cfg.max_connections) != 0 || cfg.max_connections == 0)
-                return usage("--max-connections takes a number from 1 to 4294967295");
-        } else if (strcmp(argv[i], "--idle-timeout") == 0 && i + 1 < argc) {
-            uint32_t secs = 0;
-            if (parse_count(argv[++i], &secs) != 0 || secs > 4294967)
-                return usage("--idle-timeout takes seconds, 0 (never) to 4294967");
+            break;
+        case OPT_THREADS:
+            if (parse_count(optarg, &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
+                return usage_error("--threads '%s': give a number from 0 (one per CPU) to 1024", optarg);
+            break;
+        case OPT_MAX_CONNECTIONS:
+            if (parse_count(optarg, &cfg.max_connections) != 0 || cfg.max_connections == 0)
+                return usage_error("--max-connections '%s': give a number from 1 to 4294967295", optarg);
+            break;
+        case OPT_IDLE_TIMEOUT:
+            if (parse_count(optarg, &secs) != 0 || secs > 4294967)
+                return usage_error("--idle-timeout '%s': give seconds, 0 (never) to 4294967", optarg);
             cfg.idle_timeout_ms = secs * 1000;
-        } else if (strcmp(argv[i], "--min-rate") == 0 && i + 1 < argc) {
+            break;
+        case OPT_MIN_RATE:
             /* against slowloris: a client must average this many bytes/s */
-            if (parse_count(argv[++i], &cfg.min_rate) != 0 || cfg.min_rate > 1000000000)
-                return usage("--min-rate takes bytes per second, 0 (off) to 1000000000");
-        } else {
-            return usage("unknown option");
+            if (parse_count(optarg, &cfg.min_rate) != 0 || cfg.min_rate > UPCASE_MAX_MIN_RATE)
+                return usage_error("--min-rate '%s': give bytes per second, 0 (off) to 1000000000", optarg);
+            break;
+        case OPT_DEFER_ACCEPT:
+            cfg.defer_accept = 1;               /* accept only once a request has arrived */
+            break;
+        case OPT_IO_URING:
+            cfg.io_uring = 1;                   /* completions (io_uring) instead of epoll */
+            break;
+        default:
+            return bad_option(argv, c);
         }
     }
-    if (i < argc && parse_port(argv[i++], &cfg.port) != 0)
-        return usage("PORT must be a number from 0 to 65535");
-    if (i < argc)
-        cfg.host = argv[i++];
-    if (i < argc)
-        return usage("too many arguments");
+    if (optind < argc && parse_port(argv[optind++], &cfg.port) != 0)
+        return usage_error("PORT '%s' is not a number from 0 to 65535", argv[optind - 1]);
+    if (optind < argc)
+        cfg.host = argv[optind++];
+    if (only_digits(cfg.host))
+        return usage_error("HOST '%s' is only digits: give a name or an address such as 127.0.0.1"
+                           " (PORT comes before HOST)", cfg.host);
+    if (optind < argc)
+        return usage_error("too many arguments: '%s'", argv[optind]);
 
     /* serverSocket = socket(...); bind(...); listen(...) */
     upcase_server *server = NULL;

@@ -10,14 +10,44 @@
  * upcase_udp_request does sendto / recvfrom / close in one call, and, since
  * UDP may lose datagrams, waits a bounded time and sends again a few times.
  *
- * usage: udp_client [HOST [PORT]] < line   (default: localhost 12000)
+ * usage: udp_client [OPTIONS] [HOST [PORT]] < line   (default: localhost 12000)
  */
+#include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "upcase.h"
+
+static const char USAGE[] = "usage: udp_client [OPTIONS] [HOST [PORT]] < line\n";
+static const char HELP[] =
+    "Sends one line to the upper-case UDP server and prints its reply:\n"
+    "the slides' UDPClient, on libupcase.\n"
+    "\n"
+    "HOST comes first, then PORT, the order nc and telnet take them\n"
+    "(default: localhost 12000). A HOST of digits only is refused: it would be\n"
+    "read as an IPv4 number.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help             print this help and exit\n"
+    "      --version          print the library's version and exit\n"
+    "  -m, --message TEXT     send TEXT instead of the first line of stdin\n"
+    "      --timeout SECONDS  wait this long for each reply; default 1\n"
+    "      --retries N        then send again, at most N times; default 3\n";
+
+/* A usage error: the reason, naming the argument at fault, then the usage line; exit status 2. */
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("udp_client: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", USAGE);
+    return 2;
+}
 
 /* A port number: digits only, 1 to 65535. */
 static int parse_port(const char *s, uint16_t *out)
@@ -36,50 +66,163 @@ static int parse_port(const char *s, uint16_t *out)
     return 0;
 }
 
+/* Seconds such as "5" or "0.25", in milliseconds rounded up: more than 0,
+   at most 4294967 s (what a uint32_t of milliseconds holds). */
+static int parse_seconds(const char *s, uint32_t *ms)
+{
+    unsigned long long whole = 0, frac = 0;
+    int digits = 0, places = 0, rest = 0;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++, digits++)
+        if ((whole = whole * 10 + (unsigned long long)(*p - '0')) > 4294967)
+            return -1;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
+            if (places < 3) {
+                frac = frac * 10 + (unsigned long long)(*p - '0');
+                places++;
+            } else if (*p != '0') {
+                rest = 1; /* less than a millisecond left: round up */
+            }
+        }
+    }
+    for (; places < 3; places++)
+        frac *= 10;
+    unsigned long long total = whole * 1000 + frac + (unsigned long long)rest;
+    if (*p != '\0' || digits == 0 || total == 0 || total > 4294967295ULL)
+        return -1;
+    *ms = (uint32_t)total;
+    return 0;
+}
+
+/* A whole number for an option: digits only, at most 4294967295. */
+static int parse_count(const char *s, uint32_t *out)
+{
+    unsigned long long v = 0;
+    if (*s == '\0' || strlen(s) > 10)
+        return -1;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (unsigned long long)(*p - '0');
+    }
+    if (v > 4294967295ULL)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* A host of digits only ("70000") is a port in the wrong place, not an IPv4 number. */
+static int only_digits(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return 0;
+    return 1;
+}
+
+/* The argument getopt_long stopped at: "--name" as typed, or "-c". */
+static int bad_option(char **argv, int rc)
+{
+    const char *arg = argv[optind - 1];
+    if (rc == ':')
+        return usage_error("option '%s' needs a value", arg);
+    if (optopt != 0 && strncmp(arg, "--", 2) != 0)
+        return usage_error("unknown option '-%c'", optopt);
+    return usage_error("unknown option '%s'", arg);
+}
+
 int main(int argc, char **argv)
 {
     const char *server_name = "localhost";  /* serverName */
     uint16_t server_port = 12000;           /* serverPort */
+    const char *message = NULL;             /* -m TEXT, instead of stdin */
+    uint32_t timeout_ms = 1000;             /* for each reply */
+    uint32_t retries = 3;                   /* sends after the first */
 
-    if (argc > 3 || (argc == 3 && parse_port(argv[2], &server_port) != 0)) {
-        fprintf(stderr, "udp_client: PORT must be a number from 1 to 65535\n"
-                        "usage: udp_client [HOST [PORT]] < line\n");
-        return 2;
+    enum { OPT_VERSION = 256, OPT_TIMEOUT, OPT_RETRIES };
+    static const struct option options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"message", required_argument, NULL, 'm'},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"retries", required_argument, NULL, OPT_RETRIES},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0; /* the messages below name the argument themselves */
+    int c;
+    while ((c = getopt_long(argc, argv, ":hm:", options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("%s%s", USAGE, HELP);
+            return 0;
+        case OPT_VERSION:
+            printf("udp_client (upcase) %s\n", upcase_version());
+            return 0;
+        case 'm':
+            message = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if (parse_seconds(optarg, &timeout_ms) != 0)
+                return usage_error("--timeout '%s': give seconds, more than 0, at most 4294967", optarg);
+            break;
+        case OPT_RETRIES:
+            if (parse_count(optarg, &retries) != 0)
+                return usage_error("--retries '%s': give a number from 0 to 4294967295", optarg);
+            break;
+        default:
+            return bad_option(argv, c);
+        }
     }
-    if (argc > 1)
-        server_name = argv[1];
+    if (optind < argc)
+        server_name = argv[optind++];
+    if (only_digits(server_name))
+        return usage_error("HOST '%s' is only digits: give a name or an address such as 127.0.0.1"
+                           " (HOST comes before PORT)", server_name);
+    if (optind < argc && parse_port(argv[optind++], &server_port) != 0)
+        return usage_error("PORT '%s' is not a number from 1 to 65535", argv[optind - 1]);
+    if (optind < argc)
+        return usage_error("too many arguments: '%s'", argv[optind]);
 
     /* message = raw_input('Input lowercase sentence:') -- one line */
-    if (isatty(STDIN_FILENO)) {
-        fputs("Input lowercase sentence: ", stdout);
-        fflush(stdout);
+    char *line = NULL;
+    size_t len;
+    if (message != NULL) {
+        len = strlen(message);
+    } else {
+        if (isatty(STDIN_FILENO)) {
+            fputs("Input lowercase sentence: ", stdout);
+            fflush(stdout);
+        }
+        size_t cap = 0;
+        ssize_t n = getline(&line, &cap, stdin);
+        if (n < 0) {
+            fprintf(stderr, "udp_client: no input: expected one line on stdin\n");
+            free(line);
+            return 1;
+        }
+        len = (size_t)n;
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = '\0';
+        message = line;
     }
-    char *message = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&message, &cap, stdin);
-    if (n < 0) {
-        fprintf(stderr, "udp_client: no input: expected one line on stdin\n");
-        free(message);
-        return 1;
-    }
-    size_t len = (size_t)n;
-    if (len > 0 && message[len - 1] == '\n')
-        message[--len] = '\0';
 
-    /* sendto, recvfrom (1 s each try, 3 more tries), close */
+    /* sendto, recvfrom (timeout_ms each try, then retries more tries), close */
     uint8_t *modified = malloc(len > 0 ? len : 1);
     size_t modified_len = 0;
     if (modified == NULL) {
         fprintf(stderr, "udp_client: out of memory\n");
-        free(message);
+        free(line);
         return 1;
     }
     int rc = upcase_udp_request(server_name, server_port, (const uint8_t *)message, len,
-                                modified, len, &modified_len, 1000 /* ms */, 3 /* retries */);
+                                modified, len, &modified_len, timeout_ms, retries);
     if (rc != UPCASE_OK) {
         fprintf(stderr, "udp_client: %s\n", upcase_last_error());
         free(modified);
-        free(message);
+        free(line);
         return 1;
     }
 
@@ -89,6 +232,6 @@ int main(int argc, char **argv)
     putchar('\n');
 
     free(modified);
-    free(message);
+    free(line);
     return fflush(stdout) == 0 ? 0 : 1;
 }

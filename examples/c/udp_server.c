@@ -8,14 +8,33 @@
  * The library does the socket calls; this program configures it, says who
  * sent each datagram, and stops it cleanly on Ctrl-C (SIGINT) or SIGTERM.
  *
- * usage: udp_server [--iterative] [--quiet] [--threads N] [--max-datagram BYTES] [PORT [HOST]]   (default: 12000, all interfaces)
+ * usage: udp_server [OPTIONS] [PORT [HOST]]   (default: 12000, all interfaces)
  */
+#include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "upcase.h"
+
+static const char USAGE[] = "usage: udp_server [OPTIONS] [PORT [HOST]]\n";
+static const char HELP[] =
+    "The upper-case UDP server: the slides' UDPServer, on libupcase.\n"
+    "Prints one line per datagram; Ctrl-C (SIGINT) or SIGTERM stops it.\n"
+    "\n"
+    "PORT comes first, then HOST, the order python -m http.server takes them\n"
+    "(default: 12000 on every interface, IPv4 and IPv6; PORT 0 picks a free port).\n"
+    "A HOST of digits only is refused: it would be read as an IPv4 number.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help                   print this help and exit\n"
+    "      --version                print the library's version and exit\n"
+    "      --iterative              one loop on one thread, as the slides' loop\n"
+    "      --quiet                  no line per datagram\n"
+    "      --threads N              loops: 0 (one per CPU, the default) to 1024\n"
+    "      --max-datagram BYTES     largest datagram answered, 1 to 65527 (the default)\n";
 
 static upcase_server *volatile g_server;
 
@@ -71,10 +90,38 @@ static int parse_count(const char *s, uint32_t *out)
     return 0;
 }
 
-static int usage(const char *why)
+/* A usage error: the reason, naming the argument at fault, then the usage line; exit status 2. */
+static int usage_error(const char *fmt, ...)
 {
-    fprintf(stderr, "udp_server: %s\nusage: udp_server [--iterative] [--quiet] [--threads N] [--max-datagram BYTES] [PORT [HOST]]\n", why);
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("udp_server: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", USAGE);
     return 2;
+}
+
+/* A host of digits only ("70000") is a port in the wrong place, not an IPv4 number. */
+static int only_digits(const char *s)
+{
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return 0;
+    return 1;
+}
+
+/* The argument getopt_long stopped at: "--name" as typed, or "-c". */
+static int bad_option(char **argv, int rc)
+{
+    const char *arg = argv[optind - 1];
+    if (rc == ':')
+        return usage_error("option '%s' needs a value", arg);
+    if (optopt != 0 && strncmp(arg, "--", 2) != 0)
+        return usage_error("unknown option '-%c'", optopt);
+    return usage_error("unknown option '%s'", arg);
 }
 
 int main(int argc, char **argv)
@@ -88,28 +135,53 @@ int main(int argc, char **argv)
                                                IPv6 (the library's own default is loopback) */
     cfg.on_client = on_client;
 
-    int i = 1;
-    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
-        if (strcmp(argv[i], "--iterative") == 0) {
-            cfg.mode = UPCASE_MODE_ITERATIVE;   /* the slide's server: one client at a time */
-        } else if (strcmp(argv[i], "--quiet") == 0) {
-            cfg.on_client = NULL;               /* no line per client */
-        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
-            if (parse_count(argv[++i], &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
-                return usage("--threads takes a number from 0 (one per CPU) to 1024");
-        } else if (strcmp(argv[i], "--max-datagram") == 0 && i + 1 < argc) {
-            if (parse_count(argv[++i], &cfg.max_datagram) != 0 || cfg.max_datagram == 0 || cfg.max_datagram > 65527)
-                return usage("--max-datagram takes a number of bytes from 1 to 65527");
-        } else {
-            return usage("unknown option");
+    enum { OPT_VERSION = 256, OPT_ITERATIVE, OPT_QUIET, OPT_THREADS, OPT_MAX_DATAGRAM };
+    static const struct option options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"iterative", no_argument, NULL, OPT_ITERATIVE},
+        {"quiet", no_argument, NULL, OPT_QUIET},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"max-datagram", required_argument, NULL, OPT_MAX_DATAGRAM},
+        {NULL, 0, NULL, 0},
+    };
+    opterr = 0; /* the messages below name the argument themselves */
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            printf("%s%s", USAGE, HELP);
+            return 0;
+        case OPT_VERSION:
+            printf("udp_server (upcase) %s\n", upcase_version());
+            return 0;
+        case OPT_ITERATIVE:
+            cfg.mode = UPCASE_MODE_ITERATIVE;   /* the slide's server: one loop */
+            break;
+        case OPT_QUIET:
+            cfg.on_client = NULL;               /* no line per datagram */
+            break;
+        case OPT_THREADS:
+            if (parse_count(optarg, &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
+                return usage_error("--threads '%s': give a number from 0 (one per CPU) to 1024", optarg);
+            break;
+        case OPT_MAX_DATAGRAM:
+            if (parse_count(optarg, &cfg.max_datagram) != 0 || cfg.max_datagram == 0 || cfg.max_datagram > 65527)
+                return usage_error("--max-datagram '%s': give bytes, 1 to 65527", optarg);
+            break;
+        default:
+            return bad_option(argv, c);
         }
     }
-    if (i < argc && parse_port(argv[i++], &cfg.port) != 0)
-        return usage("PORT must be a number from 0 to 65535");
-    if (i < argc)
-        cfg.host = argv[i++];
-    if (i < argc)
-        return usage("too many arguments");
+    if (optind < argc && parse_port(argv[optind++], &cfg.port) != 0)
+        return usage_error("PORT '%s' is not a number from 0 to 65535", argv[optind - 1]);
+    if (optind < argc)
+        cfg.host = argv[optind++];
+    if (only_digits(cfg.host))
+        return usage_error("HOST '%s' is only digits: give a name or an address such as 127.0.0.1"
+                           " (PORT comes before HOST)", cfg.host);
+    if (optind < argc)
+        return usage_error("too many arguments: '%s'", argv[optind]);
 
     /* serverSocket = socket(...); bind(...) */
     upcase_server *server = NULL;
