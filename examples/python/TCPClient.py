@@ -11,16 +11,11 @@ usage: TCPClient.py [HOST [PORT]] < line   (default: localhost 12000)
 """
 import sys
 
+from upcase.cli import parse_client_args  # the command line, as every program here reads it
 from upcase import *  # also gaierror, the error for a name that does not resolve
 
-try:
-    serverName = sys.argv[1] if len(sys.argv) > 1 else 'localhost'
-    serverPort = int(sys.argv[2]) if len(sys.argv) > 2 else 12000
-    if not 1 <= serverPort <= 65535 or len(sys.argv) > 3:
-        raise ValueError
-except ValueError:
-    sys.stderr.write('usage: TCPClient.py [HOST [PORT]] < line   (PORT: 1 to 65535)\n')
-    sys.exit(2)
+args = parse_client_args('TCPClient.py', description=__doc__, protocol='tcp', options=False)
+serverName, serverPort = args.host, args.port  # checked: a port 1-65535, a host not all digits
 
 clientSocket = socket(AF_INET6 if ':' in serverName else AF_INET, SOCK_STREAM)
 clientSocket.settimeout(5.0)  # for each wait: a silent server cannot hang the client

@@ -12,6 +12,7 @@ usage: TCPServer.py [PORT [HOST]]   (default: 12000, '' = all interfaces)
 import signal
 import sys
 
+from upcase.cli import parse_server_args  # the command line, as every program here reads it
 from upcase import *
 
 
@@ -25,14 +26,8 @@ def stop(signum, frame):
     raise KeyboardInterrupt  # Ctrl-C (SIGINT) and SIGTERM both end the server
 
 
-try:
-    serverPort = int(sys.argv[1]) if len(sys.argv) > 1 else 12000
-    serverName = sys.argv[2] if len(sys.argv) > 2 else ''
-    if not 0 <= serverPort <= 65535 or len(sys.argv) > 3:
-        raise ValueError
-except ValueError:
-    sys.stderr.write('usage: TCPServer.py [PORT [HOST]]   (PORT: 0 to 65535)\n')
-    sys.exit(2)
+args = parse_server_args('TCPServer.py', description=__doc__, protocol='tcp', options=False)
+serverPort, serverName = args.port, args.host  # '' unless given: every interface
 
 signal.signal(signal.SIGINT, stop)  # also where a shell started us with Ctrl-C ignored
 signal.signal(signal.SIGTERM, stop)

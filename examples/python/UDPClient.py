@@ -11,16 +11,11 @@ usage: UDPClient.py [HOST [PORT]] < line   (default: localhost 12000)
 """
 import sys
 
+from upcase.cli import parse_client_args  # the command line, as every program here reads it
 from upcase import *  # also gaierror, the error for a name that does not resolve
 
-try:
-    serverName = sys.argv[1] if len(sys.argv) > 1 else 'localhost'
-    serverPort = int(sys.argv[2]) if len(sys.argv) > 2 else 12000
-    if not 1 <= serverPort <= 65535 or len(sys.argv) > 3:
-        raise ValueError
-except ValueError:
-    sys.stderr.write('usage: UDPClient.py [HOST [PORT]] < line   (PORT: 1 to 65535)\n')
-    sys.exit(2)
+args = parse_client_args('UDPClient.py', description=__doc__, protocol='udp', options=False)
+serverName, serverPort = args.host, args.port  # checked: a port 1-65535, a host not all digits
 
 # The slide's form: socket.AF_INET works because upcase's socket class carries
 # the constants as attributes, as the standard socket module's names do.

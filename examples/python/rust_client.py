@@ -3,31 +3,26 @@
 upcase.udp_request do connect / send / shutdown / recv / close (TCP) or
 sendto / recvfrom with a timeout and retries (UDP) in one call.
 
-usage: rust_client.py [--udp] [HOST [PORT]] < line   (default: localhost 12000)
+usage: rust_client.py [--udp] [-m TEXT] [--timeout SECONDS] [--retries N] [HOST [PORT]] < line
+       (default: localhost 12000; the options of build/c/tcp_client and udp_client)
 """
 import socket
 import sys
 
 import upcase
+from upcase.cli import parse_client_args
 
-args = sys.argv[1:]
-udp = '--udp' in args
-args = [a for a in args if a != '--udp']
+args = parse_client_args('rust_client.py', description=__doc__)
+host, port = args.host, args.port
 try:
-    host = args[0] if args else 'localhost'
-    port = int(args[1]) if len(args) > 1 else 12000
-    if not 1 <= port <= 65535 or len(args) > 2:
-        raise ValueError
-except ValueError:
-    sys.stderr.write('usage: rust_client.py [--udp] [HOST [PORT]] < line   (PORT: 1 to 65535)\n')
-    sys.exit(2)
-
-try:
-    sentence = input('Input lowercase sentence: ' if sys.stdin.isatty() else '')
-    if udp:
-        reply = upcase.udp_request(host, port, sentence, timeout=1.0, retries=3)
+    if args.message is not None:
+        sentence = args.message
     else:
-        reply = upcase.tcp_request(host, port, sentence, timeout=5.0)
+        sentence = input('Input lowercase sentence: ' if sys.stdin.isatty() else '')
+    if args.udp:
+        reply = upcase.udp_request(host, port, sentence, timeout=args.timeout, retries=args.retries)
+    else:
+        reply = upcase.tcp_request(host, port, sentence, timeout=args.timeout)
 except EOFError:
     sys.exit('rust_client.py: no input: expected one line on stdin')
 except socket.gaierror as e:
