@@ -612,3 +612,149 @@ def test_bad_options_exit_2(args):
     r = subprocess.run([exe("tcp_server"), *args], capture_output=True, timeout=10)
     assert r.returncode == 2, r
     assert b"usage:" in r.stderr
+
+
+# ---------------------------------------------------------------- command lines
+
+PROGRAMS = ["tcp_client", "udp_client", "tcp_server", "udp_server"]
+# Each program's positional order, as its usage line and help say it.
+ORDER = {"client": ("[HOST [PORT]]", "HOST comes first, then PORT"),
+         "server": ("[PORT [HOST]]", "PORT comes first, then HOST")}
+VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
+
+
+def kind(prog: str) -> str:
+    return prog.split("_")[1]
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+UNSHARE = ["unshare", "-n"] if _unshare_works() else []
+
+
+def run_cli(prog: str, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess:
+    """One run with stdin closed (EOF), or `data` on it."""
+    return subprocess.run([exe(prog), *args], input=data, stdin=subprocess.DEVNULL if data is None else None,
+                          capture_output=True, timeout=CLIENT_TIMEOUT)
+
+
+def check_usage_error(r: subprocess.CompletedProcess, prog: str, *named: str) -> None:
+    """Exit 2, nothing on stdout; stderr gives the reason, naming each of `named`, then the usage line."""
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 2, (r.returncode, r.stdout, err)
+    assert r.stdout == b""
+    assert err.startswith(f"{prog}: ") and f"\nusage: {prog} " in err, err
+    for word in named:
+        assert word in err.splitlines()[0], (word, err)
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+@pytest.mark.parametrize("prog", PROGRAMS)
+def test_help(prog, flag):
+    """Usage on stdout and exit 0, read before stdin (a line waiting there is left alone)."""
+    r = run_cli(prog, flag, data=b"a line that must not be sent\n")
+    assert r.returncode == 0, r
+    assert r.stderr == b""
+    out = r.stdout.decode()
+    usage, order = ORDER[kind(prog)]
+    assert out.startswith(f"usage: {prog} [OPTIONS] {usage}"), out
+    assert order in out, out
+    assert "--version" in out
+
+
+@pytest.mark.parametrize("prog", PROGRAMS)
+def test_version(prog):
+    r = run_cli(prog, "--version")
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"{prog} (upcase) {VERSION}\n".encode(), b"")
+
+
+@pytest.mark.parametrize("prog", PROGRAMS)
+def test_unknown_option_is_named(prog):
+    check_usage_error(run_cli(prog, "--bogus", data=b"hello\n"), prog, "'--bogus'")
+    check_usage_error(run_cli(prog, "-x"), prog, "'-x'")
+
+
+@pytest.mark.parametrize("prog", PROGRAMS)
+def test_missing_option_value_is_named(prog):
+    option = "--timeout" if kind(prog) == "client" else "--threads"
+    check_usage_error(run_cli(prog, option), prog, f"'{option}'", "needs a value")
+
+
+@pytest.mark.parametrize("prog", PROGRAMS)
+def test_digits_only_host_is_refused(prog):
+    """`tcp_client 70000` is a port in the wrong place, not IPv4 0.1.17.112:
+    exit 2 naming it, and nothing sent (no network at all here: unshare -n,
+    where it works; stdin closed otherwise)."""
+    args = ["70000"] if kind(prog) == "client" else ["0", "70000"]
+    data = b"must not leave the machine\n" if UNSHARE else None
+    r = subprocess.run([*UNSHARE, exe(prog), *args], input=data, stdin=None if UNSHARE else subprocess.DEVNULL,
+                       capture_output=True, timeout=CLIENT_TIMEOUT)
+    check_usage_error(r, prog, "HOST '70000'", "only digits")
+
+
+@pytest.mark.parametrize("port", ["70000", "abc"])
+@pytest.mark.parametrize("prog", PROGRAMS)
+def test_bad_port_is_named(prog, port):
+    args = ["localhost", port] if kind(prog) == "client" else [port]
+    check_usage_error(run_cli(prog, *args), prog, f"PORT '{port}'")
+
+
+@pytest.mark.parametrize("prog,args,named", [
+    ("tcp_server", ["--threads", "abc"], "--threads 'abc'"),
+    ("tcp_server", ["--min-rate", "1000000001"], "--min-rate '1000000001'"),
+    ("udp_server", ["--max-datagram", "65528"], "--max-datagram '65528'"),
+    ("tcp_client", ["--timeout", "x"], "--timeout 'x'"),
+    ("tcp_client", ["--timeout", "0"], "--timeout '0'"),
+    ("udp_client", ["--retries", "-1"], "--retries '-1'"),
+    ("tcp_client", ["--retries", "1"], "'--retries'"),  # UDP only
+    ("tcp_server", ["0", "127.0.0.1", "extra"], "'extra'"),
+])
+def test_bad_value_is_named(prog, args, named):
+    check_usage_error(run_cli(prog, *args), prog, named)
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_client_message_option(start_server, proto):
+    """-m TEXT: sent instead of a line of stdin; options may follow HOST PORT."""
+    srv = start_server(proto, "0", "127.0.0.1")
+    r = run_cli(f"{proto}_client", "127.0.0.1", str(srv.port), "-m", "given with -m")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"From Server: GIVEN WITH -M\n", b"")
+    srv.stop()
+
+
+def test_udp_client_timeout_and_retries_options():
+    """--timeout 0.2 --retries 1: two sends, 0.2 s apart, then "timed out"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        t0 = time.monotonic()
+        r = run_cli("udp_client", "--timeout", "0.2", "--retries", "1", "-m", "hello?", "127.0.0.1",
+                    str(s.getsockname()[1]))
+        elapsed = time.monotonic() - t0
+        s.setblocking(False)
+        got = 0
+        try:
+            while True:
+                assert s.recv(2048) == b"hello?"
+                got += 1
+        except BlockingIOError:
+            pass
+    assert r.returncode == 1 and re.search(rb"timed out|no reply", r.stderr, re.I), r
+    assert got == 2
+    assert 0.35 <= elapsed < 1.5, elapsed
+
+
+def test_tcp_client_timeout_option():
+    """A server that accepts (the kernel's backlog) but never answers: --timeout 0.3 gives up in time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        t0 = time.monotonic()
+        r = run_cli("tcp_client", "--timeout", "0.3", "127.0.0.1", str(s.getsockname()[1]), data=b"anyone?\n")
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 1 and b"timed out" in r.stderr.lower(), r
+    assert elapsed < 3.0, elapsed
