@@ -7,6 +7,9 @@
                                                             upcase.tcp_request /
                                                             udp_request
 
+and of `python -m upcase server|client`, the console scripts upcase-server /
+upcase-client, and the Rust example server (target/release/examples/upcase-server).
+
 Their output formats (exactly), the command lines, Ctrl-C / SIGTERM (exit 0,
 no traceback), and the clients' failures (refused, unknown host, UDP
 timeout). Servers listen on port 0 on loopback; every wait is bounded; every
@@ -22,9 +25,11 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+import upcase
 from e2e_support import (
     CLIENT_TIMEOUT,
     EXAMPLES,
@@ -32,6 +37,7 @@ from e2e_support import (
     LINE,
     LINE_TIMEOUT,
     PYTHON,
+    RUST_SERVER,
     STOP_TIMEOUT,
     ServerProc,
     child_env,
@@ -398,3 +404,290 @@ def test_client_no_input(cid):
         t.listen(1)  # the TCP slide client connects before it reads its line
         r = client(cargs, "127.0.0.1", str(t.getsockname()[1]), data=b"")
     check_failure(r, name, r"no input")
+
+
+# ---------------------------------------------------------------- command lines
+
+# Every command-line program: id -> (client or server, its name in messages, has the C programs' options).
+PROGRAMS = {
+    "TCPClient.py": ("client", "TCPClient.py", False),
+    "UDPClient.py": ("client", "UDPClient.py", False),
+    "TCPServer.py": ("server", "TCPServer.py", False),
+    "UDPServer.py": ("server", "UDPServer.py", False),
+    "rust_client.py": ("client", "rust_client.py", True),
+    "rust_server.py": ("server", "rust_server.py", True),
+    "python -m upcase client": ("client", "python -m upcase client", True),
+    "python -m upcase server": ("server", "python -m upcase server", True),
+    "upcase-client": ("client", "upcase-client", True),
+    "upcase-server": ("server", "upcase-server", True),
+    "upcase-server (Rust)": ("server", "upcase-server", True),
+}
+ORDER = {"client": ("[HOST [PORT]]", "HOST comes first, then PORT"),
+         "server": ("[PORT [HOST]]", "PORT comes first, then HOST")}
+MODULE = [PYTHON, "-m", "upcase"]
+
+
+def program(pid: str) -> list[str]:
+    """The argv that starts program `pid`, before its arguments."""
+    if pid.endswith(".py"):
+        return example([pid])
+    if pid.startswith("python -m upcase "):
+        return [*MODULE, pid.split()[-1]]
+    if pid == "upcase-server (Rust)":
+        return [need_file(RUST_SERVER, "run `make` (cargo build --release --examples)")]
+    # maturin develop (make python) installs the console scripts next to the interpreter.
+    return [need_file(Path(PYTHON).parent / pid, "run `make python`")]
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+UNSHARE = ["unshare", "-n"] if _unshare_works() else []
+
+
+def run_without_stdin(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=CLIENT_TIMEOUT, env=child_env())
+
+
+def check_usage_error(r: subprocess.CompletedProcess, name: str, *named: str) -> None:
+    """Exit 2, nothing on stdout, stderr says `NAME: ...` naming each of `named`, and gives the usage line."""
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 2, (r.returncode, r.stdout, err)
+    assert r.stdout == b""
+    assert f"{name}: " in err and "usage: " in err and "Traceback" not in err, err
+    for word in named:
+        assert word in err, (word, err)
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+@pytest.mark.parametrize("pid", PROGRAMS)
+def test_help(pid, flag):
+    """Usage on stdout and exit 0, read before stdin (the line there is not sent)."""
+    kind, name, _ = PROGRAMS[pid]
+    r = run(program(pid) + [flag], b"a line that must not be sent\n")
+    assert r.returncode == 0, r
+    assert r.stderr == b""
+    out = r.stdout.decode()
+    usage, order = ORDER[kind]
+    first = out.splitlines()[0]
+    assert first.startswith(f"usage: {name} ") and first.endswith(usage), out
+    assert order in out.replace("\n", " "), out
+
+
+@pytest.mark.parametrize("pid", PROGRAMS)
+def test_version(pid):
+    r = run(program(pid) + ["--version"])
+    name = PROGRAMS[pid][1]
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"{name} (upcase) {upcase.__version__}\n".encode(), b"")
+
+
+@pytest.mark.parametrize("pid", PROGRAMS)
+def test_unknown_option_is_named(pid):
+    check_usage_error(run(program(pid) + ["--bogus"]), PROGRAMS[pid][1], "--bogus")
+
+
+@pytest.mark.parametrize("pid", PROGRAMS)
+def test_digits_only_host_is_refused(pid):
+    """A HOST of digits only is a port in the wrong place, not an IPv4 number:
+    exit 2 naming it, and nothing sent (run without a network: unshare -n,
+    where it works, else with stdin closed)."""
+    kind, name, _ = PROGRAMS[pid]
+    args = ["70000"] if kind == "client" else ["0", "70000"]
+    argv = program(pid) + args
+    if UNSHARE:
+        r = run([*UNSHARE, *argv], b"must not leave the machine\n")
+    else:
+        r = run_without_stdin(argv)
+    check_usage_error(r, name, "HOST", "'70000'", "only digits")
+
+
+@pytest.mark.parametrize("port", ["70000", "abc"])
+@pytest.mark.parametrize("pid", PROGRAMS)
+def test_bad_port_is_named(pid, port):
+    kind, name, _ = PROGRAMS[pid]
+    args = ["localhost", port] if kind == "client" else [port]
+    check_usage_error(run(program(pid) + args, b"hello\n"), name, "PORT", f"'{port}'")
+
+
+@pytest.mark.parametrize("pid", [pid for pid, (_, _, full) in PROGRAMS.items() if full])
+def test_bad_option_value_is_named(pid):
+    kind, name, _ = PROGRAMS[pid]
+    for option in (["--timeout", "--retries"] if kind == "client" else ["--threads", "--min-rate"]):
+        args = [option, "abc"] + (["--udp"] if option == "--retries" else [])
+        check_usage_error(run(program(pid) + args, b"hello\n"), name, option, "'abc'")
+        check_usage_error(run(program(pid) + [option], b"hello\n"), name, option)  # no value at all
+
+
+@pytest.mark.parametrize("pid,args,named", [
+    ("python -m upcase server", ["--udp", "--defer-accept"], "--defer-accept"),
+    ("python -m upcase server", ["--max-datagram", "100"], "--max-datagram"),
+    ("python -m upcase client", ["--retries", "2"], "--retries"),
+    ("rust_server.py", ["--udp", "--idle-timeout", "5"], "--idle-timeout"),
+    ("upcase-server (Rust)", ["--udp", "--io-uring"], "--io-uring"),
+    ("upcase-server (Rust)", ["--max-datagram", "100"], "--max-datagram"),
+])
+def test_option_of_the_other_protocol_is_refused(pid, args, named):
+    """An option the chosen protocol has no use for is a usage error, not ignored."""
+    check_usage_error(run(program(pid) + args, b"hello\n"), PROGRAMS[pid][1], named)
+
+
+@pytest.mark.parametrize("args,status,words", [
+    ([], 2, "server or client"),
+    (["bogus"], 2, "'bogus'"),
+    (["--help"], 0, "python -m upcase client [options] [HOST [PORT]]"),
+    (["--version"], 0, f"(upcase) {upcase.__version__}"),
+])
+def test_module_commands(args, status, words):
+    r = run(MODULE + args)
+    assert r.returncode == status, r
+    assert words in (r.stdout if status == 0 else r.stderr).decode(), r
+
+
+# ---------------------------------------------------------------- python -m upcase, console scripts, Rust
+
+
+def module_server(ex_servers_list: list, proto: str, *args: str, launcher: str = "module") -> ServerProc:
+    argv = [*MODULE, "server"] if launcher == "module" else program("upcase-server")
+    srv = ServerProc(argv + (["--udp"] if proto == "udp" else []) + list(args), proto, name=f"{launcher} server")
+    ex_servers_list.append(srv)
+    return srv
+
+
+def module_client(proto: str, *args: str, data: bytes = b"", launcher: str = "module",
+                  timeout: float = CLIENT_TIMEOUT) -> subprocess.CompletedProcess:
+    argv = [*MODULE, "client"] if launcher == "module" else program("upcase-client")
+    return run(argv + (["--udp"] if proto == "udp" else []) + list(args), data, timeout=timeout)
+
+
+@pytest.fixture
+def started():
+    """Servers started by a test; killed (by PID) at the end if still running."""
+    servers: list[ServerProc] = []
+    yield servers
+    for srv in servers:
+        srv.kill()
+
+
+@pytest.mark.parametrize("launcher", ["module", "scripts"])
+@pytest.mark.parametrize("ip", FAMILIES)
+@pytest.mark.parametrize("proto", PROTOS)
+def test_module_server_and_client(started, proto, ip, launcher):
+    """`python -m upcase server` / `client` (and upcase-server / upcase-client):
+    every line of stdin is a request; TCP keeps one connection for all."""
+    host = FAMILIES[ip]
+    srv = module_server(started, proto, "0", host, launcher=launcher)
+    data = b"first line\n\n" + LINE.encode() + b"\nno newline at the end"
+    r = module_client(proto, host, str(srv.port), data=data, launcher=launcher)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b""
+    assert r.stdout == (b"From Server: FIRST LINE\nFrom Server: \n"
+                        + f"From Server: {upper_ascii(LINE)}\n".encode() + b"From Server: NO NEWLINE AT THE END\n")
+    if proto == "tcp":
+        srv.out.wait_for(srv.client_pattern(host), LINE_TIMEOUT)
+    else:
+        srv.out.wait_for(srv.client_pattern(host), LINE_TIMEOUT, at_least=4)
+    srv.stop()
+    lines = srv.out.text().splitlines()
+    assert lines[:2] == ["The server is ready to receive", f"listening on {fmt_addr(host, srv.port)}"]
+    if proto == "tcp":
+        assert len(lines) == 3, lines  # one connection for the four lines
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_module_client_message_option(started, proto):
+    """-m TEXT is the request; stdin is not read; options may follow HOST PORT."""
+    srv = module_server(started, proto, "--quiet", "0", "127.0.0.1")
+    r = run_without_stdin([*MODULE, "client", "127.0.0.1", str(srv.port), "-m", "given with -m"]
+                          + (["--udp"] if proto == "udp" else []))
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"From Server: GIVEN WITH -M\n", b"")
+    srv.stop()
+    assert srv.out.text().count(" from ") == 0  # --quiet
+
+
+def test_module_client_reconnects_after_idle_timeout(started):
+    """The server closes a kept connection that stays quiet past --idle-timeout;
+    the client's next line goes on a new one."""
+    srv = module_server(started, "tcp", "--idle-timeout", "1", "0", "127.0.0.1")
+    p = subprocess.Popen([*MODULE, "client", "127.0.0.1", str(srv.port)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    try:
+        p.stdin.write(b"before\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == b"From Server: BEFORE\n"
+        srv.out.wait_for(srv.client_pattern("127.0.0.1"), LINE_TIMEOUT)
+        time.sleep(2.5)  # past the idle timeout: the server has closed the connection
+        out, err = p.communicate(b"after\n", timeout=CLIENT_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=STOP_TIMEOUT)
+    assert (p.returncode, out, err) == (0, b"From Server: AFTER\n", b"")
+    srv.out.wait_for(srv.client_pattern("127.0.0.1"), LINE_TIMEOUT, at_least=2)
+    srv.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("proto", PROTOS)
+def test_module_server_stops_on_signal(started, proto, sig):
+    srv = module_server(started, proto, "0", "::1")
+    t0 = time.monotonic()
+    srv.stop(sig)  # exit 0, nothing on stderr
+    assert time.monotonic() - t0 < 2.0
+    assert srv.out.text() == f"The server is ready to receive\nlistening on [::1]:{srv.port}\n"
+
+
+def test_module_client_failures():
+    """Refused, no reply (--timeout 0.2 --retries 1: two sends), no input: exit 1, one line."""
+    name = "python -m upcase client"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        t.bind(("127.0.0.1", 0))
+        check_failure(module_client("tcp", "127.0.0.1", str(t.getsockname()[1]), data=b"x\n"), name, "refused")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("127.0.0.1", 0))
+        t0 = time.monotonic()
+        r = module_client("udp", "--timeout", "0.2", "--retries", "1", "127.0.0.1", str(u.getsockname()[1]),
+                          data=b"hello?\n")
+        elapsed = time.monotonic() - t0
+        u.setblocking(False)
+        got = 0
+        try:
+            while True:
+                assert u.recv(100) == b"hello?"
+                got += 1
+        except BlockingIOError:
+            pass
+    check_failure(r, name, "timed out")
+    assert got == 2 and elapsed < 3.0, (got, elapsed)
+    check_failure(module_client("tcp", "127.0.0.1", "9", data=b""), name, "no input")
+
+
+def test_module_server_bind_failure():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        t.bind(("127.0.0.1", 0))
+        t.listen(1)
+        r = run([*MODULE, "server", str(t.getsockname()[1]), "127.0.0.1"])
+    assert r.returncode == 1 and r.stdout == b"", r
+    err = r.stderr.decode()
+    assert err.startswith("python -m upcase server: cannot bind") and "in use" in err, err
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_rust_example_server(started, proto):
+    """The Rust example takes the same options: --quiet, --threads and, for
+    UDP, --max-datagram (a longer datagram gets no answer)."""
+    extra = ["--udp", "--max-datagram", "10"] if proto == "udp" else ["--idle-timeout", "5"]
+    argv = [*program("upcase-server (Rust)"), "--quiet", "--threads", "1", *extra, "0", "127.0.0.1"]
+    srv = ServerProc(argv, proto, name="upcase-server (Rust)")
+    started.append(srv)
+    r = module_client(proto, "127.0.0.1", str(srv.port), data=b"from rust\n")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"From Server: FROM RUST\n", b"")
+    if proto == "udp":
+        r = module_client(proto, "--timeout", "0.3", "--retries", "0", "127.0.0.1", str(srv.port),
+                          data=b"eleven byte\n")
+        check_failure(r, "python -m upcase client", "timed out")
+    srv.stop()
+    assert srv.out.text().count(" from ") == 0  # --quiet
