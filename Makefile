@@ -49,7 +49,7 @@ examples: $(EXAMPLE_BINS)
 $(BUILD):
 	mkdir -p $@
 
-$(BUILD)/%: examples/c/%.c include/upcase.h $(LIBDIR)/libupcase.so | $(BUILD)
+$(BUILD)/%: examples/c/%.c examples/c/cli.h include/upcase.h $(LIBDIR)/libupcase.so | $(BUILD)
 	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ -L$(LIBDIR) -lupcase -Wl,-rpath,$(LIBDIR)
 
 demo: all
@@ -130,7 +130,7 @@ install: all
 
 # The C server on the library with the io_uring loop, for the benchmark's
 # io_uring column.
-$(BUILD)-io-uring/tcp_server: examples/c/tcp_server.c include/upcase.h lib-io-uring
+$(BUILD)-io-uring/tcp_server: examples/c/tcp_server.c examples/c/cli.h include/upcase.h lib-io-uring
 	mkdir -p $(BUILD)-io-uring
 	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ -L$(URING_LIBDIR) -lupcase -Wl,-rpath,$(URING_LIBDIR)
 

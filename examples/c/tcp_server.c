@@ -10,14 +10,13 @@
  *
  * usage: tcp_server [OPTIONS] [PORT [HOST]]   (default: 12000, all interfaces)
  */
-#include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "upcase.h"
+#include "cli.h"
 
 static const char USAGE[] = "usage: tcp_server [OPTIONS] [PORT [HOST]]\n";
 static const char HELP[] =
@@ -61,76 +60,11 @@ static void on_client(void *user, const char *host, uint16_t port)
     fflush(stdout); /* stdout is often a pipe: show each line at once */
 }
 
-/* A port number: digits only, 0 (any free port) to 65535. */
-static int parse_port(const char *s, uint16_t *out)
-{
-    unsigned long v = 0;
-    if (*s == '\0' || strlen(s) > 5)
-        return -1;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned long)(*p - '0');
-    }
-    if (v > 65535)
-        return -1;
-    *out = (uint16_t)v;
-    return 0;
-}
-
-/* A whole number for an option: digits only, at most 4294967295. */
-static int parse_count(const char *s, uint32_t *out)
-{
-    unsigned long long v = 0;
-    if (*s == '\0' || strlen(s) > 10)
-        return -1;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned long long)(*p - '0');
-    }
-    if (v > 4294967295ULL)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* A usage error: the reason, naming the argument at fault, then the usage line; exit status 2. */
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("tcp_server: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n%s", USAGE);
-    return 2;
-}
-
-/* A host of digits only ("70000") is a port in the wrong place, not an IPv4 number. */
-static int only_digits(const char *s)
-{
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return 0;
-    return 1;
-}
-
-/* The argument getopt_long stopped at: "--name" as typed, or "-c". */
-static int bad_option(char **argv, int rc)
-{
-    const char *arg = argv[optind - 1];
-    if (rc == ':')
-        return usage_error("option '%s' needs a value", arg);
-    if (optopt != 0 && strncmp(arg, "--", 2) != 0)
-        return usage_error("unknown option '-%c'", optopt);
-    return usage_error("unknown option '%s'", arg);
-}
-
 int main(int argc, char **argv)
 {
+    cli_prog = "tcp_server"; /* for the messages of cli.h */
+    cli_usage = USAGE;
+
     upcase_server_config cfg;
     upcase_server_config_default(&cfg);
     cfg.transport = UPCASE_TRANSPORT_TCP;   /* SOCK_STREAM */
@@ -157,7 +91,7 @@ int main(int argc, char **argv)
         {"io-uring", no_argument, NULL, OPT_IO_URING},
         {NULL, 0, NULL, 0},
     };
-    opterr = 0; /* the messages below name the argument themselves */
+    opterr = 0; /* usage_error says what is wrong, naming the argument */
     int c;
     uint32_t secs = 0;
     while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
@@ -175,21 +109,21 @@ int main(int argc, char **argv)
             cfg.on_client = NULL;               /* no line per client */
             break;
         case OPT_THREADS:
-            if (parse_count(optarg, &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
+            if (parse_count(optarg, 0, UPCASE_MAX_THREADS, &cfg.threads) != 0)
                 return usage_error("--threads '%s': give a number from 0 (one per CPU) to 1024", optarg);
             break;
         case OPT_MAX_CONNECTIONS:
-            if (parse_count(optarg, &cfg.max_connections) != 0 || cfg.max_connections == 0)
+            if (parse_count(optarg, 1, UINT32_MAX, &cfg.max_connections) != 0)
                 return usage_error("--max-connections '%s': give a number from 1 to 4294967295", optarg);
             break;
         case OPT_IDLE_TIMEOUT:
-            if (parse_count(optarg, &secs) != 0 || secs > 4294967)
+            if (parse_count(optarg, 0, 4294967, &secs) != 0)
                 return usage_error("--idle-timeout '%s': give seconds, 0 (never) to 4294967", optarg);
             cfg.idle_timeout_ms = secs * 1000;
             break;
         case OPT_MIN_RATE:
             /* against slowloris: a client must average this many bytes/s */
-            if (parse_count(optarg, &cfg.min_rate) != 0 || cfg.min_rate > UPCASE_MAX_MIN_RATE)
+            if (parse_count(optarg, 0, UPCASE_MAX_MIN_RATE, &cfg.min_rate) != 0)
                 return usage_error("--min-rate '%s': give bytes per second, 0 (off) to 1000000000", optarg);
             break;
         case OPT_DEFER_ACCEPT:
@@ -202,13 +136,12 @@ int main(int argc, char **argv)
             return bad_option(argv, c);
         }
     }
-    if (optind < argc && parse_port(argv[optind++], &cfg.port) != 0)
+    if (optind < argc && parse_port(argv[optind++], 0, &cfg.port) != 0)
         return usage_error("PORT '%s' is not a number from 0 to 65535", argv[optind - 1]);
     if (optind < argc)
         cfg.host = argv[optind++];
-    if (only_digits(cfg.host))
-        return usage_error("HOST '%s' is only digits: give a name or an address such as 127.0.0.1"
-                           " (PORT comes before HOST)", cfg.host);
+    if (check_host(cfg.host, "PORT comes before HOST") != 0)
+        return 2;
     if (optind < argc)
         return usage_error("too many arguments: '%s'", argv[optind]);
 

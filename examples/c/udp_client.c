@@ -12,14 +12,13 @@
  *
  * usage: udp_client [OPTIONS] [HOST [PORT]] < line   (default: localhost 12000)
  */
-#include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "upcase.h"
+#include "cli.h"
 
 static const char USAGE[] = "usage: udp_client [OPTIONS] [HOST [PORT]] < line\n";
 static const char HELP[] =
@@ -37,105 +36,11 @@ static const char HELP[] =
     "      --timeout SECONDS  wait this long for each reply; default 1\n"
     "      --retries N        then send again, at most N times; default 3\n";
 
-/* A usage error: the reason, naming the argument at fault, then the usage line; exit status 2. */
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("udp_client: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n%s", USAGE);
-    return 2;
-}
-
-/* A port number: digits only, 1 to 65535. */
-static int parse_port(const char *s, uint16_t *out)
-{
-    unsigned long v = 0;
-    if (*s == '\0' || strlen(s) > 5)
-        return -1;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned long)(*p - '0');
-    }
-    if (v < 1 || v > 65535)
-        return -1;
-    *out = (uint16_t)v;
-    return 0;
-}
-
-/* Seconds such as "5" or "0.25", in milliseconds rounded up: more than 0,
-   at most 4294967 s (what a uint32_t of milliseconds holds). */
-static int parse_seconds(const char *s, uint32_t *ms)
-{
-    unsigned long long whole = 0, frac = 0;
-    int digits = 0, places = 0, rest = 0;
-    const char *p = s;
-    for (; *p >= '0' && *p <= '9'; p++, digits++)
-        if ((whole = whole * 10 + (unsigned long long)(*p - '0')) > 4294967)
-            return -1;
-    if (*p == '.') {
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++) {
-            if (places < 3) {
-                frac = frac * 10 + (unsigned long long)(*p - '0');
-                places++;
-            } else if (*p != '0') {
-                rest = 1; /* less than a millisecond left: round up */
-            }
-        }
-    }
-    for (; places < 3; places++)
-        frac *= 10;
-    unsigned long long total = whole * 1000 + frac + (unsigned long long)rest;
-    if (*p != '\0' || digits == 0 || total == 0 || total > 4294967295ULL)
-        return -1;
-    *ms = (uint32_t)total;
-    return 0;
-}
-
-/* A whole number for an option: digits only, at most 4294967295. */
-static int parse_count(const char *s, uint32_t *out)
-{
-    unsigned long long v = 0;
-    if (*s == '\0' || strlen(s) > 10)
-        return -1;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned long long)(*p - '0');
-    }
-    if (v > 4294967295ULL)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* A host of digits only ("70000") is a port in the wrong place, not an IPv4 number. */
-static int only_digits(const char *s)
-{
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return 0;
-    return 1;
-}
-
-/* The argument getopt_long stopped at: "--name" as typed, or "-c". */
-static int bad_option(char **argv, int rc)
-{
-    const char *arg = argv[optind - 1];
-    if (rc == ':')
-        return usage_error("option '%s' needs a value", arg);
-    if (optopt != 0 && strncmp(arg, "--", 2) != 0)
-        return usage_error("unknown option '-%c'", optopt);
-    return usage_error("unknown option '%s'", arg);
-}
-
 int main(int argc, char **argv)
 {
+    cli_prog = "udp_client"; /* for the messages of cli.h */
+    cli_usage = USAGE;
+
     const char *server_name = "localhost";  /* serverName */
     uint16_t server_port = 12000;           /* serverPort */
     const char *message = NULL;             /* -m TEXT, instead of stdin */
@@ -151,7 +56,7 @@ int main(int argc, char **argv)
         {"retries", required_argument, NULL, OPT_RETRIES},
         {NULL, 0, NULL, 0},
     };
-    opterr = 0; /* the messages below name the argument themselves */
+    opterr = 0; /* usage_error says what is wrong, naming the argument */
     int c;
     while ((c = getopt_long(argc, argv, ":hm:", options, NULL)) != -1) {
         switch (c) {
@@ -169,7 +74,7 @@ int main(int argc, char **argv)
                 return usage_error("--timeout '%s': give seconds, more than 0, at most 4294967", optarg);
             break;
         case OPT_RETRIES:
-            if (parse_count(optarg, &retries) != 0)
+            if (parse_count(optarg, 0, UINT32_MAX, &retries) != 0)
                 return usage_error("--retries '%s': give a number from 0 to 4294967295", optarg);
             break;
         default:
@@ -178,10 +83,9 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         server_name = argv[optind++];
-    if (only_digits(server_name))
-        return usage_error("HOST '%s' is only digits: give a name or an address such as 127.0.0.1"
-                           " (HOST comes before PORT)", server_name);
-    if (optind < argc && parse_port(argv[optind++], &server_port) != 0)
+    if (check_host(server_name, "HOST comes before PORT") != 0)
+        return 2;
+    if (optind < argc && parse_port(argv[optind++], 1, &server_port) != 0)
         return usage_error("PORT '%s' is not a number from 1 to 65535", argv[optind - 1]);
     if (optind < argc)
         return usage_error("too many arguments: '%s'", argv[optind]);

@@ -10,14 +10,13 @@
  *
  * usage: udp_server [OPTIONS] [PORT [HOST]]   (default: 12000, all interfaces)
  */
-#include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "upcase.h"
+#include "cli.h"
 
 static const char USAGE[] = "usage: udp_server [OPTIONS] [PORT [HOST]]\n";
 static const char HELP[] =
@@ -56,76 +55,11 @@ static void on_client(void *user, const char *host, uint16_t port)
     fflush(stdout); /* stdout is often a pipe: show each line at once */
 }
 
-/* A port number: digits only, 0 (any free port) to 65535. */
-static int parse_port(const char *s, uint16_t *out)
-{
-    unsigned long v = 0;
-    if (*s == '\0' || strlen(s) > 5)
-        return -1;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned long)(*p - '0');
-    }
-    if (v > 65535)
-        return -1;
-    *out = (uint16_t)v;
-    return 0;
-}
-
-/* A whole number for an option: digits only, at most 4294967295. */
-static int parse_count(const char *s, uint32_t *out)
-{
-    unsigned long long v = 0;
-    if (*s == '\0' || strlen(s) > 10)
-        return -1;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        v = v * 10 + (unsigned long long)(*p - '0');
-    }
-    if (v > 4294967295ULL)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-/* A usage error: the reason, naming the argument at fault, then the usage line; exit status 2. */
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("udp_server: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n%s", USAGE);
-    return 2;
-}
-
-/* A host of digits only ("70000") is a port in the wrong place, not an IPv4 number. */
-static int only_digits(const char *s)
-{
-    if (*s == '\0')
-        return 0;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return 0;
-    return 1;
-}
-
-/* The argument getopt_long stopped at: "--name" as typed, or "-c". */
-static int bad_option(char **argv, int rc)
-{
-    const char *arg = argv[optind - 1];
-    if (rc == ':')
-        return usage_error("option '%s' needs a value", arg);
-    if (optopt != 0 && strncmp(arg, "--", 2) != 0)
-        return usage_error("unknown option '-%c'", optopt);
-    return usage_error("unknown option '%s'", arg);
-}
-
 int main(int argc, char **argv)
 {
+    cli_prog = "udp_server"; /* for the messages of cli.h */
+    cli_usage = USAGE;
+
     upcase_server_config cfg;
     upcase_server_config_default(&cfg);
     cfg.transport = UPCASE_TRANSPORT_UDP;   /* SOCK_DGRAM */
@@ -145,7 +79,7 @@ int main(int argc, char **argv)
         {"max-datagram", required_argument, NULL, OPT_MAX_DATAGRAM},
         {NULL, 0, NULL, 0},
     };
-    opterr = 0; /* the messages below name the argument themselves */
+    opterr = 0; /* usage_error says what is wrong, naming the argument */
     int c;
     while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
         switch (c) {
@@ -162,24 +96,23 @@ int main(int argc, char **argv)
             cfg.on_client = NULL;               /* no line per datagram */
             break;
         case OPT_THREADS:
-            if (parse_count(optarg, &cfg.threads) != 0 || cfg.threads > UPCASE_MAX_THREADS)
+            if (parse_count(optarg, 0, UPCASE_MAX_THREADS, &cfg.threads) != 0)
                 return usage_error("--threads '%s': give a number from 0 (one per CPU) to 1024", optarg);
             break;
         case OPT_MAX_DATAGRAM:
-            if (parse_count(optarg, &cfg.max_datagram) != 0 || cfg.max_datagram == 0 || cfg.max_datagram > 65527)
+            if (parse_count(optarg, 1, 65527, &cfg.max_datagram) != 0)
                 return usage_error("--max-datagram '%s': give bytes, 1 to 65527", optarg);
             break;
         default:
             return bad_option(argv, c);
         }
     }
-    if (optind < argc && parse_port(argv[optind++], &cfg.port) != 0)
+    if (optind < argc && parse_port(argv[optind++], 0, &cfg.port) != 0)
         return usage_error("PORT '%s' is not a number from 0 to 65535", argv[optind - 1]);
     if (optind < argc)
         cfg.host = argv[optind++];
-    if (only_digits(cfg.host))
-        return usage_error("HOST '%s' is only digits: give a name or an address such as 127.0.0.1"
-                           " (PORT comes before HOST)", cfg.host);
+    if (check_host(cfg.host, "PORT comes before HOST") != 0)
+        return 2;
     if (optind < argc)
         return usage_error("too many arguments: '%s'", argv[optind]);
 
