@@ -19,7 +19,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import upcase
 
@@ -149,7 +149,7 @@ def _parser(prog: str, usage: str, description: Optional[str], epilog: str) -> a
 
 
 def _one_protocol(parser: argparse.ArgumentParser, ns: argparse.Namespace, udp: bool,
-                  only: Dict[str, Any]) -> None:
+                  only: Dict[str, Tuple[str, str]]) -> None:
     """A usage error for an option of the other protocol."""
     for name, (option, proto) in only.items():
         given = getattr(ns, name, None)
