@@ -691,3 +691,28 @@ def test_rust_example_server(started, proto):
         check_failure(r, "python -m upcase client", "timed out")
     srv.stop()
     assert srv.out.text().count(" from ") == 0  # --quiet
+
+
+def test_module_client_at_a_terminal(started):
+    """At a terminal: a prompt before each line, and after Ctrl-D a newline, so the shell's prompt starts a line."""
+    srv = module_server(started, "tcp", "--quiet", "0", "127.0.0.1")
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([*MODULE, "client", "127.0.0.1", str(srv.port)], stdin=slave,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+        os.close(slave)
+        slave = -1
+        os.write(master, b"typed at a terminal\n\x04")  # a line, then Ctrl-D
+        try:
+            out, err = p.communicate(timeout=CLIENT_TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=STOP_TIMEOUT)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert (p.returncode, err) == (0, b"")
+    assert out == b"Input lowercase sentence: From Server: TYPED AT A TERMINAL\nInput lowercase sentence: \n"
+    srv.stop()

@@ -291,12 +291,15 @@ def run_server(options: ServerOptions, prog: str) -> int:
 
 def _lines(stdin: BinaryIO) -> Iterator[bytes]:
     """Each line of stdin without its newline; a prompt first at a terminal."""
+    tty = stdin.isatty()
     while True:
-        if stdin.isatty():
+        if tty:
             sys.stdout.write(PROMPT)
             sys.stdout.flush()
         line = stdin.readline()
         if not line:
+            if tty:
+                sys.stdout.write("\n")  # Ctrl-D at the prompt: the shell's prompt on a line of its own
             return
         yield line[:-1] if line.endswith(b"\n") else line
 
