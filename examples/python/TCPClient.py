@@ -11,8 +11,8 @@ usage: TCPClient.py [HOST [PORT]] < line   (default: localhost 12000)
 """
 import sys
 
-from upcase.cli import parse_client_args  # the command line, as every program here reads it
 from upcase import *  # also gaierror, the error for a name that does not resolve
+from upcase.cli import parse_client_args  # the command line, as every program here reads it
 
 args = parse_client_args('TCPClient.py', description=__doc__, protocol='tcp', options=False)
 serverName, serverPort = args.host, args.port  # checked: a port 1-65535, a host not all digits

@@ -11,8 +11,8 @@ usage: UDPServer.py [PORT [HOST]]   (default: 12000, '' = all interfaces)
 import signal
 import sys
 
-from upcase.cli import parse_server_args  # the command line, as every program here reads it
 from upcase import *
+from upcase.cli import parse_server_args  # the command line, as every program here reads it
 
 
 def addrText(address):
