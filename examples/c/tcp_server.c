@@ -34,6 +34,9 @@ static const char HELP[] =
     "      --quiet                  no line per client\n"
     "      --threads N              event loops: 0 (one per CPU, the default) to 1024\n"
     "      --max-connections N      clients at once, 1 to 4294967295; default 16384\n"
+    "      --max-connections-per-address N\n"
+    "                               from one address (IPv6: one /64): 0 (no limit) to\n"
+    "                               4294967295; default 1024\n"
     "      --idle-timeout SECONDS   close a silent client: 0 (never) to 4294967; default 60\n"
     "      --min-rate BYTES         least bytes/s a client must send: 0 (off) to 1000000000;\n"
     "                               default 1\n"
@@ -76,7 +79,7 @@ int main(int argc, char **argv)
 
     enum {
         OPT_VERSION = 256, OPT_ITERATIVE, OPT_QUIET, OPT_THREADS, OPT_MAX_CONNECTIONS,
-        OPT_IDLE_TIMEOUT, OPT_MIN_RATE, OPT_DEFER_ACCEPT, OPT_IO_URING,
+        OPT_MAX_PER_ADDRESS, OPT_IDLE_TIMEOUT, OPT_MIN_RATE, OPT_DEFER_ACCEPT, OPT_IO_URING,
     };
     static const struct option options[] = {
         {"help", no_argument, NULL, 'h'},
@@ -85,6 +88,7 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+        {"max-connections-per-address", required_argument, NULL, OPT_MAX_PER_ADDRESS},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"min-rate", required_argument, NULL, OPT_MIN_RATE},
         {"defer-accept", no_argument, NULL, OPT_DEFER_ACCEPT},
@@ -115,6 +119,13 @@ int main(int argc, char **argv)
         case OPT_MAX_CONNECTIONS:
             if (parse_count(optarg, 1, UINT32_MAX, &cfg.max_connections) != 0)
                 return usage_error("--max-connections '%s': give a number from 1 to 4294967295", optarg);
+            break;
+        case OPT_MAX_PER_ADDRESS:
+            if (parse_count(optarg, 0, UINT32_MAX, &cfg.max_connections_per_address) != 0)
+                return usage_error("--max-connections-per-address '%s': give a number from 0 (no limit)"
+                                   " to 4294967295", optarg);
+            if (cfg.max_connections_per_address == 0)
+                cfg.max_connections_per_address = UINT32_MAX; /* the config's 0 is the default */
             break;
         case OPT_IDLE_TIMEOUT:
             if (parse_count(optarg, 0, 4294967, &secs) != 0)

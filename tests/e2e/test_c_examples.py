@@ -758,3 +758,25 @@ def test_tcp_client_timeout_option():
         elapsed = time.monotonic() - t0
     assert r.returncode == 1 and b"timed out" in r.stderr.lower(), r
     assert elapsed < 3.0, elapsed
+
+
+def test_max_connections_per_address_option(start_server):
+    """--max-connections-per-address 1: a second connection from 127.0.0.1 is
+    closed at once while the first is held; 0 lifts the limit."""
+    server = start_server("tcp", "--quiet", "--max-connections-per-address", "1", "0", "127.0.0.1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as held:
+        held.sendall(b"a")
+        assert held.recv(16) == b"A"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+            extra.sendall(b"x")
+            try:
+                assert extra.recv(16) == b""
+            except ConnectionResetError:
+                pass
+    server.stop()
+    server = start_server("tcp", "--quiet", "--max-connections-per-address", "0", "0", "127.0.0.1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as held:
+        held.sendall(b"a")
+        assert held.recv(16) == b"A"
+        exchange("tcp", "127.0.0.1", server.port, "no limit")
+    server.stop()

@@ -35,6 +35,7 @@ _SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 # Options that only one protocol's server or client has: (option, its protocol).
 _SERVER_ONLY = {
     "max_connections": ("--max-connections", "tcp"),
+    "max_connections_per_address": ("--max-connections-per-address", "tcp"),
     "idle_timeout": ("--idle-timeout", "tcp"),
     "min_rate": ("--min-rate", "tcp"),
     "defer_accept": ("--defer-accept", "tcp"),
@@ -67,6 +68,7 @@ class ServerOptions:
     quiet: bool
     threads: Optional[int]
     max_connections: Optional[int]
+    max_connections_per_address: Optional[int]
     idle_timeout: Optional[int]
     min_rate: Optional[int]
     defer_accept: bool
@@ -85,7 +87,7 @@ class ServerOptions:
             kw["threads"] = self.threads
         if self.idle_timeout is not None:
             kw["idle_timeout"] = float(self.idle_timeout) or None  # 0: never
-        for name in ("max_connections", "min_rate", "max_datagram"):
+        for name in ("max_connections", "max_connections_per_address", "min_rate", "max_datagram"):
             if getattr(self, name) is not None:
                 kw[name] = getattr(self, name)
         return kw
@@ -224,6 +226,9 @@ def parse_server_args(prog: str, argv: Optional[Sequence[str]] = None, *, descri
         if protocol != "udp":
             add("--max-connections", metavar="N", type=_count(1, MAX_COUNT, f"a number from 1 to {MAX_COUNT}"),
                 help="TCP: clients at once (default: 16384)")
+            add("--max-connections-per-address", metavar="N",
+                type=_count(0, MAX_COUNT, f"a number from 0 (no limit) to {MAX_COUNT}"),
+                help="TCP: clients at once from one address (IPv6: one /64), 0: no limit (default: 1024)")
             add("--idle-timeout", metavar="SECONDS", type=_count(0, MAX_SECONDS, f"seconds, 0 (never) to {MAX_SECONDS}"),
                 help="TCP: close a silent client after SECONDS, 0: never (default: 60)")
             add("--min-rate", metavar="BYTES",
@@ -245,6 +250,7 @@ def parse_server_args(prog: str, argv: Optional[Sequence[str]] = None, *, descri
         quiet=bool(getattr(ns, "quiet", False)),
         threads=getattr(ns, "threads", None),
         max_connections=getattr(ns, "max_connections", None),
+        max_connections_per_address=getattr(ns, "max_connections_per_address", None),
         idle_timeout=getattr(ns, "idle_timeout", None),
         min_rate=getattr(ns, "min_rate", None),
         defer_accept=bool(getattr(ns, "defer_accept", False)),
