@@ -34,9 +34,8 @@ static const char HELP[] =
     "      --quiet                  no line per client\n"
     "      --threads N              event loops: 0 (one per CPU, the default) to 1024\n"
     "      --max-connections N      clients at once, 1 to 4294967295; default 16384\n"
-    "      --max-connections-per-address N\n"
-    "                               from one address (IPv6: one /64): 0 (no limit) to\n"
-    "                               4294967295; default 1024\n"
+    "      --max-per-address N      clients at once from one address (IPv6: one /64):\n"
+    "                               0 (no limit) to 4294967295; default 1024\n"
     "      --idle-timeout SECONDS   close a silent client: 0 (never) to 4294967; default 60\n"
     "      --min-rate BYTES         least bytes/s a client must send: 0 (off) to 1000000000;\n"
     "                               default 1\n"
@@ -88,7 +87,7 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, OPT_QUIET},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-        {"max-connections-per-address", required_argument, NULL, OPT_MAX_PER_ADDRESS},
+        {"max-per-address", required_argument, NULL, OPT_MAX_PER_ADDRESS},
         {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
         {"min-rate", required_argument, NULL, OPT_MIN_RATE},
         {"defer-accept", no_argument, NULL, OPT_DEFER_ACCEPT},
@@ -122,7 +121,7 @@ int main(int argc, char **argv)
             break;
         case OPT_MAX_PER_ADDRESS:
             if (parse_count(optarg, 0, UINT32_MAX, &cfg.max_connections_per_address) != 0)
-                return usage_error("--max-connections-per-address '%s': give a number from 0 (no limit)"
+                return usage_error("--max-per-address '%s': give a number from 0 (no limit)"
                                    " to 4294967295", optarg);
             if (cfg.max_connections_per_address == 0)
                 cfg.max_connections_per_address = UINT32_MAX; /* the config's 0 is the default */

@@ -28,9 +28,8 @@ options:
       --quiet                  no line per client
       --threads N              event loops: 0 (one per CPU, the default) to 1024
       --max-connections N      TCP: clients at once, 1 to 4294967295; default 16384
-      --max-connections-per-address N
-                               TCP: from one address (IPv6: one /64), 0 (no limit)
-                               to 4294967295; default 1024
+      --max-per-address N      TCP: clients at once from one address (IPv6: one /64),
+                               0 (no limit) to 4294967295; default 1024
       --idle-timeout SECONDS   TCP: close a silent client, 0 (never) to 4294967; default 60
       --min-rate BYTES         TCP: least bytes/s a client must send, 0 (off) to
                                1000000000; default 1
@@ -48,14 +47,8 @@ enum Command {
 /// The options without a value, and those with one (`--name VALUE` or `--name=VALUE`).
 const FLAGS: &[&str] =
     &["-h", "--help", "--version", "--udp", "--iterative", "--quiet", "--defer-accept", "--io-uring"];
-const VALUED: &[&str] = &[
-    "--threads",
-    "--max-connections",
-    "--max-connections-per-address",
-    "--idle-timeout",
-    "--min-rate",
-    "--max-datagram",
-];
+const VALUED: &[&str] =
+    &["--threads", "--max-connections", "--max-per-address", "--idle-timeout", "--min-rate", "--max-datagram"];
 
 /// A whole number of digits only, from `low` to `high`.
 fn number(option: &str, text: &str, low: u64, high: u64, what: &str) -> Result<u64, String> {
@@ -111,7 +104,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                 config.max_connections = n as usize;
                 tcp_only = Some(name);
             }
-            "--max-connections-per-address" => {
+            "--max-per-address" => {
                 let n = number(&name, &value, 0, u32::MAX.into(), "a number from 0 (no limit) to 4294967295")?;
                 config.max_connections_per_address = n as usize;
                 tcp_only = Some(name);

@@ -761,9 +761,9 @@ def test_tcp_client_timeout_option():
 
 
 def test_max_connections_per_address_option(start_server):
-    """--max-connections-per-address 1: a second connection from 127.0.0.1 is
+    """--max-per-address 1: a second connection from 127.0.0.1 is
     closed at once while the first is held; 0 lifts the limit."""
-    server = start_server("tcp", "--quiet", "--max-connections-per-address", "1", "0", "127.0.0.1")
+    server = start_server("tcp", "--quiet", "--max-per-address", "1", "0", "127.0.0.1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as held:
         held.sendall(b"a")
         assert held.recv(16) == b"A"
@@ -774,7 +774,7 @@ def test_max_connections_per_address_option(start_server):
             except ConnectionResetError:
                 pass
     server.stop()
-    server = start_server("tcp", "--quiet", "--max-connections-per-address", "0", "0", "127.0.0.1")
+    server = start_server("tcp", "--quiet", "--max-per-address", "0", "0", "127.0.0.1")
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as held:
         held.sendall(b"a")
         assert held.recv(16) == b"A"

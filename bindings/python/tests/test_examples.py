@@ -720,9 +720,9 @@ def test_module_client_at_a_terminal(started):
 
 @pytest.mark.parametrize("pid", ["python -m upcase server", "upcase-server (Rust)"])
 def test_max_connections_per_address_option(started, pid):
-    """The C server's --max-connections-per-address: a second connection from
+    """The C server's --max-per-address: a second connection from
     127.0.0.1 is closed at once while the first is held."""
-    argv = [*program(pid), "--quiet", "--max-connections-per-address", "1", "0", "127.0.0.1"]
+    argv = [*program(pid), "--quiet", "--max-per-address", "1", "0", "127.0.0.1"]
     srv = ServerProc(argv, "tcp", name=pid)
     started.append(srv)
     with socket.create_connection(("127.0.0.1", srv.port), timeout=5.0) as held:

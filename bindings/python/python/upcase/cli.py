@@ -35,7 +35,7 @@ _SECONDS = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 # Options that only one protocol's server or client has: (option, its protocol).
 _SERVER_ONLY = {
     "max_connections": ("--max-connections", "tcp"),
-    "max_connections_per_address": ("--max-connections-per-address", "tcp"),
+    "max_connections_per_address": ("--max-per-address", "tcp"),
     "idle_timeout": ("--idle-timeout", "tcp"),
     "min_rate": ("--min-rate", "tcp"),
     "defer_accept": ("--defer-accept", "tcp"),
@@ -226,7 +226,7 @@ def parse_server_args(prog: str, argv: Optional[Sequence[str]] = None, *, descri
         if protocol != "udp":
             add("--max-connections", metavar="N", type=_count(1, MAX_COUNT, f"a number from 1 to {MAX_COUNT}"),
                 help="TCP: clients at once (default: 16384)")
-            add("--max-connections-per-address", metavar="N",
+            add("--max-per-address", metavar="N", dest="max_connections_per_address",
                 type=_count(0, MAX_COUNT, f"a number from 0 (no limit) to {MAX_COUNT}"),
                 help="TCP: clients at once from one address (IPv6: one /64), 0: no limit (default: 1024)")
             add("--idle-timeout", metavar="SECONDS", type=_count(0, MAX_SECONDS, f"seconds, 0 (never) to {MAX_SECONDS}"),
