@@ -32,7 +32,8 @@ def _need_cargo() -> None:
         raise SystemExit(NO_CARGO)
 
 
-# The first hook a frontend calls, with build isolation or without.
+# A frontend calls the first with build isolation, goes straight to the
+# second without: both check.
 def get_requires_for_build_wheel(config_settings: Settings = None) -> list:
     _need_cargo()
     return maturin.get_requires_for_build_wheel(config_settings)
