@@ -2,7 +2,7 @@
 #   make          the C library (build/lib/: libupcase.so.X.Y.Z and its symlinks, libupcase.a) and the C examples
 #                 (build/c/); needs cargo and a C compiler, nothing from a Python package index
 #   make demo     run a TCP and a UDP server with their clients on loopback
-#   make python   the Python module, built by maturin into .venv (which `make` creates, from PyPI)
+#   make python   the Python module, built by maturin into .venv (made here, with maturin, pytest, mypy from PyPI)
 #   make wheel    a manylinux_2_28 abi3 wheel in build/wheels/ (maturin with zig); make sdist: the source archive
 #   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end, Python
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
