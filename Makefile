@@ -113,15 +113,15 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The Python packages the build and the tests use, installed into .venv.
-PYDEPS := $(VENV)/.deps-1
+PYDEPS := $(VENV)/.deps-2
 $(PYDEPS): | $(VENV)/bin/python
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest pytest-timeout mypy "maturin>=1.5,<2"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest pytest-timeout mypy "maturin>=1.9,<2"
 	touch $@
 
 # What `make wheel` and its tests add: zig, the linker that targets an older
 # glibc, and auditwheel, which reads the tag a wheel's symbols allow.
 WHEELDEPS := $(VENV)/.wheel-deps-1
-$(WHEELDEPS): $(PYDEPS)
+$(WHEELDEPS): | $(PYDEPS)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check "ziglang>=0.13,<0.18" "auditwheel>=6,<7"
 	touch $@
 
