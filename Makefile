@@ -51,11 +51,10 @@ URING_LIBDIR := $(abspath build/lib-io-uring)
 all: lib examples
 
 # $(call c_library,CARGO_TARGET_DIR,FEATURES,DIR): the crate is an rlib; this
-# builds it once more as libupcase.so (with its SONAME) and libupcase.a, and
-# lays them out in DIR with the header build.rs wrote into its OUT_DIR (named
-# in cargo's JSON messages). A file is replaced only when it changed, so that
-# what links against it is rebuilt only then; the cargo.json left in DIR
-# is that list of messages.
+# builds it as libupcase.so (with its SONAME) and libupcase.a, and lays them
+# out in DIR with the header build.rs wrote into its OUT_DIR, found in cargo's
+# JSON messages (DIR/cargo.json). A file is replaced only when it changed, so
+# that what links against it is rebuilt only then.
 replace = cmp -s $(1) $(2) || cp --remove-destination $(1) $(2)
 c_library = mkdir -p $(3) && \
 	CARGO_TARGET_DIR=$(1) $(CARGO) rustc --release --locked --lib --features "capi $(2)" \
