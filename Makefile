@@ -1,7 +1,10 @@
 # upcase: build, demo, test, lint, install.
-#   make          release library (target/release/libupcase.{so,a}) and the C examples (build/c/)
+#   make          the C library (build/lib/: libupcase.so.X.Y.Z and its symlinks, libupcase.a) and the C examples
+#                 (build/c/); needs cargo and a C compiler, nothing from a Python package index
 #   make demo     run a TCP and a UDP server with their clients on loopback
-#   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end
+#   make python   the Python module, built by maturin into .venv (made here, with maturin, pytest, mypy from PyPI)
+#   make wheel    a manylinux_2_28 abi3 wheel in build/wheels/ (maturin with zig); make sdist: the source archive
+#   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end, Python
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
 #   make bench    upcase against the reference servers (not in CI; about 7 minutes once built)
@@ -18,11 +21,19 @@ PYTHON  ?= python3
 PREFIX  ?= /usr/local
 CFLAGS  ?= -O2 -g
 WARN    := -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wpedantic -Werror
-LIBDIR  := $(abspath target/release)
 BUILD   := build/c
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-# What a C program linking libupcase.a also needs (cargo rustc -- --print native-static-libs).
-STATIC_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+# The ABI version, the number in the SONAME: raised when a release breaks C
+# programs built against the one before.
+SOVERSION := 0
+SONAME  := libupcase.so.$(SOVERSION)
+# The C library laid out as installed: libupcase.so -> libupcase.so.0 ->
+# libupcase.so.X.Y.Z, libupcase.a, upcase.h.
+LIBDIR  := $(abspath build/lib)
+# What a C program linking libupcase.a also needs: `cargo rustc -- --print
+# native-static-libs` less its -lgcc_s, since the C compiler adds the
+# unwinder itself (libgcc_s linking dynamically, libgcc_eh with -static).
+STATIC_LIBS := -lutil -lrt -lpthread -lm -ldl -lc
 VENV    := .venv
 PYTEST  := $(VENV)/bin/pytest
 
@@ -32,14 +43,37 @@ CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi
 # The library with the io_uring loop (cargo feature io-uring), built apart
 # so that the default library never carries it.
 URING_TARGET := target/io-uring
-URING_LIBDIR := $(abspath $(URING_TARGET)/release)
+URING_LIBDIR := $(abspath build/lib-io-uring)
 
-.PHONY: lib-io-uring bench experiments soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python demo test test-rust test-c test-e2e test-python lint install clean FORCE
+.PHONY: lib-io-uring bench experiments soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python wheel sdist \
+	demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
-all: lib examples python
+all: lib examples
 
-# The release library; cargo decides whether anything changed.
+# $(call c_library,CARGO_TARGET_DIR,FEATURES,DIR): the crate is an rlib; this
+# builds it as libupcase.so (with its SONAME) and libupcase.a, and lays them
+# out in DIR with the header build.rs wrote into its OUT_DIR, found in cargo's
+# JSON messages (DIR/cargo.json). A file is replaced only when it changed, so
+# that what links against it is rebuilt only then.
+replace = cmp -s $(1) $(2) || cp --remove-destination $(1) $(2)
+c_library = mkdir -p $(3) && \
+	CARGO_TARGET_DIR=$(1) $(CARGO) rustc --release --locked --lib --features "capi $(2)" \
+		--crate-type cdylib,staticlib --message-format=json-render-diagnostics \
+		-- -C link-arg=-Wl,-soname,$(SONAME) > $(3)/cargo.json && \
+	out=$$(sed -n 's|.*"out_dir":"\([^"]*/build/upcase-[0-9a-f]*/out\)".*|\1|p' $(3)/cargo.json) && \
+	test -f "$$out/upcase.h" && \
+	$(call replace,"$$out/upcase.h",$(3)/upcase.h) && \
+	$(call replace,$(1)/release/libupcase.so,$(3)/libupcase.so.$(VERSION)) && \
+	$(call replace,$(1)/release/libupcase.a,$(3)/libupcase.a) && \
+	ln -sfn libupcase.so.$(VERSION) $(3)/$(SONAME) && \
+	ln -sfn $(SONAME) $(3)/libupcase.so
+
+# The release C library, its header copied into include/ (committed; `make
+# lint` checks it is current), and the Rust examples; cargo decides whether
+# anything changed.
 lib: FORCE
+	$(call c_library,target,,$(LIBDIR))
+	$(call replace,$(LIBDIR)/upcase.h,include/upcase.h)
 	$(CARGO) build --release --locked --lib --examples
 
 $(LIBDIR)/libupcase.so $(LIBDIR)/libupcase.a: lib
@@ -63,7 +97,7 @@ $(BUILD)/test_capi_static: tests/c/test_capi.c include/upcase.h $(LIBDIR)/libupc
 	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ $(LIBDIR)/libupcase.a $(STATIC_LIBS)
 
 lib-io-uring: FORCE
-	CARGO_TARGET_DIR=$(URING_TARGET) $(CARGO) build --release --locked --lib --features io-uring
+	$(call c_library,$(URING_TARGET),io-uring,$(URING_LIBDIR))
 
 $(URING_LIBDIR)/libupcase.a: lib-io-uring
 
@@ -78,16 +112,36 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The Python packages the build and the tests use, installed into .venv.
-PYDEPS := $(VENV)/.deps-1
+PYDEPS := $(VENV)/.deps-2
 $(PYDEPS): | $(VENV)/bin/python
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest pytest-timeout mypy "maturin>=1.5,<2"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check pytest pytest-timeout mypy "maturin>=1.9,<2"
+	touch $@
+
+# What `make wheel` and its tests add: zig, the linker that targets an older
+# glibc, and auditwheel, which reads the tag a wheel's symbols allow.
+WHEELDEPS := $(VENV)/.wheel-deps-1
+$(WHEELDEPS): | $(PYDEPS)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "ziglang>=0.13,<0.18" "auditwheel>=6,<7"
 	touch $@
 
 # The Python module, built by maturin and installed into .venv (so that
-# `.venv/bin/python -c "import upcase"` works after `make`).
-python: $(PYDEPS) lib
+# `.venv/bin/python -c "import upcase"` works after `make python`).
+python: $(PYDEPS)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --locked -q -m bindings/python/Cargo.toml
+
+# The wheel a user can install anywhere with glibc 2.28 or later: zig links
+# against that glibc's symbols (pyproject.toml strips the module), and
+# maturin refuses a wheel that would need a newer one.
+WHEELS := build/wheels
+wheel: $(WHEELDEPS)
+	rm -f $(WHEELS)/upcase-*.whl
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build --release --locked -q \
+		--zig --compatibility manylinux_2_28 -m bindings/python/Cargo.toml -o $(WHEELS)
+
+sdist: $(PYDEPS)
+	rm -f $(WHEELS)/upcase-*.tar.gz
+	$(VENV)/bin/maturin sdist -m bindings/python/Cargo.toml -o $(WHEELS)
 
 test: test-rust test-c test-e2e test-python
 
@@ -108,21 +162,23 @@ test-c: all $(CTESTS)
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
 		--show-leak-kinds=definite $(BUILD)/test_capi_shared
 
-test-e2e: all
+test-e2e: all python
 	$(PYTEST) -q tests/e2e
 
-test-python: all
+test-python: all python wheel sdist
 	$(PYTEST) -q bindings/python/tests
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	$(CARGO) build --locked
+	$(MAKE) lib
 	git diff --exit-code -- include/upcase.h || { echo "include/upcase.h is stale: commit the regenerated header"; exit 1; }
 
-install: all
+install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 0755 $(LIBDIR)/libupcase.so $(DESTDIR)$(PREFIX)/lib/libupcase.so
+	install -m 0755 $(LIBDIR)/libupcase.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libupcase.so.$(VERSION)
+	ln -sfn libupcase.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sfn $(SONAME) $(DESTDIR)$(PREFIX)/lib/libupcase.so
 	install -m 0644 $(LIBDIR)/libupcase.a $(DESTDIR)$(PREFIX)/lib/libupcase.a
 	install -m 0644 include/upcase.h $(DESTDIR)$(PREFIX)/include/upcase.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@STATIC_LIBS@|$(STATIC_LIBS)|g' \
@@ -135,7 +191,7 @@ $(BUILD)-io-uring/tcp_server: examples/c/tcp_server.c examples/c/cli.h include/u
 	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ -L$(URING_LIBDIR) -lupcase -Wl,-rpath,$(URING_LIBDIR)
 
 # The benchmark: the transform's own, then every server in every mode.
-bench: all $(BUILD)-io-uring/tcp_server
+bench: all python $(BUILD)-io-uring/tcp_server
 	$(CARGO) build --release --locked -p upcase-loadgen -p tokio-server
 	mkdir -p build/bench
 	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/epoll_server bench/servers/epoll_server.c
@@ -153,7 +209,7 @@ experiments:
 	test -e /usr/include/liburing.h || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburing-dev; }
 	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/uring_server bench/experiments/uring_server.c -luring
 
-soak: all
+soak: all python
 	$(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 # Miri and cargo-fuzz need the nightly toolchain (.ci/run installs what is

@@ -1,5 +1,7 @@
-"""`make install PREFIX=...` gives a library a C user builds against with
-`cc prog.c $(pkg-config --cflags --libs upcase)`, both shared and static."""
+"""`make install PREFIX=...` gives a C library packaged the usual way: a
+shared library named by its SONAME with the usual symlinks and no debug
+info, an archive, the header, and a pkg-config file a C user builds with,
+shared, against the archive, and fully static."""
 
 import os
 import shutil
@@ -10,6 +12,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(300)
+
+SONAME = "libupcase.so.0"
+
+
+def cargo_version():
+    for line in (ROOT / "Cargo.toml").read_text().splitlines():
+        if line.startswith("version = "):
+            return line.split('"')[1]
+    raise AssertionError("no version in Cargo.toml")
 
 
 @pytest.fixture(scope="module")
@@ -26,33 +37,60 @@ def pkg_config(prefix, *args):
     return out.stdout.split()
 
 
+def readelf(*args):
+    return subprocess.run(["readelf", "-W", *args], check=True, capture_output=True, text=True).stdout
+
+
 def test_installs_library_header_and_pc(prefix):
-    for rel in ["lib/libupcase.so", "lib/libupcase.a", "include/upcase.h", "lib/pkgconfig/upcase.pc"]:
+    for rel in ["lib/libupcase.a", "include/upcase.h", "lib/pkgconfig/upcase.pc"]:
         assert (prefix / rel).is_file(), rel
     assert (prefix / "include/upcase.h").read_bytes() == (ROOT / "include/upcase.h").read_bytes()
     version = pkg_config(prefix, "--modversion")
-    cargo = (ROOT / "Cargo.toml").read_text()
-    assert f'version = "{version[0]}"' in cargo
+    assert version == [cargo_version()]
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["shared", "static"])
-def test_a_c_program_builds_with_pkg_config_and_runs(prefix, tmp_path, static):
+def test_the_shared_library_has_its_soname_and_the_usual_symlinks(prefix):
+    lib = prefix / "lib"
+    real = lib / f"libupcase.so.{cargo_version()}"
+    assert real.is_file() and not real.is_symlink()
+    assert os.readlink(lib / SONAME) == real.name
+    assert os.readlink(lib / "libupcase.so") == SONAME
+    assert f"Library soname: [{SONAME}]" in readelf("-d", str(real))
+
+
+def test_the_shared_library_carries_no_debug_info(prefix):
+    sections = readelf("-S", str(prefix / "lib" / SONAME))
+    assert ".text" in sections
+    assert ".debug_" not in sections
+
+
+@pytest.mark.parametrize("mode", ["shared", "archive", "static"])
+def test_a_c_program_builds_with_pkg_config_and_runs(prefix, tmp_path, mode):
+    """shared: `cc prog.c $(pkg-config --cflags --libs upcase)`; static:
+    `cc -static prog.c $(pkg-config --static --cflags --libs upcase)`;
+    archive: libupcase.a named in place of -lupcase, with the C library
+    and the rest linked dynamically."""
     cc = shutil.which("cc")
     assert cc, "a C compiler is needed"
-    flags = pkg_config(prefix, "--cflags", "--libs", *(["--static"] if static else []))
+    flags = pkg_config(prefix, "--cflags", "--libs", *(["--static"] if mode != "shared" else []))
     exe = tmp_path / "hello"
     cmd = [cc, "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Wpedantic", "-Werror",
+           *(["-static"] if mode == "static" else []),
            str(ROOT / "examples/c/hello.c"), "-o", str(exe), *flags, "-lpthread"]
-    if static:
-        # Only the archive: no libupcase.so next to it to pick instead.
+    if mode == "archive":
         cmd = [a for a in cmd if not a.startswith("-Wl,-rpath")]
         cmd = [a if a != "-lupcase" else str(prefix / "lib/libupcase.a") for a in cmd]
-    subprocess.run(cmd, check=True, timeout=60)
+    subprocess.run(cmd, check=True, timeout=60, capture_output=True)
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "From Server: HELLO, SOCKETS\n"
-    deps = subprocess.run(["ldd", str(exe)], capture_output=True, text=True).stdout
-    if static:
-        assert "libupcase" not in deps
+    dynamic = readelf("-d", str(exe))
+    needed = [line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line]
+    if mode == "shared":
+        assert SONAME in needed
+        deps = subprocess.run(["ldd", str(exe)], capture_output=True, text=True).stdout
+        assert f"{SONAME} => {prefix / 'lib' / SONAME}" in deps
+    elif mode == "archive":
+        assert needed and not [n for n in needed if "upcase" in n]
     else:
-        assert str(prefix / "lib" / "libupcase.so") in deps
+        assert needed == [] and "INTERP" not in readelf("-l", str(exe))
