@@ -32,6 +32,9 @@ def in_namespace(script, tmp_path, timeout=500):
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.fail("the README test runs its commands in a network namespace: it needs root, unshare and ip")
     env = dict(os.environ, HOME=str(tmp_path))
+    # The toolchain stays where the real HOME has it.
+    env.setdefault("RUSTUP_HOME", str(Path.home() / ".rustup"))
+    env.setdefault("CARGO_HOME", str(Path.home() / ".cargo"))
     env.pop("PKG_CONFIG_PATH", None)
     body = "set -euo pipefail\nip link set lo up\n" + script
     return subprocess.run(["unshare", "-n", "bash", "-c", body], cwd=ROOT, env=env, capture_output=True,
