@@ -188,3 +188,24 @@ def test_the_extension_carries_no_c_exports_and_the_c_library_no_python():
     undefined = subprocess.run(["nm", "-D", "--undefined-only", str(clib)],
                                capture_output=True, text=True, check=True).stdout
     assert "Py" not in undefined
+
+
+@pytest.mark.parametrize("launcher", ["module", "scripts"])
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_python_m_upcase_runs_on_the_installed_wheel(fresh_venv, proto, launcher, monkeypatch):
+    """`python -m upcase server|client` and the console scripts
+    upcase-server / upcase-client, from the wheel in a venv with no Rust."""
+    py, env = fresh_venv
+    monkeypatch.setattr(e2e_support, "child_env", lambda: dict(env))
+    bindir = py.parent
+    server_argv = [str(py), "-m", "upcase", "server"] if launcher == "module" else [str(bindir / "upcase-server")]
+    client_argv = [str(py), "-m", "upcase", "client"] if launcher == "module" else [str(bindir / "upcase-client")]
+    udp = ["--udp"] if proto == "udp" else []
+    server = ServerProc(server_argv + udp + ["0", "127.0.0.1"], proto)
+    try:
+        client = e2e_support.run(client_argv + udp + ["127.0.0.1", str(server.port)], (LINE + "\n").encode())
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.decode() == f"From Server: {upper_ascii(LINE)}\n"
+        server.stop()
+    finally:
+        server.kill()
