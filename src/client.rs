@@ -52,9 +52,7 @@ pub struct Options {
 impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("Options");
-        f.field("timeout", &self.timeout)
-            .field("retries", &self.retries)
-            .field("interrupt", &self.interrupt.is_some());
+        f.field("timeout", &self.timeout).field("retries", &self.retries).field("interrupt", &self.interrupt.is_some());
         #[cfg(feature = "tls")]
         f.field("tls", &self.tls);
         f.finish()
@@ -316,7 +314,7 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, option
                     reply.truncate(old);
                     if half_close && sent == data.len() {
                         if reply.len() != data.len() {
-                            return Err(short_or_long(what(), reply.len(), data.len()));
+                            return Err(short_or_long(what(), &reply, data.len()));
                         }
                         return Ok(reply);
                     }
@@ -329,7 +327,7 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, option
                 Ok(n) => {
                     reply.truncate(old + n);
                     if half_close && reply.len() > data.len() {
-                        return Err(short_or_long(what(), reply.len(), data.len()));
+                        return Err(short_or_long(what(), &reply, data.len()));
                     }
                 }
                 Err(e) => {
@@ -353,9 +351,13 @@ fn shut_write(fd: &OwnedFd, what: &dyn Fn() -> String) -> Result<()> {
     }
 }
 
-fn short_or_long(what: String, got: usize, sent: usize) -> Error {
+fn short_or_long(what: String, reply: &[u8], sent: usize) -> Error {
+    let got = reply.len();
     if got < sent {
-        Error::own(ERR_SHORT_REPLY, what, format!("reply has {got} bytes, request had {sent}"))
+        // A TLS server answers a plaintext request with an alert record:
+        // type 21, version 3.x.
+        let hint = if reply.starts_with(&[21, 3]) { " (a TLS alert: the server speaks TLS)" } else { "" };
+        Error::own(ERR_SHORT_REPLY, what, format!("reply has {got} bytes, request had {sent}{hint}"))
     } else {
         Error::own(ERR_PROTOCOL, what, format!("reply has more bytes ({got}+) than the request ({sent})"))
     }
@@ -364,7 +366,12 @@ fn short_or_long(what: String, got: usize, sent: usize) -> Error {
 /// Runs the TLS handshake on a connected socket, within the options'
 /// timeout. The client's last handshake record may still be queued.
 #[cfg(feature = "tls")]
-fn tls_handshake(fd: &OwnedFd, peer: &SockAddr, session: &mut rustls::ClientConnection, options: &Options) -> Result<()> {
+fn tls_handshake(
+    fd: &OwnedFd,
+    peer: &SockAddr,
+    session: &mut rustls::ClientConnection,
+    options: &Options,
+) -> Result<()> {
     use crate::tls::{tls_error, FdIo};
     use std::io::ErrorKind;
 
@@ -400,14 +407,13 @@ fn tls_handshake(fd: &OwnedFd, peer: &SockAddr, session: &mut rustls::ClientConn
         if let Err(e) = session.process_new_packets() {
             // The alert rustls queued tells the server why.
             let _ = session.write_tls(&mut FdIo(fd.as_fd()));
-            let err = tls_error(what(), e.clone());
             return Err(match e {
                 rustls::Error::InvalidMessage(_)
                 | rustls::Error::InappropriateMessage { .. }
                 | rustls::Error::InappropriateHandshakeMessage { .. } => {
-                    err.within("is the server speaking TLS on this port?")
+                    Error::own(ERR_PROTOCOL, what(), format!("TLS: {e} (is the server speaking TLS on this port?)"))
                 }
-                _ => err,
+                e => tls_error(what(), e),
             });
         }
     }
@@ -460,7 +466,7 @@ fn exchange_tls(
                     // The server's close_notify: the reply is complete.
                     if half_close && put == data.len() {
                         if reply.len() != data.len() {
-                            return Err(short_or_long(what(), reply.len(), data.len()));
+                            return Err(short_or_long(what(), &reply, data.len()));
                         }
                         return Ok(reply);
                     }
@@ -473,7 +479,7 @@ fn exchange_tls(
                 Ok(n) => {
                     reply.truncate(old + n);
                     if half_close && reply.len() > data.len() {
-                        return Err(short_or_long(what(), reply.len(), data.len()));
+                        return Err(short_or_long(what(), &reply, data.len()));
                     }
                 }
                 Err(e) => {

@@ -142,7 +142,11 @@ impl TlsClient {
     /// server whose certificate has a name). `client_cert` is a certificate
     /// chain and key (PEM files) for a server that asks for one. TLS 1.3
     /// and 1.2; a session is resumed when this value connects again.
-    pub fn new(ca: Option<&Path>, server_name: Option<String>, client_cert: Option<(&Path, &Path)>) -> Result<TlsClient> {
+    pub fn new(
+        ca: Option<&Path>,
+        server_name: Option<String>,
+        client_cert: Option<(&Path, &Path)>,
+    ) -> Result<TlsClient> {
         let roots = match ca {
             Some(ca) => load_roots(ca, "TLS CA")?,
             None => native_roots()?,

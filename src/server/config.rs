@@ -154,8 +154,7 @@ impl Default for Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut f = f.debug_struct("Config");
-        f
-            .field("host", &self.host)
+        f.field("host", &self.host)
             .field("port", &self.port)
             .field("transport", &self.transport)
             .field("mode", &self.mode)

@@ -1,0 +1,345 @@
+//! TLS on the iterative TCP server and the TCP clients, end to end, on
+//! loopback, with throwaway certificates made for each test.
+
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use upcase::client::{tcp_request, Options};
+use upcase::error::{ERR_PROTOCOL, ERR_SHORT_REPLY};
+use upcase::server::{Config, Mode, Server, Transport};
+use upcase::tls::rustls;
+use upcase::tls::{TlsClient, TlsServer};
+
+/// The only name in the server's certificate: connecting by address needs
+/// it given explicitly.
+const NAME: &str = "upcase.test";
+
+/// A directory of PEM files, removed on drop: a CA, a server certificate
+/// for [`NAME`] signed by it, a client certificate signed by it, and a
+/// second CA that signed nothing here.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("upcase-tls-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pki = Pki { dir };
+        let (ca, ca_key) = pki.ca("ca");
+        let issuer = Issuer::new(ca, ca_key);
+        pki.leaf("server", vec![NAME.into()], &issuer);
+        pki.leaf("client", vec!["client.upcase.test".into()], &issuer);
+        pki.ca("other-ca");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).expect("write PEM");
+    }
+
+    /// A self-signed CA, written as `{name}.pem`.
+    fn ca(&self, name: &str) -> (CertificateParams, KeyPair) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, format!("upcase test {name}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-sign");
+        self.write(&format!("{name}.pem"), &cert.pem());
+        (params, key)
+    }
+
+    /// A certificate for `names` signed by `issuer`: `{name}.pem` and
+    /// `{name}.key` (PKCS#8).
+    fn leaf(&self, name: &str, names: Vec<String>, issuer: &Issuer<'_, KeyPair>) {
+        let params = CertificateParams::new(names).expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, issuer).expect("sign");
+        self.write(&format!("{name}.pem"), &cert.pem());
+        self.write(&format!("{name}.key"), &key.serialize_pem());
+    }
+
+    fn server(&self) -> Arc<TlsServer> {
+        Arc::new(TlsServer::from_pem(self.path("server.pem"), self.path("server.key"), None).expect("server TLS"))
+    }
+
+    fn client(&self) -> Arc<TlsClient> {
+        Arc::new(TlsClient::new(Some(&self.path("ca.pem")), Some(NAME.into()), None).expect("client TLS"))
+    }
+
+    /// A client that speaks only `version`.
+    #[allow(deprecated)] // the ring provider, as the library uses
+    fn client_version(&self, version: &'static rustls::SupportedProtocolVersion) -> Arc<TlsClient> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(self.path("ca.pem")).expect("CA") {
+            roots.add(cert.expect("CA cert")).expect("add CA");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[version])
+            .expect("version")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(TlsClient::with_config(Arc::new(config), Some(NAME.into())).expect("client TLS"))
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_config(host: &str, tls: Arc<TlsServer>) -> Config {
+    Config { tls: Some(tls), ..config(host, Transport::Tcp, Mode::Iterative) }
+}
+
+fn options(tls: Arc<TlsClient>) -> Options {
+    Options::new().timeout(T).tls(Some(tls))
+}
+
+#[test]
+fn a_request_round_trip_in_tls_1_3_and_1_2_over_ipv4_and_ipv6() {
+    let pki = Pki::new();
+    for host in ["127.0.0.1", "::1"] {
+        let s = start(tls_config(host, pki.server()));
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let client = options(pki.client_version(version));
+            let reply = client.tcp_request(host, s.port, b"hello, tls! 123").expect("request");
+            assert_eq!(reply, b"HELLO, TLS! 123", "{host} {version:?}");
+            // An empty request: the close_notify alone, answered by ours.
+            assert_eq!(client.tcp_request(host, s.port, b"").expect("empty request"), b"");
+        }
+        let st = s.stats();
+        assert_eq!(st.connections_accepted, 4);
+        assert_eq!(st.bytes_in, 30);
+        assert_eq!(st.bytes_out, 30);
+    }
+}
+
+#[test]
+fn a_1_mib_request_streams_back_whole() {
+    let pki = Pki::new();
+    let s = start(tls_config("127.0.0.1", pki.server()));
+    let data = pattern(1 << 20);
+    let reply = options(pki.client()).tcp_request("127.0.0.1", s.port, &data).expect("request");
+    assert_eq!(reply.len(), data.len());
+    assert!(reply == upper(&data), "reply differs");
+    assert_eq!(s.stats().bytes_out, data.len() as u64);
+}
+
+#[test]
+fn a_kept_open_tls_connection_answers_many_requests() {
+    let pki = Pki::new();
+    let s = start(tls_config("::1", pki.server()));
+    let mut conn = options(pki.client()).connect("::1", s.port).expect("connect");
+    for i in 0..200usize {
+        let msg = format!("request {i} {}", "x".repeat(i * 37 % 1000));
+        assert_eq!(conn.request(msg.as_bytes()).expect("request"), msg.to_ascii_uppercase().as_bytes());
+    }
+    let big = pattern(300_000);
+    assert!(conn.request(&big).expect("big request") == upper(&big));
+    conn.close();
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+    assert_eq!(s.stats().errors, 0, "the close_notify is a clean end");
+}
+
+#[test]
+fn a_server_signed_by_another_ca_is_refused_with_the_reason() {
+    let pki = Pki::new();
+    let s = start(tls_config("127.0.0.1", pki.server()));
+    let other = TlsClient::new(Some(&pki.path("other-ca.pem")), Some(NAME.into()), None).expect("client TLS");
+    let err = options(Arc::new(other)).tcp_request("127.0.0.1", s.port, b"hi").expect_err("wrong CA");
+    assert_eq!(err.code(), ERR_PROTOCOL, "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    // The server goes on serving.
+    assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"ok").expect("request"), b"OK");
+}
+
+#[test]
+fn the_name_is_checked_and_can_be_given_when_connecting_by_address() {
+    let pki = Pki::new();
+    let s = start(tls_config("127.0.0.1", pki.server()));
+    let ca = pki.path("ca.pem");
+    // By address: the certificate does not name 127.0.0.1.
+    let by_address = Arc::new(TlsClient::new(Some(&ca), None, None).expect("client TLS"));
+    let err = options(by_address).tcp_request("127.0.0.1", s.port, b"hi").expect_err("wrong name");
+    assert!(err.to_string().contains("not valid for name"), "{err}");
+    let wrong = Arc::new(TlsClient::new(Some(&ca), Some("other.test".into()), None).expect("client TLS"));
+    let err = options(wrong).tcp_request("127.0.0.1", s.port, b"hi").expect_err("wrong name");
+    assert!(err.to_string().contains("not valid for name"), "{err}");
+    let named = Arc::new(TlsClient::new(Some(&ca), Some(NAME.into()), None).expect("client TLS"));
+    assert_eq!(options(named).tcp_request("127.0.0.1", s.port, b"hi").expect("request"), b"HI");
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    let server = TlsServer::from_pem(pki.path("server.pem"), pki.path("server.key"), Some(&ca)).expect("server TLS");
+    let s = start(tls_config("127.0.0.1", Arc::new(server)));
+    let with_cert =
+        TlsClient::new(Some(&ca), Some(NAME.into()), Some((&pki.path("client.pem"), &pki.path("client.key"))))
+            .expect("client TLS");
+    assert_eq!(options(Arc::new(with_cert)).tcp_request("127.0.0.1", s.port, b"mtls").expect("request"), b"MTLS");
+    let err = options(pki.client()).tcp_request("127.0.0.1", s.port, b"anonymous").expect_err("no certificate");
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    // A client certificate from another CA: the server's certificate
+    // from the same CA as before, the client's own signed by other-ca.
+    let (other, other_key) = pki.ca("stranger-ca");
+    pki.leaf("stranger", vec!["stranger.test".into()], &Issuer::new(other, other_key));
+    let stranger =
+        TlsClient::new(Some(&ca), Some(NAME.into()), Some((&pki.path("stranger.pem"), &pki.path("stranger.key"))))
+            .expect("client TLS");
+    let err = options(Arc::new(stranger)).tcp_request("127.0.0.1", s.port, b"x").expect_err("unknown client CA");
+    assert_eq!(err.code(), ERR_PROTOCOL, "{err}");
+    assert!(eventually(Duration::from_secs(5), || s.stats().errors == 2), "{:?}", s.stats());
+}
+
+#[test]
+fn bad_certificate_and_key_files_fail_naming_the_file() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let missing = pki.path("missing.pem");
+    let err = TlsServer::from_pem(&missing, &key, None).expect_err("missing certificate");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    let err = TlsServer::from_pem(&cert, &missing, None).expect_err("missing key");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    // A key where the certificate should be, and the other way round.
+    let err = TlsServer::from_pem(&key, &key, None).expect_err("no certificate");
+    assert!(err.to_string().contains("server.key") && err.detail().contains("no certificate"), "{err}");
+    let err = TlsServer::from_pem(&cert, &cert, None).expect_err("no key");
+    assert!(err.to_string().contains("server.pem") && err.detail().contains("no private key"), "{err}");
+    // The client's key with the server's certificate.
+    let err = TlsServer::from_pem(&cert, pki.path("client.key"), None).expect_err("mismatched key");
+    assert!(err.to_string().contains("client.key") && err.detail().contains("does not match"), "{err}");
+    pki.write("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n");
+    let err = TlsServer::from_pem(pki.path("garbage.pem"), &key, None).expect_err("garbage");
+    assert!(err.to_string().contains("garbage.pem"), "{err}");
+    let err = TlsServer::from_pem(&cert, &key, Some(&pki.path("server.key"))).expect_err("CA file without a CA");
+    assert!(err.to_string().contains("server.key"), "{err}");
+    let err = TlsClient::new(Some(&missing), None, None).expect_err("missing CA");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    assert!(TlsClient::new(Some(&pki.path("ca.pem")), Some("not a name!".into()), None).is_err());
+}
+
+#[test]
+fn bind_refuses_tls_where_it_is_not_served() {
+    let pki = Pki::new();
+    let concurrent = Config { tls: Some(pki.server()), ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) };
+    let err = Server::bind(concurrent).err().expect("concurrent TLS refused");
+    assert!(err.detail().contains("iterative server only"), "{err}");
+    let udp = Config { tls: Some(pki.server()), ..config("127.0.0.1", Transport::Udp, Mode::Iterative) };
+    assert!(Server::bind(udp).is_err());
+    let zero = Config { tls_handshake_timeout: Duration::ZERO, ..tls_config("127.0.0.1", pki.server()) };
+    assert!(Server::bind(zero).is_err());
+}
+
+#[test]
+fn a_plaintext_client_on_the_tls_port_fails_fast_and_the_server_goes_on() {
+    let pki = Pki::new();
+    let s = start(tls_config("127.0.0.1", pki.server()));
+    let t = Instant::now();
+    let err = tcp_request("127.0.0.1", s.port, b"hello in the clear", T).expect_err("plaintext refused");
+    assert!(t.elapsed() < Duration::from_secs(2), "{err} after {:?}", t.elapsed());
+    assert_eq!(err.code(), ERR_SHORT_REPLY, "{err}");
+    assert!(err.detail().contains("the server speaks TLS"), "{err}");
+    assert!(eventually(Duration::from_secs(5), || s.stats().errors == 1), "{:?}", s.stats());
+    assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+}
+
+#[test]
+fn a_tls_client_on_a_plaintext_port_fails_fast_with_a_clear_error() {
+    let pki = Pki::new();
+    let s = start(config("127.0.0.1", Transport::Tcp, Mode::Iterative));
+    let t = Instant::now();
+    let err = options(pki.client()).tcp_request("127.0.0.1", s.port, b"hi").expect_err("no TLS there");
+    assert!(t.elapsed() < Duration::from_secs(2), "{err} after {:?}", t.elapsed());
+    assert!(err.to_string().contains("TLS"), "{err}");
+    assert_eq!(tcp_request("127.0.0.1", s.port, b"plain", T).expect("request"), b"PLAIN");
+}
+
+#[test]
+fn a_handshake_that_never_starts_is_closed_after_the_handshake_timeout() {
+    let pki = Pki::new();
+    let timeout = Duration::from_millis(300);
+    let s = start(Config { tls_handshake_timeout: timeout, ..tls_config("127.0.0.1", pki.server()) });
+    let t = Instant::now();
+    let silent = raw_connect("127.0.0.1", s.port);
+    assert!(closed_within(&silent, Duration::from_secs(5)), "still open");
+    let waited = t.elapsed();
+    assert!(waited >= timeout - Duration::from_millis(20), "closed after {waited:?}");
+    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+    assert_eq!(s.stats().idle_timeouts, 1);
+    assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+}
+
+#[test]
+fn a_reply_cut_short_without_close_notify_is_an_error() {
+    let pki = Pki::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls = pki.server_rustls();
+    // A TLS server that answers half of the request, then closes the TCP
+    // connection without its close_notify.
+    let fake = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut session = rustls::ServerConnection::new(tls).expect("session");
+        let mut got = Vec::new();
+        while got.len() < 64 {
+            session.complete_io(&mut tcp).expect("io");
+            let mut buf = [0u8; 64];
+            match session.reader().read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        session.writer().write_all(&got[..32].to_ascii_uppercase()).expect("write");
+        while session.wants_write() {
+            session.write_tls(&mut tcp).expect("write_tls");
+        }
+        drop(tcp);
+    });
+    let err = options(pki.client()).tcp_request("127.0.0.1", port, &[b'a'; 64]).expect_err("cut short");
+    assert_eq!(err.code(), ERR_SHORT_REPLY, "{err}");
+    assert!(err.detail().contains("close_notify"), "{err}");
+    fake.join().expect("fake server");
+}
+
+impl Pki {
+    /// The server's rustls configuration, for a server of the test's own.
+    fn server_rustls(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(self.path("server.pem"))
+            .expect("chain")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(self.path("server.key")).expect("key");
+        #[allow(deprecated)] // the ring provider, as the library uses
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("config");
+        Arc::new(config)
+    }
+}
