@@ -83,9 +83,9 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
         shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.tell(&peer);
         #[cfg(feature = "tls")]
-        let end = match &shared.config.tls {
-            Some(tls) => serve_tls(shared, counters, &conn, &mut buf, tls),
-            None => serve_one(shared, counters, &conn, &mut buf),
+        let (end, conn) = match &shared.config.tls {
+            Some(tls) => serve_tls(shared, counters, conn, &mut buf, tls),
+            None => (serve_one(shared, counters, &conn, &mut buf), conn),
         };
         #[cfg(not(feature = "tls"))]
         let end = serve_one(shared, counters, &conn, &mut buf);
@@ -151,121 +151,40 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
     }
 }
 
-/// Serves one TLS client to the end: the handshake (within
-/// `tls_handshake_timeout`), then as [`serve_one`], each record's bytes
-/// answered before the next record is read. The client's `close_notify`
-/// is its half-close: everything before it is answered, then ours is sent
-/// and the connection closed. `None` when the server was stopped.
+/// Serves one TLS client to the end, as `serve_one` does a plaintext one:
+/// the connection state machine of the concurrent server (`tls_conn.rs`),
+/// driven by waits. Gives the socket back for the caller to close.
 #[cfg(feature = "tls")]
 fn serve_tls(
     shared: &Shared,
     counters: &Counters,
-    conn: &OwnedFd,
+    conn: OwnedFd,
     buf: &mut [u8],
     tls: &crate::tls::TlsServer,
-) -> Option<End> {
-    use std::io::{ErrorKind, Read, Write};
+) -> (Option<End>, OwnedFd) {
+    use super::conn::{Ctx, Outcome};
+    use super::tls_conn::TlsConn;
 
-    use crate::tls::FdIo;
-
+    let Ok(session) = tls.accept() else { return (Some(End::Failed), conn) };
     let limits = shared.limits;
     let start = Instant::now();
     let now = || nanos(start.elapsed());
-    let mut deadline = Deadline::start(0, &limits);
-    let handshake_end = nanos(shared.config.tls_handshake_timeout);
-    let Ok(mut session) = tls.accept() else { return Some(End::Failed) };
-    // Until the next wait must end: the connection's deadline, and the
-    // handshake's while it lasts.
-    let left = |d: &Deadline, handshaking: bool| {
-        let at = d.at(&limits);
-        let at = if handshaking { Some(at.map_or(handshake_end, |a| a.min(handshake_end))) } else { at };
-        at.map(|at| Duration::from_nanos(at.saturating_sub(now())))
-    };
-    let fd = conn.as_fd();
-    let mut closing = false;
-    loop {
-        // Send every queued record first (handshake, reply, alert, our
-        // close_notify): nothing more is read meanwhile (back-pressure).
-        let mut waited = false;
-        while session.wants_write() {
-            match session.write_tls(&mut FdIo(fd)) {
-                Ok(k) => deadline.progress(now(), if waited { k } else { 0 }, &limits),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    waited = true;
-                    match wait(shared, conn, libc::POLLOUT, left(&deadline, session.is_handshaking())) {
-                        Ok(Ready::Yes) => {}
-                        Ok(Ready::Stopped) => return None,
-                        Ok(Ready::TimedOut) => return Some(End::Idle),
-                        Err(_) => return Some(End::Failed),
-                    }
-                }
-                Err(_) => return Some(End::Failed),
-            }
+    let mut c = TlsConn::new(conn, session, 0, &limits, shared.config.tls_handshake_timeout);
+    let end = loop {
+        let cx = Ctx { counters, now: now(), limits: &limits };
+        match c.ready(buf, &cx) {
+            Outcome::Keep => {}
+            Outcome::Close => break Some(End::Done),
+            Outcome::Fail => break Some(End::Failed),
         }
-        if closing {
-            return Some(End::Done);
-        }
-        // The bytes rustls has decrypted, up to one chunk.
-        match session.reader().read(buf) {
-            Ok(0) => {
-                // The client's close_notify, with everything before it answered.
-                session.send_close_notify();
-                closing = true;
-                continue;
-            }
-            Ok(n) => {
-                Counters::add(&counters.bytes_in, n as u64);
-                upper_in_place(&mut buf[..n]);
-                let mut put = 0;
-                while put < n {
-                    // The writer takes what fits under rustls's buffer limit.
-                    match session.writer().write(&buf[put..n]) {
-                        Ok(0) | Err(_) if !session.wants_write() => return Some(End::Failed),
-                        Ok(k) => put += k,
-                        Err(_) => {}
-                    }
-                    if put < n {
-                        loop {
-                            match session.write_tls(&mut FdIo(fd)) {
-                                Ok(_) => break,
-                                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                                    match wait(shared, conn, libc::POLLOUT, left(&deadline, false)) {
-                                        Ok(Ready::Yes) => {}
-                                        Ok(Ready::Stopped) => return None,
-                                        Ok(Ready::TimedOut) => return Some(End::Idle),
-                                        Err(_) => return Some(End::Failed),
-                                    }
-                                }
-                                Err(_) => return Some(End::Failed),
-                            }
-                        }
-                    }
-                }
-                Counters::add(&counters.bytes_out, n as u64);
-                continue;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            // The connection ended without close_notify: a cut-short request.
-            Err(_) => return Some(End::Failed),
-        }
-        // recv(): the next records.
-        match wait(shared, conn, libc::POLLIN, left(&deadline, session.is_handshaking())) {
+        let events = if c.wants_write() { libc::POLLOUT } else { libc::POLLIN };
+        let left = c.deadline(&limits).map(|at| Duration::from_nanos(at.saturating_sub(now())));
+        match wait(shared, &c.sock, events, left) {
             Ok(Ready::Yes) => {}
-            Ok(Ready::Stopped) => return None,
-            Ok(Ready::TimedOut) => return Some(End::Idle),
-            Err(_) => return Some(End::Failed),
+            Ok(Ready::Stopped) => break None,
+            Ok(Ready::TimedOut) => break Some(End::Idle),
+            Err(_) => break Some(End::Failed),
         }
-        match session.read_tls(&mut FdIo(fd)) {
-            Ok(n) => deadline.progress(now(), n, &limits),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => continue,
-            Err(_) => return Some(End::Failed),
-        }
-        if session.process_new_packets().is_err() {
-            // The alert rustls queued goes out; the client learns why.
-            let _ = session.write_tls(&mut FdIo(fd));
-            return Some(End::Failed);
-        }
-    }
+    };
+    (end, c.sock)
 }
