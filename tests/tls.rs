@@ -1,5 +1,5 @@
-//! TLS on the iterative TCP server and the TCP clients, end to end, on
-//! loopback, with throwaway certificates made for each test.
+//! TLS on the TCP servers (epoll and iterative) and the TCP clients, end
+//! to end, on loopback, with throwaway certificates made for each test.
 
 #![cfg(feature = "tls")]
 
@@ -104,8 +104,11 @@ impl Drop for Pki {
     }
 }
 
-fn tls_config(host: &str, tls: Arc<TlsServer>) -> Config {
-    Config { tls: Some(tls), ..config(host, Transport::Tcp, Mode::Iterative) }
+/// Both TCP servers; io_uring never serves TLS.
+const MODES: [Mode; 2] = [Mode::Concurrent, Mode::Iterative];
+
+fn tls_config(host: &str, mode: Mode, tls: Arc<TlsServer>) -> Config {
+    Config { tls: Some(tls), io_uring: false, ..config(host, Transport::Tcp, mode) }
 }
 
 fn options(tls: Arc<TlsClient>) -> Options {
@@ -115,53 +118,57 @@ fn options(tls: Arc<TlsClient>) -> Options {
 #[test]
 fn a_request_round_trip_in_tls_1_3_and_1_2_over_ipv4_and_ipv6() {
     let pki = Pki::new();
-    for host in ["127.0.0.1", "::1"] {
-        let s = start(tls_config(host, pki.server()));
+    for (host, mode) in [("127.0.0.1", MODES[0]), ("::1", MODES[0]), ("127.0.0.1", MODES[1]), ("::1", MODES[1])] {
+        let s = start(tls_config(host, mode, pki.server()));
         for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
             let client = options(pki.client_version(version));
             let reply = client.tcp_request(host, s.port, b"hello, tls! 123").expect("request");
-            assert_eq!(reply, b"HELLO, TLS! 123", "{host} {version:?}");
+            assert_eq!(reply, b"HELLO, TLS! 123", "{host} {mode:?} {version:?}");
             // An empty request: the close_notify alone, answered by ours.
             assert_eq!(client.tcp_request(host, s.port, b"").expect("empty request"), b"");
         }
+        assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
         let st = s.stats();
-        assert_eq!(st.connections_accepted, 4);
-        assert_eq!(st.bytes_in, 30);
-        assert_eq!(st.bytes_out, 30);
+        assert_eq!(st.connections_accepted, 4, "{mode:?}");
+        assert_eq!((st.bytes_in, st.bytes_out, st.errors), (30, 30, 0), "{mode:?}");
     }
 }
 
 #[test]
 fn a_1_mib_request_streams_back_whole() {
     let pki = Pki::new();
-    let s = start(tls_config("127.0.0.1", pki.server()));
-    let data = pattern(1 << 20);
-    let reply = options(pki.client()).tcp_request("127.0.0.1", s.port, &data).expect("request");
-    assert_eq!(reply.len(), data.len());
-    assert!(reply == upper(&data), "reply differs");
-    assert_eq!(s.stats().bytes_out, data.len() as u64);
+    for mode in MODES {
+        let s = start(tls_config("127.0.0.1", mode, pki.server()));
+        let data = pattern(1 << 20);
+        let reply = options(pki.client()).tcp_request("127.0.0.1", s.port, &data).expect("request");
+        assert_eq!(reply.len(), data.len());
+        assert!(reply == upper(&data), "{mode:?}: reply differs");
+        assert_eq!(s.stats().bytes_out, data.len() as u64);
+    }
 }
 
 #[test]
 fn a_kept_open_tls_connection_answers_many_requests() {
     let pki = Pki::new();
-    let s = start(tls_config("::1", pki.server()));
-    let mut conn = options(pki.client()).connect("::1", s.port).expect("connect");
-    for i in 0..200usize {
-        let msg = format!("request {i} {}", "x".repeat(i * 37 % 1000));
-        assert_eq!(conn.request(msg.as_bytes()).expect("request"), msg.to_ascii_uppercase().as_bytes());
+    for mode in MODES {
+        let s = start(tls_config("::1", mode, pki.server()));
+        let mut conn = options(pki.client()).connect("::1", s.port).expect("connect");
+        for i in 0..200usize {
+            let msg = format!("request {i} {}", "x".repeat(i * 37 % 1000));
+            assert_eq!(conn.request(msg.as_bytes()).expect("request"), msg.to_ascii_uppercase().as_bytes());
+        }
+        let big = pattern(300_000);
+        assert!(conn.request(&big).expect("big request") == upper(&big));
+        conn.close();
+        assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+        assert_eq!(s.stats().errors, 0, "{mode:?}: the close_notify is a clean end");
     }
-    let big = pattern(300_000);
-    assert!(conn.request(&big).expect("big request") == upper(&big));
-    conn.close();
-    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
-    assert_eq!(s.stats().errors, 0, "the close_notify is a clean end");
 }
 
 #[test]
 fn a_server_signed_by_another_ca_is_refused_with_the_reason() {
     let pki = Pki::new();
-    let s = start(tls_config("127.0.0.1", pki.server()));
+    let s = start(tls_config("127.0.0.1", Mode::Concurrent, pki.server()));
     let other = TlsClient::new(Some(&pki.path("other-ca.pem")), Some(NAME.into()), None).expect("client TLS");
     let err = options(Arc::new(other)).tcp_request("127.0.0.1", s.port, b"hi").expect_err("wrong CA");
     assert_eq!(err.code(), ERR_PROTOCOL, "{err}");
@@ -173,7 +180,7 @@ fn a_server_signed_by_another_ca_is_refused_with_the_reason() {
 #[test]
 fn the_name_is_checked_and_can_be_given_when_connecting_by_address() {
     let pki = Pki::new();
-    let s = start(tls_config("127.0.0.1", pki.server()));
+    let s = start(tls_config("127.0.0.1", Mode::Iterative, pki.server()));
     let ca = pki.path("ca.pem");
     // By address: the certificate does not name 127.0.0.1.
     let by_address = Arc::new(TlsClient::new(Some(&ca), None, None).expect("client TLS"));
@@ -191,23 +198,26 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let pki = Pki::new();
     let ca = pki.path("ca.pem");
     let server = TlsServer::from_pem(pki.path("server.pem"), pki.path("server.key"), Some(&ca)).expect("server TLS");
-    let s = start(tls_config("127.0.0.1", Arc::new(server)));
-    let with_cert =
-        TlsClient::new(Some(&ca), Some(NAME.into()), Some((&pki.path("client.pem"), &pki.path("client.key"))))
-            .expect("client TLS");
-    assert_eq!(options(Arc::new(with_cert)).tcp_request("127.0.0.1", s.port, b"mtls").expect("request"), b"MTLS");
-    let err = options(pki.client()).tcp_request("127.0.0.1", s.port, b"anonymous").expect_err("no certificate");
-    assert!(err.to_string().contains("CertificateRequired"), "{err}");
-    // A client certificate from another CA: the server's certificate
-    // from the same CA as before, the client's own signed by other-ca.
+    let server = Arc::new(server);
     let (other, other_key) = pki.ca("stranger-ca");
     pki.leaf("stranger", vec!["stranger.test".into()], &Issuer::new(other, other_key));
-    let stranger =
-        TlsClient::new(Some(&ca), Some(NAME.into()), Some((&pki.path("stranger.pem"), &pki.path("stranger.key"))))
-            .expect("client TLS");
-    let err = options(Arc::new(stranger)).tcp_request("127.0.0.1", s.port, b"x").expect_err("unknown client CA");
-    assert_eq!(err.code(), ERR_PROTOCOL, "{err}");
-    assert!(eventually(Duration::from_secs(5), || s.stats().errors == 2), "{:?}", s.stats());
+    for mode in MODES {
+        let s = start(tls_config("127.0.0.1", mode, server.clone()));
+        let with_cert =
+            TlsClient::new(Some(&ca), Some(NAME.into()), Some((&pki.path("client.pem"), &pki.path("client.key"))))
+                .expect("client TLS");
+        assert_eq!(options(Arc::new(with_cert)).tcp_request("127.0.0.1", s.port, b"mtls").expect("request"), b"MTLS");
+        let err = options(pki.client()).tcp_request("127.0.0.1", s.port, b"anonymous").expect_err("no certificate");
+        assert!(err.to_string().contains("CertificateRequired"), "{err}");
+        // A client certificate from another CA: the server's certificate
+        // from the same CA as before, the client's own signed by other-ca.
+        let stranger =
+            TlsClient::new(Some(&ca), Some(NAME.into()), Some((&pki.path("stranger.pem"), &pki.path("stranger.key"))))
+                .expect("client TLS");
+        let err = options(Arc::new(stranger)).tcp_request("127.0.0.1", s.port, b"x").expect_err("unknown client CA");
+        assert_eq!(err.code(), ERR_PROTOCOL, "{err}");
+        assert!(eventually(Duration::from_secs(5), || s.stats().errors == 2), "{mode:?} {:?}", s.stats());
+    }
 }
 
 #[test]
@@ -241,26 +251,29 @@ fn bad_certificate_and_key_files_fail_naming_the_file() {
 #[test]
 fn bind_refuses_tls_where_it_is_not_served() {
     let pki = Pki::new();
-    let concurrent = Config { tls: Some(pki.server()), ..config("127.0.0.1", Transport::Tcp, Mode::Concurrent) };
-    let err = Server::bind(concurrent).err().expect("concurrent TLS refused");
-    assert!(err.detail().contains("iterative server only"), "{err}");
+    let uring = Config { io_uring: true, ..tls_config("127.0.0.1", Mode::Concurrent, pki.server()) };
+    let err = Server::bind(uring).err().expect("TLS on io_uring refused");
+    assert!(err.detail().contains("TLS is not served on io_uring"), "{err}");
     let udp = Config { tls: Some(pki.server()), ..config("127.0.0.1", Transport::Udp, Mode::Iterative) };
     assert!(Server::bind(udp).is_err());
-    let zero = Config { tls_handshake_timeout: Duration::ZERO, ..tls_config("127.0.0.1", pki.server()) };
+    let zero =
+        Config { tls_handshake_timeout: Duration::ZERO, ..tls_config("127.0.0.1", Mode::Iterative, pki.server()) };
     assert!(Server::bind(zero).is_err());
 }
 
 #[test]
 fn a_plaintext_client_on_the_tls_port_fails_fast_and_the_server_goes_on() {
     let pki = Pki::new();
-    let s = start(tls_config("127.0.0.1", pki.server()));
-    let t = Instant::now();
-    let err = tcp_request("127.0.0.1", s.port, b"hello in the clear", T).expect_err("plaintext refused");
-    assert!(t.elapsed() < Duration::from_secs(2), "{err} after {:?}", t.elapsed());
-    assert_eq!(err.code(), ERR_SHORT_REPLY, "{err}");
-    assert!(err.detail().contains("the server speaks TLS"), "{err}");
-    assert!(eventually(Duration::from_secs(5), || s.stats().errors == 1), "{:?}", s.stats());
-    assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+    for mode in MODES {
+        let s = start(tls_config("127.0.0.1", mode, pki.server()));
+        let t = Instant::now();
+        let err = tcp_request("127.0.0.1", s.port, b"hello in the clear", T).expect_err("plaintext refused");
+        assert!(t.elapsed() < Duration::from_secs(2), "{err} after {:?}", t.elapsed());
+        assert_eq!(err.code(), ERR_SHORT_REPLY, "{err}");
+        assert!(err.detail().contains("the server speaks TLS"), "{err}");
+        assert!(eventually(Duration::from_secs(5), || s.stats().errors == 1), "{:?}", s.stats());
+        assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+    }
 }
 
 #[test]
@@ -278,15 +291,17 @@ fn a_tls_client_on_a_plaintext_port_fails_fast_with_a_clear_error() {
 fn a_handshake_that_never_starts_is_closed_after_the_handshake_timeout() {
     let pki = Pki::new();
     let timeout = Duration::from_millis(300);
-    let s = start(Config { tls_handshake_timeout: timeout, ..tls_config("127.0.0.1", pki.server()) });
-    let t = Instant::now();
-    let silent = raw_connect("127.0.0.1", s.port);
-    assert!(closed_within(&silent, Duration::from_secs(5)), "still open");
-    let waited = t.elapsed();
-    assert!(waited >= timeout - Duration::from_millis(20), "closed after {waited:?}");
-    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
-    assert_eq!(s.stats().idle_timeouts, 1);
-    assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+    for mode in MODES {
+        let s = start(Config { tls_handshake_timeout: timeout, ..tls_config("127.0.0.1", mode, pki.server()) });
+        let t = Instant::now();
+        let silent = raw_connect("127.0.0.1", s.port);
+        assert!(closed_within(&silent, Duration::from_secs(5)), "{mode:?}: still open");
+        let waited = t.elapsed();
+        assert!(waited >= timeout - Duration::from_millis(20), "closed after {waited:?}");
+        assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+        assert_eq!(s.stats().idle_timeouts, 1);
+        assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+    }
 }
 
 #[test]

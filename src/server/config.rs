@@ -50,9 +50,9 @@ pub type ClientCallback = Arc<dyn Fn(&SockAddr) + Send + Sync>;
 const NO_IO_URING: &str =
     "io_uring was asked for, but this build of upcase has no io_uring loop (build it with the cargo feature io-uring)";
 
-/// What `bind` says when TLS is asked of a concurrent server.
+/// What `bind` says when TLS is asked of the io_uring loop.
 #[cfg(feature = "tls")]
-const NO_TLS_CONCURRENT: &str = "TLS is served by the iterative server only in this build (mode Iterative)";
+const NO_TLS_URING: &str = "TLS is not served on io_uring: turn io_uring off (the epoll loop serves TLS)";
 
 /// How to run a server.
 #[derive(Clone)]
@@ -116,8 +116,8 @@ pub struct Config {
     pub io_uring: bool,
     /// Told about each client, if set.
     pub on_client: Option<ClientCallback>,
-    /// TCP, iterative mode: serve TLS with this certificate (feature
-    /// `tls`). Default none: plaintext.
+    /// TCP: serve TLS with this certificate (feature `tls`), on epoll or
+    /// iteratively; the io_uring loop refuses it. Default none: plaintext.
     #[cfg(feature = "tls")]
     pub tls: Option<Arc<crate::tls::TlsServer>>,
     /// TLS: a client that has not finished its handshake this long after
@@ -196,6 +196,18 @@ impl Config {
         if self.backlog < 1 {
             return Err(Error::invalid("server config", "backlog must be at least 1"));
         }
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            if self.transport != Transport::Tcp {
+                return Err(Error::invalid("server config", "TLS serves only TCP"));
+            }
+            if self.io_uring {
+                return Err(Error::invalid("server config", NO_TLS_URING));
+            }
+            if self.tls_handshake_timeout.is_zero() {
+                return Err(Error::invalid("server config", "tls_handshake_timeout must be positive"));
+            }
+        }
         if self.io_uring {
             if self.transport != Transport::Tcp || self.mode != Mode::Concurrent {
                 return Err(Error::invalid("server config", "io_uring serves only the concurrent TCP server"));
@@ -204,18 +216,6 @@ impl Config {
             crate::sys::uring::probe().map_err(|e| Error::os("io_uring_setup (io_uring was asked for)", e))?;
             #[cfg(not(feature = "io-uring"))]
             return Err(Error::invalid("server config", NO_IO_URING));
-        }
-        #[cfg(feature = "tls")]
-        if self.tls.is_some() {
-            if self.transport != Transport::Tcp {
-                return Err(Error::invalid("server config", "TLS serves only TCP"));
-            }
-            if self.mode != Mode::Iterative || self.io_uring {
-                return Err(Error::invalid("server config", NO_TLS_CONCURRENT));
-            }
-            if self.tls_handshake_timeout.is_zero() {
-                return Err(Error::invalid("server config", "tls_handshake_timeout must be positive"));
-            }
         }
         Ok(())
     }
