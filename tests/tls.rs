@@ -82,19 +82,8 @@ impl Pki {
     }
 
     /// A client that speaks only `version`.
-    #[allow(deprecated)] // the ring provider, as the library uses
     fn client_version(&self, version: &'static rustls::SupportedProtocolVersion) -> Arc<TlsClient> {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(self.path("ca.pem")).expect("CA") {
-            roots.add(cert.expect("CA cert")).expect("add CA");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[version])
-            .expect("version")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(TlsClient::with_config(Arc::new(config), Some(NAME.into())).expect("client TLS"))
+        Arc::new(TlsClient::with_config(rustls_client(self, &[version]), Some(NAME.into())).expect("client TLS"))
     }
 }
 
@@ -357,5 +346,152 @@ impl Pki {
             .with_single_cert(chain, key)
             .expect("config");
         Arc::new(config)
+    }
+}
+
+#[test]
+fn the_epoll_server_serves_many_tls_clients_at_once() {
+    let pki = Pki::new();
+    let s = start(tls_config("127.0.0.1", Mode::Concurrent, pki.server()));
+    let client = options(pki.client());
+    let port = s.port;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let mut conn = client.connect("127.0.0.1", port).expect("connect");
+                for i in 0..20usize {
+                    let one = format!("thread {t} one-shot {i}");
+                    assert_eq!(
+                        client.tcp_request("127.0.0.1", port, one.as_bytes()).expect("one-shot"),
+                        upper(one.as_bytes())
+                    );
+                    let kept = pattern(1000 * (i + 1));
+                    assert!(conn.request(&kept).expect("kept") == upper(&kept), "thread {t} request {i}");
+                }
+                conn.close();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+    assert_eq!(s.stats().errors, 0);
+}
+
+#[test]
+fn a_tls_client_that_does_not_read_is_not_read_from_and_holds_no_one_up() {
+    let pki = Pki::new();
+    let s = start(tls_config("127.0.0.1", Mode::Concurrent, pki.server()));
+    let tls_config = rustls_client(&pki, rustls::DEFAULT_VERSIONS);
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(NAME).expect("name");
+    let mut session = rustls::ClientConnection::new(tls_config, name).expect("session");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    while session.is_handshaking() {
+        session.complete_io(&mut tcp).expect("handshake");
+    }
+    // Requests, never reading a reply, until the socket takes no more
+    // for a while: the server has stopped reading.
+    tcp.set_nonblocking(true).expect("non-blocking");
+    let chunk = vec![b'x'; 64 * 1024];
+    let limit = 64 << 20;
+    let mut handed = 0usize;
+    let mut stalled_since: Option<Instant> = None;
+    while handed < limit {
+        if !session.wants_write() {
+            session.writer().write_all(&chunk).expect("write");
+            handed += chunk.len();
+        }
+        match session.write_tls(&mut tcp) {
+            Ok(_) => stalled_since = None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write_tls: {e}"),
+        }
+    }
+    assert!(handed < limit, "the server read {handed} bytes from a client that reads nothing");
+    // Another client is served meanwhile.
+    let t = Instant::now();
+    assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let st = s.stats();
+    assert!(st.bytes_in < handed as u64, "{st:?}");
+    assert_eq!(st.connections_active, 1);
+}
+
+/// A rustls client configuration trusting the test CA, for `versions`.
+#[allow(deprecated)] // the ring provider, as the library uses
+fn rustls_client(pki: &Pki, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("CA") {
+        roots.add(cert.expect("CA cert")).expect("add CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[test]
+fn a_second_connection_resumes_the_session_in_tls_1_3_and_1_2() {
+    let pki = Pki::new();
+    for mode in MODES {
+        let s = start(tls_config("127.0.0.1", mode, pki.server()));
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let config = rustls_client(&pki, &[version]);
+            let (reply, first) = raw_exchange(&config, s.port, b"first");
+            assert_eq!((reply.as_slice(), first), (&b"FIRST"[..], Some(rustls::HandshakeKind::Full)));
+            let (reply, second) = raw_exchange(&config, s.port, b"second");
+            assert_eq!(reply, b"SECOND");
+            assert_eq!(second, Some(rustls::HandshakeKind::Resumed), "{mode:?} {version:?}");
+        }
+    }
+}
+
+/// One exchange by a plain rustls client over a blocking socket: the
+/// request, our close_notify, the reply up to the server's close_notify.
+fn raw_exchange(
+    config: &Arc<rustls::ClientConfig>,
+    port: u16,
+    data: &[u8],
+) -> (Vec<u8>, Option<rustls::HandshakeKind>) {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let name = rustls::pki_types::ServerName::try_from(NAME).expect("name");
+    let mut session = rustls::ClientConnection::new(config.clone(), name).expect("session");
+    while session.is_handshaking() {
+        while session.wants_write() {
+            session.write_tls(&mut tcp).expect("write_tls");
+        }
+        if session.is_handshaking() {
+            session.read_tls(&mut tcp).expect("read_tls");
+            session.process_new_packets().expect("handshake");
+        }
+    }
+    session.writer().write_all(data).expect("write");
+    session.send_close_notify();
+    let mut reply = Vec::new();
+    loop {
+        while session.wants_write() {
+            session.write_tls(&mut tcp).expect("write_tls");
+        }
+        match session.reader().read_to_end(&mut reply) {
+            Ok(_) => return (reply, session.handshake_kind()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        session.read_tls(&mut tcp).expect("read_tls");
+        session.process_new_packets().expect("TLS");
     }
 }
