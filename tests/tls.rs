@@ -495,3 +495,51 @@ fn raw_exchange(
         session.process_new_packets().expect("TLS");
     }
 }
+
+/// Python's `ssl` module (OpenSSL) as a client of both servers, in TLS 1.3
+/// and 1.2; skipped where no `python3` runs.
+#[test]
+fn python_ssl_is_a_client_of_our_servers() {
+    let script = r#"
+import socket, ssl, sys
+port, cafile, version = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+data = b"python says hello " * 1000
+with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    s = ctx.wrap_socket(raw, server_hostname="upcase.test")
+    s.sendall(data)
+    reply = b""
+    while len(reply) < len(data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    version = s.version()
+    s.unwrap()  # our close_notify, then the server's
+assert reply == data.upper(), (len(reply), reply[:40])
+print("ok", version)
+"#;
+    if std::process::Command::new("python3").arg("-c").arg("import ssl").output().map_or(true, |o| !o.status.success())
+    {
+        eprintln!("skipped: no python3 with ssl");
+        return;
+    }
+    let pki = Pki::new();
+    for mode in MODES {
+        let s = start(tls_config("127.0.0.1", mode, pki.server()));
+        for (version, expect) in [("TLSv1_3", "TLSv1.3"), ("TLSv1_2", "TLSv1.2")] {
+            let out = std::process::Command::new("python3")
+                .args(["-c", script, &s.port.to_string()])
+                .arg(pki.path("ca.pem"))
+                .arg(version)
+                .output()
+                .expect("python3");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{mode:?} {version}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(stdout.trim(), format!("ok {expect}"));
+        }
+        assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 0));
+        assert_eq!(s.stats().errors, 0, "{mode:?}: Python's close_notify is a clean end");
+    }
+}
