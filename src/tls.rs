@@ -3,10 +3,10 @@
 //! connection.
 //!
 //! The socket layer stays ours: `sys::recv` and `sys::send` move TLS
-//! records, and rustls turns records into bytes and back. rustls's buffered
-//! API (`read_tls`, `process_new_packets`, `reader`, `writer`, `write_tls`)
-//! is used: it keeps at most about one record's worth of bytes per
-//! direction, which the loops drain before reading more.
+//! records, and rustls turns records into bytes and back. Its buffered API
+//! (`read_tls`, `process_new_packets`, `reader`, `writer`, `write_tls`)
+//! keeps the loops simple; they bound its buffers by sending every queued
+//! record before they read more.
 //!
 //! The crypto provider is ring: it builds with a C compiler alone (aws-lc-rs
 //! needs cmake, and Go or NASM on some targets), so the C library and the
@@ -44,7 +44,6 @@ fn provider() -> Arc<CryptoProvider> {
 /// What a TLS server presents, and which client certificates it requires.
 ///
 /// ```no_run
-/// use std::path::Path;
 /// let tls = upcase::tls::TlsServer::from_pem("server.pem", "server.key", None)?;
 /// let config = upcase::server::Config { tls: Some(std::sync::Arc::new(tls)), ..Default::default() };
 /// # Ok::<(), upcase::Error>(())
@@ -56,7 +55,7 @@ pub struct TlsServer {
 
 impl fmt::Debug for TlsServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsServer").field("alpn", &self.config.alpn_protocols).finish_non_exhaustive()
+        f.debug_struct("TlsServer").finish_non_exhaustive()
     }
 }
 

@@ -13,7 +13,8 @@
 //! wait also watches the waker, so `stop` is prompt, and the connection's
 //! deadline (the idle timeout and the minimum rate, as in the concurrent
 //! server), so one silent or trickling client cannot hold the others in
-//! the backlog for ever.
+//! the backlog for ever. A TLS client (feature `tls`) is served by the
+//! concurrent server's TLS state machine, driven here by the same waits.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
