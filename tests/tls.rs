@@ -277,19 +277,40 @@ fn a_tls_client_on_a_plaintext_port_fails_fast_with_a_clear_error() {
 }
 
 #[test]
-fn a_handshake_that_never_starts_is_closed_after_the_handshake_timeout() {
+fn a_handshake_that_never_starts_or_stalls_is_closed_after_the_handshake_timeout() {
     let pki = Pki::new();
     let timeout = Duration::from_millis(300);
     for mode in MODES {
-        let s = start(Config { tls_handshake_timeout: timeout, ..tls_config("127.0.0.1", mode, pki.server()) });
-        let t = Instant::now();
-        let silent = raw_connect("127.0.0.1", s.port);
-        assert!(closed_within(&silent, Duration::from_secs(5)), "{mode:?}: still open");
-        let waited = t.elapsed();
-        assert!(waited >= timeout - Duration::from_millis(20), "closed after {waited:?}");
-        assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
-        assert_eq!(s.stats().idle_timeouts, 1);
+        // No idle timeout: the handshake's alone closes these clients.
+        let config = tls_config("127.0.0.1", mode, pki.server());
+        let s = start(Config { tls_handshake_timeout: timeout, idle_timeout: None, ..config });
+        // One client sends nothing; the other the start of a ClientHello
+        // record (type 22, TLS 1.0, 80 bytes announced, 3 sent).
+        let stalled_start: &[u8] = &[22, 3, 1, 0, 80, 1, 0, 0];
+        for (what, first) in [("silent", &[][..]), ("stalled", stalled_start)] {
+            let t = Instant::now();
+            let client = raw_connect("127.0.0.1", s.port);
+            send_all(&client, first);
+            assert!(closed_within(&client, Duration::from_secs(5)), "{mode:?} {what}: still open");
+            let waited = t.elapsed();
+            assert!(waited >= timeout - Duration::from_millis(20), "{what}: closed after {waited:?}");
+            assert!(waited < Duration::from_secs(3), "{what}: closed after {waited:?}");
+        }
+        assert_eq!(s.stats().idle_timeouts, 2, "{mode:?}");
         assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"next").expect("request"), b"NEXT");
+    }
+}
+
+#[test]
+fn stop_is_prompt_with_tls_clients_connected() {
+    let pki = Pki::new();
+    for mode in MODES {
+        let mut s = start(tls_config("127.0.0.1", mode, pki.server()));
+        let mut conn = options(pki.client()).connect("127.0.0.1", s.port).expect("connect");
+        assert_eq!(conn.request(b"before stop").expect("request"), b"BEFORE STOP");
+        let took = s.stop();
+        assert!(took < Duration::from_secs(2), "{mode:?}: stop took {took:?}");
+        assert!(conn.request(b"after").is_err(), "{mode:?}: served after stop");
     }
 }
 
