@@ -149,6 +149,7 @@ test: test-rust test-c test-e2e test-python
 # with the io-uring feature, in a target directory of its own).
 test-rust: all $(BUILD)-io-uring/tcp_server
 	$(CARGO) test --locked
+	$(CARGO) test --locked --features tls --test tls --lib
 	$(CARGO) test --locked --release
 	UPCASE_TEST_IO_URING=1 CARGO_TARGET_DIR=$(URING_TARGET) $(CARGO) test --locked --release --features io-uring \
 		--lib --test tcp --test faults --test leaks

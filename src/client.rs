@@ -45,15 +45,17 @@ pub struct Options {
     timeout: Option<Duration>,
     retries: u32,
     interrupt: Option<Arc<Interrupt>>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<crate::tls::TlsClient>>,
 }
 
 impl fmt::Debug for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Options")
-            .field("timeout", &self.timeout)
-            .field("retries", &self.retries)
-            .field("interrupt", &self.interrupt.is_some())
-            .finish()
+        let mut f = f.debug_struct("Options");
+        f.field("timeout", &self.timeout).field("retries", &self.retries).field("interrupt", &self.interrupt.is_some());
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls);
+        f.finish()
     }
 }
 
@@ -83,6 +85,14 @@ impl Options {
         self
     }
 
+    /// TCP over TLS as `tls` says (feature `tls`); `None`: plaintext.
+    /// The timeout bounds the whole handshake.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: Option<Arc<crate::tls::TlsClient>>) -> Options {
+        self.tls = tls;
+        self
+    }
+
     /// Opens a TCP connection, as [`connect_tcp`].
     pub fn connect_tcp(&self, host: &str, port: u16) -> Result<(OwnedFd, SockAddr)> {
         if port == 0 {
@@ -105,6 +115,12 @@ impl Options {
     /// One TCP exchange, as [`tcp_request`].
     pub fn tcp_request(&self, host: &str, port: u16, data: &[u8]) -> Result<Vec<u8>> {
         let (fd, peer) = self.connect_tcp(host, port)?;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let mut session = tls.connect(host)?;
+            tls_handshake(&fd, &peer, &mut session, self)?;
+            return exchange_tls(&fd, &peer, &mut session, data, true, self);
+        }
         exchange(&fd, &peer, data, true, self)
     }
 
@@ -112,7 +128,23 @@ impl Options {
     /// wait as these options say.
     pub fn connect(&self, host: &str, port: u16) -> Result<Connection> {
         let (fd, peer) = self.connect_tcp(host, port)?;
-        Ok(Connection { fd: Arc::new(fd), peer, options: self.clone(), broken: false })
+        #[cfg(feature = "tls")]
+        let tls = match &self.tls {
+            Some(tls) => {
+                let mut session = tls.connect(host)?;
+                tls_handshake(&fd, &peer, &mut session, self)?;
+                Some(Box::new(session))
+            }
+            None => None,
+        };
+        Ok(Connection {
+            fd: Arc::new(fd),
+            peer,
+            options: self.clone(),
+            broken: false,
+            #[cfg(feature = "tls")]
+            tls,
+        })
     }
 
     /// One UDP exchange, as [`udp_request`], the timeout bounding each
@@ -282,7 +314,7 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, option
                     reply.truncate(old);
                     if half_close && sent == data.len() {
                         if reply.len() != data.len() {
-                            return Err(short_or_long(what(), reply.len(), data.len()));
+                            return Err(short_or_long(what(), &reply, data.len()));
                         }
                         return Ok(reply);
                     }
@@ -295,7 +327,7 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, option
                 Ok(n) => {
                     reply.truncate(old + n);
                     if half_close && reply.len() > data.len() {
-                        return Err(short_or_long(what(), reply.len(), data.len()));
+                        return Err(short_or_long(what(), &reply, data.len()));
                     }
                 }
                 Err(e) => {
@@ -319,11 +351,187 @@ fn shut_write(fd: &OwnedFd, what: &dyn Fn() -> String) -> Result<()> {
     }
 }
 
-fn short_or_long(what: String, got: usize, sent: usize) -> Error {
+fn short_or_long(what: String, reply: &[u8], sent: usize) -> Error {
+    let got = reply.len();
     if got < sent {
-        Error::own(ERR_SHORT_REPLY, what, format!("reply has {got} bytes, request had {sent}"))
+        // A TLS server answers a plaintext request with an alert record:
+        // type 21, version 3.x.
+        let hint = if reply.starts_with(&[21, 3]) { " (a TLS alert: the server speaks TLS)" } else { "" };
+        Error::own(ERR_SHORT_REPLY, what, format!("reply has {got} bytes, request had {sent}{hint}"))
     } else {
         Error::own(ERR_PROTOCOL, what, format!("reply has more bytes ({got}+) than the request ({sent})"))
+    }
+}
+
+/// Runs the TLS handshake on a connected socket, within the options'
+/// timeout. The client's last handshake record may still be queued.
+#[cfg(feature = "tls")]
+fn tls_handshake(
+    fd: &OwnedFd,
+    peer: &SockAddr,
+    session: &mut rustls::ClientConnection,
+    options: &Options,
+) -> Result<()> {
+    use crate::tls::{tls_error, FdIo};
+    use std::io::ErrorKind;
+
+    let what = || format!("TLS handshake with {peer}");
+    let start = Instant::now();
+    while session.is_handshaking() {
+        let events = if session.wants_write() { libc::POLLOUT } else { libc::POLLIN };
+        let left = options.timeout.map(|t| t.saturating_sub(start.elapsed()));
+        if left.is_some_and(|l| l.is_zero()) {
+            let secs = options.timeout.unwrap_or_default().as_secs_f64();
+            return Err(Error::timed_out(what(), format!("not done after {secs:.3} s")));
+        }
+        let rev = options.wait_fd(fd.as_fd(), events, left, &what)?;
+        if events == libc::POLLOUT {
+            match session.write_tls(&mut FdIo(fd.as_fd())) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(Error::os(what(), e)),
+            }
+            continue;
+        }
+        if rev & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) == 0 {
+            continue;
+        }
+        match session.read_tls(&mut FdIo(fd.as_fd())) {
+            Ok(0) => {
+                return Err(Error::own(ERR_PROTOCOL, what(), "the server closed the connection during the handshake"))
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => continue,
+            Err(e) => return Err(Error::os(what(), e)),
+        }
+        if let Err(e) = session.process_new_packets() {
+            // The alert rustls queued tells the server why.
+            let _ = session.write_tls(&mut FdIo(fd.as_fd()));
+            return Err(match e {
+                rustls::Error::InvalidMessage(_)
+                | rustls::Error::InappropriateMessage { .. }
+                | rustls::Error::InappropriateHandshakeMessage { .. } => {
+                    Error::own(ERR_PROTOCOL, what(), format!("TLS: {e} (is the server speaking TLS on this port?)"))
+                }
+                e => tls_error(what(), e),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`exchange`] inside TLS, after [`tls_handshake`]: the request is handed
+/// to rustls a chunk at a time, as its records leave, and the half-close
+/// is our `close_notify`. A reply ended without the server's
+/// `close_notify` is cut short: an error, whatever its length.
+#[cfg(feature = "tls")]
+fn exchange_tls(
+    fd: &OwnedFd,
+    peer: &SockAddr,
+    session: &mut rustls::ClientConnection,
+    data: &[u8],
+    half_close: bool,
+    options: &Options,
+) -> Result<Vec<u8>> {
+    use crate::tls::{tls_error, FdIo};
+    use std::io::{ErrorKind, Read, Write};
+
+    let what = || format!("TLS exchange with {peer}");
+    let mut reply: Vec<u8> = Vec::with_capacity(data.len());
+    let mut put = 0usize;
+    let mut closed = !half_close;
+    let mut eof = false;
+    loop {
+        // More of the request, once the records before it have left.
+        if put < data.len() && !session.wants_write() {
+            let end = data.len().min(put + CHUNK);
+            put += session.writer().write(&data[put..end]).map_err(|e| Error::os(what(), e))?;
+        }
+        if put == data.len() && !closed {
+            session.send_close_notify();
+            closed = true;
+        }
+        // The reply bytes rustls has decrypted.
+        loop {
+            let old = reply.len();
+            let room = if half_close { CHUNK } else { data.len() - old };
+            if room == 0 {
+                break;
+            }
+            reply.resize(old + room, 0);
+            let res = session.reader().read(&mut reply[old..]);
+            match res {
+                Ok(0) => {
+                    reply.truncate(old);
+                    // The server's close_notify: the reply is complete.
+                    if half_close && put == data.len() {
+                        if reply.len() != data.len() {
+                            return Err(short_or_long(what(), &reply, data.len()));
+                        }
+                        return Ok(reply);
+                    }
+                    return Err(Error::own(
+                        ERR_SHORT_REPLY,
+                        what(),
+                        format!("server ended TLS after {} of {} reply bytes", old, data.len()),
+                    ));
+                }
+                Ok(n) => {
+                    reply.truncate(old + n);
+                    if half_close && reply.len() > data.len() {
+                        return Err(short_or_long(what(), &reply, data.len()));
+                    }
+                }
+                Err(e) => {
+                    reply.truncate(old);
+                    if e.kind() == ErrorKind::WouldBlock {
+                        break;
+                    }
+                    if e.kind() == ErrorKind::UnexpectedEof {
+                        return Err(Error::own(
+                            ERR_SHORT_REPLY,
+                            what(),
+                            format!(
+                                "connection closed without TLS close_notify after {} of {} reply bytes",
+                                old,
+                                data.len()
+                            ),
+                        ));
+                    }
+                    return Err(Error::os(what(), e));
+                }
+            }
+        }
+        if !half_close && reply.len() == data.len() && put == data.len() && !session.wants_write() {
+            return Ok(reply);
+        }
+        if eof {
+            return Err(Error::own(ERR_SHORT_REPLY, what(), "connection closed without TLS close_notify"));
+        }
+        let mut events = libc::POLLIN;
+        if session.wants_write() {
+            events |= libc::POLLOUT;
+        }
+        let rev = options.wait_fd(fd.as_fd(), events, options.timeout, &what)?;
+        if session.wants_write() && rev & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0 {
+            match session.write_tls(&mut FdIo(fd.as_fd())) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(Error::os(what(), e)),
+            }
+        }
+        if rev & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
+            match session.read_tls(&mut FdIo(fd.as_fd())) {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => continue,
+                Err(e) => return Err(Error::os(what(), e)),
+            }
+            if let Err(e) = session.process_new_packets() {
+                let _ = session.write_tls(&mut FdIo(fd.as_fd()));
+                return Err(tls_error(what(), e));
+            }
+        }
     }
 }
 
@@ -350,6 +558,9 @@ pub struct Connection {
     /// Set by any failed request: what is in flight is unknown then, and a
     /// later request could read an earlier reply, so none is made.
     broken: bool,
+    /// The TLS session, when the options asked for TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Connection {
@@ -368,6 +579,12 @@ impl Connection {
         if self.broken {
             return Err(Error::errno(format!("request to {}", self.peer), libc::ENOTCONN)
                 .within("an earlier request on this connection failed"));
+        }
+        #[cfg(feature = "tls")]
+        if let Some(session) = &mut self.tls {
+            let result = exchange_tls(&self.fd, &self.peer, session, data, false, &self.options);
+            self.broken = result.is_err();
+            return result;
         }
         let result = exchange(&self.fd, &self.peer, data, false, &self.options);
         self.broken = result.is_err();
@@ -423,6 +640,12 @@ impl Connection {
     /// Closes the connection (half-close first, so the server sees a clean
     /// end of stream). Dropping the value closes it as well.
     pub fn close(self) {
+        #[cfg(feature = "tls")]
+        if let Some(mut session) = self.tls {
+            // TLS's half-close first, as far as the socket takes it now.
+            session.send_close_notify();
+            let _ = session.write_tls(&mut crate::tls::FdIo(self.fd.as_fd()));
+        }
         let _ = sys::shutdown(self.fd.as_fd(), libc::SHUT_WR);
     }
 }

@@ -49,6 +49,8 @@ pub mod endian;
 pub mod error;
 pub mod server;
 pub mod sys;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod upper;
 
 #[cfg(feature = "capi")]

@@ -238,6 +238,10 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
             n => n as usize,
         },
         on_client,
+        #[cfg(feature = "tls")]
+        tls: None,
+        #[cfg(feature = "tls")]
+        tls_handshake_timeout: d.tls_handshake_timeout,
     })
 }
 

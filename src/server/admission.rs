@@ -129,6 +129,9 @@ impl Io for Client {
 pub(crate) enum Accepted {
     /// A client, its first request served, to be kept.
     Conn(Conn<Client>),
+    /// A TLS client to register (feature `tls`).
+    #[cfg(feature = "tls")]
+    Tls(super::tls_conn::TlsConn<Client>),
     /// A client dealt with at once (served and closed, refused, or a
     /// connection aborted before it was taken): try the next one.
     Next,
@@ -195,6 +198,10 @@ pub(crate) fn admit(shared: &Shared, fd: OwnedFd, peer: Option<SockAddr>, buf: &
     if let Some(peer) = peer {
         shared.tell(&peer);
     }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.config.tls {
+        return admit_tls(shared, Client::new(fd, ticket), tls, buf, cx);
+    }
     let mut conn = Conn::new(Client::new(fd, ticket), cx.now, cx.limits);
     let end = match conn.first(buf, cx) {
         Outcome::Keep => return Accepted::Conn(conn),
@@ -202,6 +209,27 @@ pub(crate) fn admit(shared: &Shared, fd: OwnedFd, peer: Option<SockAddr>, buf: &
         Outcome::Fail => End::Failed,
     };
     shared.ended(counters, end);
+    drop(conn);
+    Accepted::Next
+}
+
+/// A TLS client: its handshake starts at once if its first records are
+/// here already.
+#[cfg(feature = "tls")]
+fn admit_tls(shared: &Shared, client: Client, tls: &crate::tls::TlsServer, buf: &mut [u8], cx: &Ctx) -> Accepted {
+    let Ok(session) = tls.accept() else {
+        shared.ended(cx.counters, End::Failed);
+        drop(client);
+        return Accepted::Next;
+    };
+    let handshake = shared.config.tls_handshake_timeout;
+    let mut conn = super::tls_conn::TlsConn::new(client, session, cx.now, cx.limits, handshake);
+    let end = match conn.ready(buf, cx) {
+        Outcome::Keep => return Accepted::Tls(conn),
+        Outcome::Close => End::Done,
+        Outcome::Fail => End::Failed,
+    };
+    shared.ended(cx.counters, end);
     drop(conn);
     Accepted::Next
 }

@@ -50,6 +50,10 @@ pub type ClientCallback = Arc<dyn Fn(&SockAddr) + Send + Sync>;
 const NO_IO_URING: &str =
     "io_uring was asked for, but this build of upcase has no io_uring loop (build it with the cargo feature io-uring)";
 
+/// What `bind` says when TLS is asked of the io_uring loop.
+#[cfg(feature = "tls")]
+const NO_TLS_URING: &str = "TLS is not served on io_uring: turn io_uring off (the epoll loop serves TLS)";
+
 /// How to run a server.
 #[derive(Clone)]
 pub struct Config {
@@ -112,6 +116,14 @@ pub struct Config {
     pub io_uring: bool,
     /// Told about each client, if set.
     pub on_client: Option<ClientCallback>,
+    /// TCP: serve TLS with this certificate (feature `tls`), on epoll or
+    /// iteratively; the io_uring loop refuses it. Default none: plaintext.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<crate::tls::TlsServer>>,
+    /// TLS: a client that has not finished its handshake this long after
+    /// it was accepted is closed (and counted as idle). Default 10 s.
+    #[cfg(feature = "tls")]
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for Config {
@@ -131,14 +143,18 @@ impl Default for Config {
             defer_accept: false,
             io_uring: false,
             on_client: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("host", &self.host)
+        let mut f = f.debug_struct("Config");
+        f.field("host", &self.host)
             .field("port", &self.port)
             .field("transport", &self.transport)
             .field("mode", &self.mode)
@@ -151,8 +167,10 @@ impl std::fmt::Debug for Config {
             .field("max_datagram", &self.max_datagram)
             .field("defer_accept", &self.defer_accept)
             .field("io_uring", &self.io_uring)
-            .field("on_client", &self.on_client.is_some())
-            .finish()
+            .field("on_client", &self.on_client.is_some());
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls).field("tls_handshake_timeout", &self.tls_handshake_timeout);
+        f.finish()
     }
 }
 
@@ -177,6 +195,18 @@ impl Config {
         }
         if self.backlog < 1 {
             return Err(Error::invalid("server config", "backlog must be at least 1"));
+        }
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            if self.transport != Transport::Tcp {
+                return Err(Error::invalid("server config", "TLS serves only TCP"));
+            }
+            if self.io_uring {
+                return Err(Error::invalid("server config", NO_TLS_URING));
+            }
+            if self.tls_handshake_timeout.is_zero() {
+                return Err(Error::invalid("server config", "tls_handshake_timeout must be positive"));
+            }
         }
         if self.io_uring {
             if self.transport != Transport::Tcp || self.mode != Mode::Concurrent {

@@ -13,6 +13,8 @@ use super::admission::{accept_one, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
 use super::reclaim::Reclaim;
+#[cfg(feature = "tls")]
+use super::tls_conn::TlsConn;
 use super::token::Token;
 use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
@@ -27,6 +29,9 @@ const EVENTS: usize = 256;
 struct Slot {
     generation: u32,
     conn: Option<Conn<Client>>,
+    /// A TLS connection, in a server with TLS (where `conn` stays `None`).
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConn<Client>>,
 }
 
 struct Loop<'a> {
@@ -70,7 +75,7 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
         slots: Vec::new(),
         free: Vec::new(),
         buf: vec![0u8; CHUNK],
-        clock: LoopClock::new(shared.config.idle_timeout),
+        clock: LoopClock::new(sweep_period(&shared.config)),
         reclaim: Reclaim::default(),
     };
     let result = lp.serve();
@@ -120,6 +125,8 @@ impl Loop<'_> {
         let cx = Ctx { counters: self.counters, now: self.clock.now(), limits: &self.shared.limits };
         let conn = match accept_one(self.shared, &mut self.buf, &cx) {
             Accepted::Conn(conn) => conn,
+            #[cfg(feature = "tls")]
+            Accepted::Tls(conn) => return self.register_tls(conn),
             Accepted::Next | Accepted::Empty => return,
             Accepted::Exhausted => {
                 // Stop watching the listener for a moment instead of
@@ -131,7 +138,12 @@ impl Loop<'_> {
             }
         };
         let index = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot { generation: 0, conn: None });
+            self.slots.push(Slot {
+                generation: 0,
+                conn: None,
+                #[cfg(feature = "tls")]
+                tls: None,
+            });
             self.slots.len() - 1
         });
         let slot = &mut self.slots[index];
@@ -146,6 +158,10 @@ impl Loop<'_> {
     }
 
     fn on_event(&mut self, index: usize, generation: u32, flags: u32) {
+        #[cfg(feature = "tls")]
+        if self.shared.config.tls.is_some() {
+            return self.on_tls_event(index, generation);
+        }
         let slot = self.slots.get_mut(index).filter(|s| s.generation == generation);
         let Some(conn) = slot.and_then(|s| s.conn.as_mut()) else {
             return; // stale: the connection was closed in this batch
@@ -178,6 +194,10 @@ impl Loop<'_> {
             if self.slots[index].conn.as_ref().is_some_and(|c| c.expired(now, &self.shared.limits)) {
                 self.close(index, End::Idle);
             }
+            #[cfg(feature = "tls")]
+            if self.slots[index].tls.as_ref().is_some_and(|c| c.expired(now, &self.shared.limits)) {
+                self.close_tls(index, End::Idle);
+            }
         }
     }
 
@@ -206,8 +226,86 @@ impl Loop<'_> {
     fn close_all(&mut self) {
         for index in 0..self.slots.len() {
             self.close(index, End::Done);
+            #[cfg(feature = "tls")]
+            self.close_tls(index, End::Done);
         }
     }
+}
+
+/// The TLS connections: the same table, their own state machine.
+#[cfg(feature = "tls")]
+impl Loop<'_> {
+    fn register_tls(&mut self, conn: TlsConn<Client>) {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot { generation: 0, conn: None, tls: None });
+            self.slots.len() - 1
+        });
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        let token = Token::Conn { index: index as u32, generation: slot.generation };
+        if self.epoll.add(conn.sock.as_raw_fd(), tls_interest(&conn), token.to_u64()).is_err() {
+            self.free.push(index);
+            self.shared.ended(self.counters, End::Failed);
+            drop(conn);
+            return;
+        }
+        slot.tls = Some(conn);
+    }
+
+    fn on_tls_event(&mut self, index: usize, generation: u32) {
+        let slot = self.slots.get_mut(index).filter(|s| s.generation == generation);
+        let Some(conn) = slot.and_then(|s| s.tls.as_mut()) else {
+            return; // stale: the connection was closed in this batch
+        };
+        let cx = Ctx { counters: self.counters, now: self.clock.now(), limits: &self.shared.limits };
+        let before = tls_interest(conn);
+        let mut outcome = conn.ready(&mut self.buf, &cx);
+        let token = Token::Conn { index: index as u32, generation };
+        if outcome == Outcome::Keep
+            && tls_interest(conn) != before
+            && self.epoll.modify(conn.sock.as_raw_fd(), tls_interest(conn), token.to_u64()).is_err()
+        {
+            outcome = Outcome::Fail;
+        }
+        match outcome {
+            Outcome::Keep => {}
+            Outcome::Close => self.close_tls(index, End::Done),
+            Outcome::Fail => self.close_tls(index, End::Failed),
+        }
+    }
+
+    /// As [`close`](Self::close), for a TLS connection.
+    fn close_tls(&mut self, index: usize, end: End) {
+        if let Some(conn) = self.slots[index].tls.take() {
+            let _ = self.epoll.delete(conn.sock.as_raw_fd());
+            if conn.wants_write() {
+                self.reclaim.released();
+            }
+            self.free.push(index);
+            self.shared.ended(self.counters, end);
+            drop(conn);
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tls_interest(conn: &TlsConn<Client>) -> u32 {
+    if conn.wants_write() {
+        OUT
+    } else {
+        IN
+    }
+}
+
+/// How often the loop looks for connections past their deadline: a few
+/// times per idle timeout, and per TLS handshake timeout in a TLS server.
+fn sweep_period(config: &super::Config) -> Option<std::time::Duration> {
+    #[cfg(feature = "tls")]
+    if config.tls.is_some() {
+        let handshake = config.tls_handshake_timeout;
+        return Some(config.idle_timeout.map_or(handshake, |idle| idle.min(handshake)));
+    }
+    config.idle_timeout
 }
 
 /// The epoll interest a connection's state needs.

@@ -13,7 +13,8 @@
 //! wait also watches the waker, so `stop` is prompt, and the connection's
 //! deadline (the idle timeout and the minimum rate, as in the concurrent
 //! server), so one silent or trickling client cannot hold the others in
-//! the backlog for ever.
+//! the backlog for ever. A TLS client (feature `tls`) is served by the
+//! concurrent server's TLS state machine, driven here by the same waits.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -82,6 +83,12 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
         Counters::add(&counters.accepted, 1);
         shared.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         shared.tell(&peer);
+        #[cfg(feature = "tls")]
+        let (end, conn) = match &shared.config.tls {
+            Some(tls) => serve_tls(shared, counters, conn, &mut buf, tls),
+            None => (serve_one(shared, counters, &conn, &mut buf), conn),
+        };
+        #[cfg(not(feature = "tls"))]
         let end = serve_one(shared, counters, &conn, &mut buf);
         shared.ended(counters, end.unwrap_or(End::Done)); // counted, then closed
         drop(conn); // close(): this client is done; the welcoming socket stays
@@ -143,4 +150,42 @@ fn serve_one(shared: &Shared, counters: &Counters, conn: &OwnedFd, buf: &mut [u8
             }
         }
     }
+}
+
+/// Serves one TLS client to the end, as `serve_one` does a plaintext one:
+/// the connection state machine of the concurrent server (`tls_conn.rs`),
+/// driven by waits. Gives the socket back for the caller to close.
+#[cfg(feature = "tls")]
+fn serve_tls(
+    shared: &Shared,
+    counters: &Counters,
+    conn: OwnedFd,
+    buf: &mut [u8],
+    tls: &crate::tls::TlsServer,
+) -> (Option<End>, OwnedFd) {
+    use super::conn::{Ctx, Outcome};
+    use super::tls_conn::TlsConn;
+
+    let Ok(session) = tls.accept() else { return (Some(End::Failed), conn) };
+    let limits = shared.limits;
+    let start = Instant::now();
+    let now = || nanos(start.elapsed());
+    let mut c = TlsConn::new(conn, session, 0, &limits, shared.config.tls_handshake_timeout);
+    let end = loop {
+        let cx = Ctx { counters, now: now(), limits: &limits };
+        match c.ready(buf, &cx) {
+            Outcome::Keep => {}
+            Outcome::Close => break Some(End::Done),
+            Outcome::Fail => break Some(End::Failed),
+        }
+        let events = if c.wants_write() { libc::POLLOUT } else { libc::POLLIN };
+        let left = c.deadline(&limits).map(|at| Duration::from_nanos(at.saturating_sub(now())));
+        match wait(shared, &c.sock, events, left) {
+            Ok(Ready::Yes) => {}
+            Ok(Ready::Stopped) => break None,
+            Ok(Ready::TimedOut) => break Some(End::Idle),
+            Err(_) => break Some(End::Failed),
+        }
+    };
+    (end, c.sock)
 }

@@ -21,6 +21,8 @@ mod loopguard;
 mod pace;
 mod reclaim;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls_conn;
 mod token;
 mod udp_loop;
 #[cfg(feature = "io-uring")]
