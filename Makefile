@@ -172,6 +172,7 @@ test-python: all python wheel sdist
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features io-uring,tls -- -D warnings
 	$(MAKE) lib
 	git diff --exit-code -- include/upcase.h || { echo "include/upcase.h is stale: commit the regenerated header"; exit 1; }
 
