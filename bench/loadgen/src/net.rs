@@ -310,8 +310,10 @@ pub enum SrcMode {
     Cycle { ips: Vec<Ipv4Addr>, port_lo: u16, port_hi: u16 },
 }
 
-/// Cycles through source (address, port) pairs, port fastest, so that a pair
-/// comes back only after `ips.len() * ports` connections: with the defaults
+/// Cycles through source (address, port) pairs, address fastest, so that
+/// the clients come from many addresses (a server's per-address limit sees
+/// few from each) and a pair comes back only after `ips.len() * ports`
+/// connections: with the defaults
 /// (253 addresses x 22,768 ports = 5.7 million pairs) a pair is not reused for
 /// minutes even at 50k connections/s, longer than TIME_WAIT (60 s). A pair
 /// the kernel refuses (port held by a wildcard listener, 4-tuple still in an
@@ -345,11 +347,10 @@ impl SrcCycler {
 
     pub fn next_addr(&mut self) -> SockAddr {
         let a = SocketAddr::new(self.ips[self.ip_i].into(), self.port);
-        if self.port >= self.port_hi {
-            self.port = self.port_lo;
-            self.ip_i = (self.ip_i + 1) % self.ips.len();
-        } else {
-            self.port += 1;
+        self.ip_i += 1;
+        if self.ip_i == self.ips.len() {
+            self.ip_i = 0;
+            self.port = if self.port >= self.port_hi { self.port_lo } else { self.port + 1 };
         }
         SockAddr::new(a)
     }
@@ -408,5 +409,30 @@ impl Connector {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consecutive clients come from different addresses, and every pair
+    /// comes once per cycle of addresses x ports.
+    #[test]
+    fn the_source_cycle_spreads_clients_over_the_addresses() {
+        let ips: Vec<Ipv4Addr> = (2..=5u8).map(|d| Ipv4Addr::new(127, 0, 0, d)).collect();
+        let mut c = SrcCycler::new(&ips, 1000, 1002, 0, 1);
+        let mut next = || {
+            let pair = (c.ips[c.ip_i], c.port);
+            c.next_addr();
+            pair
+        };
+        let pairs: Vec<(Ipv4Addr, u16)> = (0..12).map(|_| next()).collect();
+        let mut unique = pairs.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 12, "a pair came twice within one cycle: {pairs:?}");
+        assert!(pairs.windows(2).all(|w| w[0].0 != w[1].0), "one address twice in a row: {pairs:?}");
+        assert_eq!(next(), pairs[0], "the cycle starts again");
     }
 }
