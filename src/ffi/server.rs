@@ -51,7 +51,9 @@ pub struct upcase_server_config {
     pub transport: c_int,
     /// `UPCASE_MODE_CONCURRENT` (default) or `UPCASE_MODE_ITERATIVE`.
     pub mode: c_int,
-    /// Loop threads in concurrent mode; 0: one per CPU. At most
+    /// Loop threads in concurrent mode; 0: one per CPU, of which one
+    /// serves at first and the others wake as the load asks (a serving loop
+    /// busy while a core is idle). N: N loops, all serving. At most
     /// `UPCASE_MAX_THREADS` (1024).
     pub threads: u32,
     /// Most TCP connections open at once; more are closed at once and

@@ -68,7 +68,10 @@ pub struct Config {
     pub transport: Transport,
     /// Concurrent (default) or iterative.
     pub mode: Mode,
-    /// Loop threads in concurrent mode; 0 means one per CPU.
+    /// Loop threads in concurrent mode. 0 (the default): one per CPU, of
+    /// which one serves at first and the others wake when a serving loop is
+    /// busy while the machine has an idle core. A number: that many loops,
+    /// all serving from the start.
     pub threads: usize,
     /// Most TCP connections open at once; more are accepted and closed at
     /// once, and counted as rejected. Default 16,384 (the descriptor limit,

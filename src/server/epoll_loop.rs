@@ -8,11 +8,13 @@
 //! except through `sys` and the connection's socket.
 
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
 
 use super::admission::{accept_one, Accepted, Client};
 use super::conn::{Conn, Ctx, Outcome};
 use super::pace::LoopClock;
 use super::reclaim::Reclaim;
+use super::spread::Busy;
 #[cfg(feature = "tls")]
 use super::tls_conn::TlsConn;
 use super::token::Token;
@@ -43,6 +45,8 @@ struct Loop<'a> {
     buf: Vec<u8>,
     clock: LoopClock,
     reclaim: Reclaim,
+    /// Watched while loops stand by, to wake one when this one is busy.
+    busy: Busy,
 }
 
 /// Every loop's epoll instance, made (with the listener and the waker
@@ -51,12 +55,12 @@ struct Loop<'a> {
 /// its epoll would fail and take the server down.
 pub(super) fn prepare(shared: &Shared, loops: usize) -> Result<Vec<Epoll>> {
     (0..loops)
-        .map(|_| {
+        .map(|index| {
             let epoll = Epoll::new(EVENTS).map_err(|e| Error::os("epoll_create1", e))?;
-            let listener = shared.socket.as_raw_fd();
-            epoll
-                .add(listener, IN | EXCLUSIVE, Token::Listener.to_u64())
-                .map_err(|e| Error::os("epoll_ctl(listener)", e))?;
+            // A standby loop watches the listener once woken.
+            if !shared.spread.stands_by(index) {
+                watch_listener(shared, &epoll)?;
+            }
             epoll
                 .add(shared.waker.as_fd().as_raw_fd(), IN, Token::Waker.to_u64())
                 .map_err(|e| Error::os("epoll_ctl(waker)", e))?;
@@ -65,9 +69,21 @@ pub(super) fn prepare(shared: &Shared, loops: usize) -> Result<Vec<Epoll>> {
         .collect()
 }
 
+/// Adds the listening socket to a loop's epoll.
+fn watch_listener(shared: &Shared, epoll: &Epoll) -> Result<()> {
+    let listener = shared.socket.as_raw_fd();
+    epoll.add(listener, IN | EXCLUSIVE, Token::Listener.to_u64()).map_err(|e| Error::os("epoll_ctl(listener)", e))
+}
+
 /// One loop, on an epoll instance from [`prepare`]; returns when the
-/// server is stopped.
+/// server is stopped. A standby loop first waits for its turn.
 pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
+    if shared.spread.stands_by(index) {
+        if !shared.spread.wait_turn(shared, index) {
+            return Ok(());
+        }
+        watch_listener(shared, &epoll)?;
+    }
     let mut lp = Loop {
         shared,
         counters: &shared.counters[index],
@@ -77,6 +93,7 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
         buf: vec![0u8; CHUNK],
         clock: LoopClock::new(sweep_period(&shared.config)),
         reclaim: Reclaim::default(),
+        busy: Busy::new(),
     };
     let result = lp.serve();
     lp.close_all();
@@ -91,7 +108,12 @@ impl Loop<'_> {
                 return Ok(());
             }
             ready.clear();
+            let watch = self.shared.spread.has_standby();
+            let waiting = watch.then(Instant::now);
             ready.extend(self.epoll.wait(self.clock.wait()).map_err(|e| Error::os("epoll_wait", e))?);
+            if let Some(t) = waiting {
+                self.busy.waited(t.elapsed());
+            }
             self.clock.tick();
             for &(token, flags) in &ready {
                 match Token::from_u64(token) {
@@ -114,6 +136,9 @@ impl Loop<'_> {
             }
             let all_free = self.free.len() == self.slots.len();
             self.reclaim.after_wakeup(|| swept || all_free);
+            if watch && self.busy.wants_help() {
+                self.shared.spread.wake_next();
+            }
         }
     }
 

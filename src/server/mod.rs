@@ -20,6 +20,7 @@ mod iterative;
 mod loopguard;
 mod pace;
 mod reclaim;
+mod spread;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls_conn;
@@ -57,6 +58,10 @@ pub(crate) struct Shared {
     pub limits: pace::Limits,
     /// Loop threads `run` starts (1 in iterative mode).
     pub threads: usize,
+    /// Which loops serve, and the bells of those that stand by.
+    pub spread: spread::Spread,
+    /// UDP: how a standby loop opens its socket in the port's group.
+    pub sibling: SocketOptions,
     /// Connections open now from each address, across loops.
     pub per_address: Arc<admission::PerAddress>,
     /// Connections open now, across loops (for `max_connections`).
@@ -91,6 +96,11 @@ impl Shared {
         if let Some(cb) = &self.config.on_client {
             cb(peer);
         }
+    }
+
+    /// A UDP socket for a standby loop, in the port's `SO_REUSEPORT` group.
+    pub(crate) fn open_sibling(&self) -> Result<OwnedFd> {
+        open_bound(&self.local, &self.sibling)
     }
 
     /// The socket loop `index` reads.
@@ -150,6 +160,10 @@ impl Server {
             Mode::Concurrent if config.threads > 0 => config.threads,
             Mode::Concurrent => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        // `threads: 0`: one loop serves, the others wake as the load asks
+        // (`spread.rs`). The io_uring loop keeps every loop serving.
+        let standby = config.mode == Mode::Concurrent && config.threads == 0 && !config.io_uring && threads > 1;
+
         // UDP loops each get a socket of their own on the same port.
         let reuseport = config.transport == Transport::Udp && threads > 1;
         let candidates = bind_candidates(&config.host, config.port, socktype)?;
@@ -162,10 +176,12 @@ impl Server {
                 _ => 0,
             };
             let opts = SocketOptions { socktype, dual_stack, reuseport, backlog: config.backlog, defer_secs };
-            match open_group(&addr, &opts, threads) {
+            // Standby UDP loops open their sockets when woken.
+            match open_group(&addr, &opts, if standby { 1 } else { threads }) {
                 Ok((socket, extra)) => {
                     let local = sys::getsockname(socket.as_fd()).map_err(|e| Error::os("getsockname", e))?;
                     let waker = Waker::new().map_err(|e| Error::os("eventfd", e))?;
+                    let spread = spread::Spread::new(threads, standby).map_err(|e| Error::os("eventfd", e))?;
                     let counters = (0..threads).map(|_| Counters::default()).collect();
                     let shared = Shared {
                         socket,
@@ -175,6 +191,8 @@ impl Server {
                         stopped: AtomicBool::new(false),
                         running: AtomicBool::new(false),
                         limits: pace::Limits::new(config.idle_timeout, config.min_rate),
+                        spread,
+                        sibling: opts,
                         per_address: admission::PerAddress::new(config.max_connections_per_address),
                         config,
                         threads,
@@ -368,7 +386,7 @@ fn bind_candidates(host: &str, port: u16, socktype: libc::c_int) -> Result<Vec<(
 
 /// How to open a server socket.
 #[derive(Clone, Copy)]
-struct SocketOptions {
+pub(crate) struct SocketOptions {
     socktype: libc::c_int,
     dual_stack: bool,
     reuseport: bool,

@@ -37,8 +37,10 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Instant;
 
 use super::loopguard::LoopGuard;
+use super::spread::Busy;
 use super::{Counters, Shared};
 use crate::addr::{is_v4_mapped, IpPort, SockAddr};
 use crate::error::{Error, Result};
@@ -98,7 +100,26 @@ fn receive_destinations(sock: &OwnedFd, family: libc::c_int) -> Result<()> {
 
 /// Serves the datagrams of loop thread `index` until the server stops.
 pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
-    let sock = shared.socket_for(index);
+    // A standby loop waits for its turn, then joins the port's group with a
+    // socket of its own; one that cannot is counted and bows out.
+    let own;
+    let sock = if shared.spread.stands_by(index) {
+        if !shared.spread.wait_turn(shared, index) {
+            return Ok(());
+        }
+        match shared.open_sibling() {
+            Ok(fd) => {
+                own = fd;
+                &own
+            }
+            Err(_) => {
+                Counters::add(&shared.counters[index].errors, 1);
+                return Ok(());
+            }
+        }
+    } else {
+        shared.socket_for(index)
+    };
     let wildcard = is_wildcard(&shared.local);
     if wildcard {
         receive_destinations(sock, shared.local.family())?;
@@ -113,10 +134,13 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
         batch: DatagramBatch::new(BATCH, shared.config.max_datagram + 1, wildcard),
         guard: LoopGuard::new(),
     };
+    let mut busy = Busy::new();
     loop {
         if shared.is_stopped() {
             return Ok(());
         }
+        let watch = shared.spread.has_standby();
+        let waiting = watch.then(Instant::now);
         let waker = (shared.waker.as_fd().as_raw_fd(), libc::POLLIN);
         match sys::poll2((sock.as_raw_fd(), libc::POLLIN), Some(waker), -1) {
             Ok((_, w)) if w != 0 => return Ok(()),
@@ -124,10 +148,16 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => return Err(Error::os("poll", e)),
         }
+        if let Some(t) = waiting {
+            busy.waited(t.elapsed());
+        }
         for _ in 0..ROUNDS {
             if !lp.serve_batch() {
                 break;
             }
+        }
+        if watch && busy.wants_help() {
+            shared.spread.wake_next();
         }
     }
 }

@@ -149,6 +149,27 @@ pub fn shutdown(fd: BorrowedFd<'_>, how: c_int) -> io::Result<()> {
     syscall!(shutdown(fd.as_raw_fd(), how)).map(drop)
 }
 
+/// The machine's CPU time so far, in clock ticks, summed over every CPU
+/// (the first line of `/proc/stat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// Idle, and waiting for I/O.
+    pub idle: u64,
+    /// All of it.
+    pub total: u64,
+}
+
+/// Reads [`CpuTimes`] from `/proc/stat`.
+pub fn cpu_times() -> io::Result<CpuTimes> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().filter(|l| l.starts_with("cpu ")).ok_or(io::ErrorKind::InvalidData)?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user).
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    let total = fields.iter().take(8).sum();
+    Ok(CpuTimes { idle, total })
+}
+
 /// `malloc_trim(0)`: asks the C allocator to return the free memory of
 /// every arena to the system (glibc; elsewhere, nothing).
 pub fn trim_heap() {
