@@ -197,7 +197,9 @@ typedef struct upcase_server_config {
    */
   int mode;
   /**
-   * Loop threads in concurrent mode; 0: one per CPU. At most
+   * Loop threads in concurrent mode; 0: one per CPU, of which one
+   * serves at first and the others wake as the load asks (a serving loop
+   * busy while a core is idle). N: N loops, all serving. At most
    * `UPCASE_MAX_THREADS` (1024).
    */
   uint32_t threads;
