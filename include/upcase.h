@@ -11,9 +11,9 @@
 
 /* The version of this header; upcase_version() and upcase_version_hex() give the library's. */
 #define UPCASE_VERSION_MAJOR 0
-#define UPCASE_VERSION_MINOR 2
+#define UPCASE_VERSION_MINOR 3
 #define UPCASE_VERSION_PATCH 0
-#define UPCASE_VERSION_STRING "0.2.0"
+#define UPCASE_VERSION_STRING "0.3.0"
 #define UPCASE_VERSION_HEX ((UPCASE_VERSION_MAJOR << 16) | (UPCASE_VERSION_MINOR << 8) | UPCASE_VERSION_PATCH)
 
 /**
@@ -253,17 +253,19 @@ typedef struct upcase_server_config {
    * (one `io_uring_enter` per wake-up for every connection's `recv` and
    * `send`). Needs Linux 6.1 or later and a process allowed to use
    * io_uring (Docker's default seccomp profile refuses it): otherwise
-   * `upcase_server_bind` fails with the kernel's reason. Default 0.
-   * (Added in 0.2.0, at the end of the struct.)
-   * Without the io-uring cargo feature (the default build), non-zero
-   * fails with `UPCASE_EINVAL` and a message that names the feature.
+   * `upcase_server_bind` fails with the kernel's reason. Without the
+   * io-uring cargo feature (the default build), non-zero fails with
+   * `UPCASE_EINVAL` and a message that names the feature. Default 0.
+   * (Added in 0.3.0, at the end of the struct: rebuild C programs built
+   * against 0.2.)
    */
   int io_uring;
   /**
    * Most TCP connections open at once from one client address (an IPv4
    * address, or an IPv6 /64); more from it are closed at once and
    * counted as rejected. 0: the default, 1024. `UINT32_MAX`: no limit.
-   * (Added in 0.3.0, at the end of the struct.)
+   * (Added in 0.3.0, at the end of the struct: rebuild C programs built
+   * against 0.2.)
    */
   uint32_t max_connections_per_address;
 } upcase_server_config;

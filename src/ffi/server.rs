@@ -89,15 +89,17 @@ pub struct upcase_server_config {
     /// (one `io_uring_enter` per wake-up for every connection's `recv` and
     /// `send`). Needs Linux 6.1 or later and a process allowed to use
     /// io_uring (Docker's default seccomp profile refuses it): otherwise
-    /// `upcase_server_bind` fails with the kernel's reason. Default 0.
-    /// (Added in 0.2.0, at the end of the struct.)
-    /// Without the io-uring cargo feature (the default build), non-zero
-    /// fails with `UPCASE_EINVAL` and a message that names the feature.
+    /// `upcase_server_bind` fails with the kernel's reason. Without the
+    /// io-uring cargo feature (the default build), non-zero fails with
+    /// `UPCASE_EINVAL` and a message that names the feature. Default 0.
+    /// (Added in 0.3.0, at the end of the struct: rebuild C programs built
+    /// against 0.2.)
     pub io_uring: c_int,
     /// Most TCP connections open at once from one client address (an IPv4
     /// address, or an IPv6 /64); more from it are closed at once and
     /// counted as rejected. 0: the default, 1024. `UINT32_MAX`: no limit.
-    /// (Added in 0.3.0, at the end of the struct.)
+    /// (Added in 0.3.0, at the end of the struct: rebuild C programs built
+    /// against 0.2.)
     pub max_connections_per_address: u32,
 }
 
