@@ -20,18 +20,21 @@ use crate::sys;
 
 /// Where a client comes from, as the per-address limit counts it: an IPv4
 /// address, or an IPv6 /64 (one site's subnet, which one host may fill
-/// with addresses of its own). An IPv4-mapped IPv6 address is its IPv4
-/// address.
+/// with addresses of its own). A link-local IPv6 address (`fe80::/10`,
+/// whose /64 every link shares) counts whole. An IPv4-mapped IPv6 address
+/// is its IPv4 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Origin {
     V4([u8; 4]),
     V6([u8; 8]),
+    LinkLocal([u8; 16]),
 }
 
 impl Origin {
     fn of(peer: &SockAddr) -> Option<Origin> {
         match peer.unmapped()? {
             IpPort::V4(ip, _) => Some(Origin::V4(ip)),
+            IpPort::V6(ip, _, _) if ip[0] == 0xFE && ip[1] & 0xC0 == 0x80 => Some(Origin::LinkLocal(ip)),
             IpPort::V6(ip, _, _) => {
                 let mut net = [0u8; 8];
                 net.copy_from_slice(&ip[..8]);
@@ -266,5 +269,11 @@ mod tests {
         assert_eq!(Origin::of(&SockAddr::v6(a, 1, 0)), one, "same /64");
         a[7] = 2;
         assert_ne!(Origin::of(&SockAddr::v6(a, 1, 0)), one, "another /64");
+        let mut ll = [0u8; 16];
+        ll[..2].copy_from_slice(&[0xFE, 0x80]);
+        ll[15] = 1;
+        let first = Origin::of(&SockAddr::v6(ll, 1, 2));
+        ll[15] = 2;
+        assert_ne!(Origin::of(&SockAddr::v6(ll, 1, 2)), first, "link-local addresses count one by one");
     }
 }

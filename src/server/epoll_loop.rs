@@ -82,7 +82,12 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
         if !shared.spread.wait_turn(shared, index) {
             return Ok(());
         }
-        watch_listener(shared, &epoll)?;
+        if watch_listener(shared, &epoll).is_err() {
+            // The loops that serve go on; no more wake.
+            Counters::add(&shared.counters[index].errors, 1);
+            shared.spread.stop_waking();
+            return Ok(());
+        }
     }
     let mut lp = Loop {
         shared,

@@ -158,7 +158,7 @@ impl Server {
         let threads = match config.mode {
             Mode::Iterative => 1,
             Mode::Concurrent if config.threads > 0 => config.threads,
-            Mode::Concurrent => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Mode::Concurrent => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS),
         };
         // `threads: 0`: one loop serves, the others wake as the load asks
         // (`spread.rs`). The io_uring loop keeps every loop serving.
@@ -435,6 +435,10 @@ fn open_bound(addr: &SockAddr, opts: &SocketOptions) -> Result<OwnedFd> {
     }
     if opts.reuseport {
         set(libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
+    if opts.socktype == libc::SOCK_DGRAM && udp_loop::is_wildcard(addr) {
+        // Before the bind: every datagram then brings its destination.
+        udp_loop::receive_destinations(&fd, addr.family())?;
     }
     if opts.dual_stack {
         // Said explicitly rather than left to the sysctl default: the IPv6

@@ -10,6 +10,10 @@
 //! opening its own socket in the port's `SO_REUSEPORT` group. Clients
 //! already connected stay with the loop that took them.
 //!
+//! The idle cores are the machine's (`/proc/stat`, scaled to the CPUs this
+//! process may use): in a container with a CPU quota, or pinned to some
+//! CPUs of a busy machine, the estimate is rough.
+//!
 //! This must never cost a serving loop more than two clock reads per
 //! wake-up, nor anything once every loop serves.
 
@@ -54,6 +58,11 @@ impl Spread {
     /// Are there loops left to wake?
     pub(crate) fn has_standby(&self) -> bool {
         self.next.load(Ordering::Relaxed) < self.bells.len()
+    }
+
+    /// No more loops are to be woken (one could not join).
+    pub(crate) fn stop_waking(&self) {
+        self.next.store(self.bells.len(), Ordering::Release);
     }
 
     /// Wakes the next standby loop, if any.
@@ -115,9 +124,10 @@ impl Busy {
         }
         let busy = 1.0 - self.waited.as_secs_f64() / elapsed.as_secs_f64();
         let now = sys::cpu_times().ok();
+        // Without the machine's figures, a busy loop gets help.
         let idle = match (self.cpu, now) {
             (Some(a), Some(b)) => idle_cores(a, b, self.cores),
-            _ => 0.0,
+            _ => self.cores,
         };
         self.start = Instant::now();
         self.waited = Duration::ZERO;

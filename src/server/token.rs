@@ -72,6 +72,17 @@ pub(crate) struct Tag {
     pub(crate) index: u32,
 }
 
+// The kind sits in the top byte of `user_data`, below the two bits that
+// `sys::uring` keeps for itself.
+#[cfg(feature = "io-uring")]
+const _: () = {
+    let mut i = 0;
+    while i < Tag::KINDS.len() {
+        assert!((Tag::KINDS[i] as u8) < 64);
+        i += 1;
+    }
+};
+
 #[cfg(feature = "io-uring")]
 impl Tag {
     const KINDS: [Kind; 7] =

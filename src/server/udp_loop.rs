@@ -72,7 +72,7 @@ fn v4_answerable(ip: [u8; 4]) -> bool {
 }
 
 /// Is the socket bound to a wildcard address (`0.0.0.0`, `::`)?
-fn is_wildcard(local: &SockAddr) -> bool {
+pub(super) fn is_wildcard(local: &SockAddr) -> bool {
     match local.ip_port() {
         Some(IpPort::V4(ip, _)) => ip == [0; 4],
         Some(IpPort::V6(ip, _, _)) => ip == [0; 16],
@@ -81,7 +81,7 @@ fn is_wildcard(local: &SockAddr) -> bool {
 }
 
 /// Asks the kernel to report each datagram's destination address.
-fn receive_destinations(sock: &OwnedFd, family: libc::c_int) -> Result<()> {
+pub(super) fn receive_destinations(sock: &OwnedFd, family: libc::c_int) -> Result<()> {
     let on = |level, name, what: &str| {
         sys::setsockopt_int(sock.as_fd(), level, name, 1).map_err(|e| Error::os(format!("setsockopt {what}"), e))
     };
@@ -113,17 +113,19 @@ pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
                 &own
             }
             Err(_) => {
+                // (A process that dropped its privileges after bind may not
+                // join the group.) The loops that serve go on; no more wake.
                 Counters::add(&shared.counters[index].errors, 1);
+                shared.spread.stop_waking();
                 return Ok(());
             }
         }
     } else {
         shared.socket_for(index)
     };
+    // A wildcard socket asked for each datagram's destination before its
+    // bind (`open_bound`), so no datagram comes without it.
     let wildcard = is_wildcard(&shared.local);
-    if wildcard {
-        receive_destinations(sock, shared.local.family())?;
-    }
     let mut lp = UdpLoop {
         shared,
         sock,
