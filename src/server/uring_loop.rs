@@ -318,13 +318,11 @@ impl<'a> Loop<'a> {
 
     fn on_conn(&mut self, kind: Kind, index: usize, done: Completion) {
         let bid = done.buffer();
-        if let Some(b) = bid {
-            if !self.uring.take(b) {
-                // The kernel handed over a buffer it did not have: the
-                // loop's books are wrong, and it stops rather than guess.
-                self.broken.get_or_insert(std::io::Error::other("a provided buffer was handed over twice"));
-                return;
-            }
+        if let Some(e) = self.uring.fault() {
+            // The kernel handed over a buffer it did not have: the books
+            // are wrong, and the loop stops rather than guess.
+            self.broken.get_or_insert(e);
+            return;
         }
         let in_flight = self.slots.get(index).and_then(|s| s.op).filter(|op| op.kind() == kind);
         let Some(op) = in_flight else {

@@ -304,7 +304,11 @@ impl Mapping {
     /// Gives the system back the pages of `len` bytes at `offset`: they
     /// read as zeros when next touched (`MADV_DONTNEED`; anonymous
     /// private mappings only). Fails only on a range outside the mapping.
-    fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+    ///
+    /// # Safety
+    ///
+    /// Nothing (the kernel included) may read or write the range meanwhile.
+    unsafe fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
         if offset.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -672,13 +676,18 @@ impl BufRing {
     }
 
     /// Gives the system back the pages of the buffers the kernel holds.
-    /// Only while no request may pick one (see [`Uring::discard_idle_buffers`]).
-    fn discard_free(&self) {
+    ///
+    /// # Safety
+    ///
+    /// No request may pick a buffer meanwhile: none is in flight that could
+    /// (see [`Uring::discard_idle_buffers`]).
+    unsafe fn discard_free(&self) {
         for (bid, ours) in self.ours.iter().enumerate() {
             if !ours {
-                // A range within the mapping cannot fail: nothing to do
-                // if it did, the pages simply stay.
-                let _ = self.bufs.discard(bid * self.size, self.size);
+                // SAFETY: the kernel's buffer, which no request in flight
+                // can pick (the caller's promise); a range within the
+                // mapping cannot fail, and if it did the pages just stay.
+                let _ = unsafe { self.bufs.discard(bid * self.size, self.size) };
             }
         }
     }
@@ -781,6 +790,13 @@ pub(crate) struct Uring {
     /// `recv`s and `send`s submitted and not yet completed: each may still
     /// write into or read from a provided buffer.
     buffer_ops: usize,
+    /// The `send`s in flight, by `user_data`, and the buffer each reads.
+    sending: std::collections::HashMap<u64, u16>,
+    /// By buffer: a send in flight reads it, so it can be neither written
+    /// nor given back.
+    in_send: Vec<bool>,
+    /// The kernel handed over a buffer that was not its to hand over.
+    fault: Option<io::Error>,
 }
 
 /// `user_data` bits this module keeps for itself: what the request was,
@@ -793,6 +809,8 @@ const OWN_BITS: u64 = ACCEPT_BIT | BUFFER_BIT;
 #[derive(Debug)]
 pub(crate) struct Completion {
     cqe: Cqe,
+    /// The buffer handed over with it, taken for the loop.
+    bid: Option<u16>,
 }
 
 impl Completion {
@@ -811,9 +829,10 @@ impl Completion {
         self.cqe.more()
     }
 
-    /// The provided buffer the request took, if it took one.
+    /// The provided buffer the request took, if it took one: the loop's
+    /// now, until [`Uring::give_back`].
     pub(crate) fn buffer(&self) -> Option<u16> {
-        self.cqe.buffer()
+        self.bid
     }
 
     /// The descriptor an accept completed with, owned from here on; `None`
@@ -836,7 +855,8 @@ impl Uring {
     pub(crate) fn new(entries: u32, cq_entries: u32, buffers: u16, size: usize) -> io::Result<Uring> {
         let ring = Ring::new(entries, cq_entries)?;
         let bufs = BufRing::new(buffers, size)?;
-        Ok(Uring { ring, bufs, buffer_ops: 0 })
+        let in_send = vec![false; usize::from(buffers)];
+        Ok(Uring { ring, bufs, buffer_ops: 0, sending: std::collections::HashMap::new(), in_send, fault: None })
     }
 
     /// Makes the calling thread the ring's one submitter, and gives the
@@ -875,15 +895,24 @@ impl Uring {
     }
 
     /// A `send` on `fd` of the first `len` bytes of provided buffer `bid`,
-    /// which must be the loop's ([`Uring::take`]) and stays so until this
-    /// request completes.
+    /// which must be the loop's, with `flags` and `MSG_DONTWAIT` (the send
+    /// never waits in the kernel for room). Until it completes the buffer
+    /// can be neither written ([`Uring::buffer`]) nor given back, and
+    /// `user_data` names no other send.
     pub(crate) fn send(&mut self, fd: RawFd, bid: u16, len: usize, flags: i32, user_data: u64) -> io::Result<()> {
         let ud = Self::check(user_data)? | BUFFER_BIT;
+        if self.sending.contains_key(&ud) || self.in_send(bid) {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
         let Some(buf) = self.bufs.get(bid, len) else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
-        let sqe = Sqe::send(fd, buf, flags, ud);
+        let sqe = Sqe::send(fd, buf, flags | libc::MSG_DONTWAIT, ud);
         self.push(sqe)?;
+        self.sending.insert(ud, bid);
+        if let Some(flag) = self.in_send.get_mut(usize::from(bid)) {
+            *flag = true;
+        }
         self.buffer_ops += 1;
         Ok(())
     }
@@ -912,13 +941,34 @@ impl Uring {
         self.ring.submit_and_wait(timeout)
     }
 
-    /// The next completion, if one is posted.
+    /// The next completion, if one is posted. A buffer it hands over is the
+    /// loop's from here on ([`Completion::buffer`]); one the kernel could
+    /// not hand over (the books disagree) is left out, and [`Uring::fault`]
+    /// says so.
     pub(crate) fn next(&mut self) -> Option<Completion> {
         let cqe = self.ring.next_cqe()?;
         if cqe.user_data & BUFFER_BIT != 0 {
             self.buffer_ops = self.buffer_ops.saturating_sub(1);
+            if let Some(bid) = self.sending.remove(&cqe.user_data) {
+                if let Some(flag) = self.in_send.get_mut(usize::from(bid)) {
+                    *flag = false;
+                }
+            }
         }
-        Some(Completion { cqe })
+        let bid = cqe.buffer().filter(|&b| {
+            let taken = self.bufs.take(b);
+            if !taken {
+                self.fault.get_or_insert_with(|| io::Error::other("a provided buffer was handed over twice"));
+            }
+            taken
+        });
+        Some(Completion { cqe, bid })
+    }
+
+    /// The kernel handed over a buffer it did not have: the books are
+    /// wrong, and the ring is not to be trusted further.
+    pub(crate) fn fault(&mut self) -> Option<io::Error> {
+        self.fault.take()
     }
 
     /// Gives the system back the pages of the buffers the kernel holds, if
@@ -929,7 +979,9 @@ impl Uring {
         if self.busy() {
             return false;
         }
-        self.bufs.discard_free();
+        // SAFETY: no `recv` or `send` is in flight, and this thread, the
+        // ring's one submitter, queues none meanwhile.
+        unsafe { self.bufs.discard_free() };
         true
     }
 
@@ -943,19 +995,26 @@ impl Uring {
         self.bufs.free()
     }
 
-    /// A completion handed buffer `bid` over (see [`BufRing::take`]).
-    pub(crate) fn take(&mut self, bid: u16) -> bool {
-        self.bufs.take(bid)
+    /// Is buffer `bid` read by a send in flight?
+    fn in_send(&self, bid: u16) -> bool {
+        self.in_send.get(usize::from(bid)).copied().unwrap_or(false)
     }
 
-    /// The first `len` bytes of buffer `bid`, if it is the loop's.
+    /// The first `len` bytes of buffer `bid`, if it is the loop's and no
+    /// send reads it.
     pub(crate) fn buffer(&mut self, bid: u16, len: usize) -> Option<&mut [u8]> {
+        if self.in_send(bid) {
+            return None;
+        }
         self.bufs.get(bid, len)
     }
 
-    /// Gives buffer `bid` back to the kernel.
+    /// Gives buffer `bid` back to the kernel, if it is the loop's and no
+    /// send reads it.
     pub(crate) fn give_back(&mut self, bid: u16) {
-        self.bufs.give_back(bid);
+        if !self.in_send(bid) {
+            self.bufs.give_back(bid);
+        }
     }
 }
 
@@ -1115,12 +1174,16 @@ pub(crate) mod tests {
         let done = uring.next().expect("the recv completed");
         assert_eq!((done.user_data(), done.res()), (1, 2));
         assert!(!uring.busy());
-        let bid = done.buffer().expect("a buffer");
-        assert!(uring.take(bid));
+        let bid = done.buffer().expect("a buffer, the loop's now");
         assert_eq!(uring.buffer(bid, 2).expect("ours"), b"hi");
-        // A send names the buffer by number.
+        // A send names the buffer by number; while it is in flight the
+        // buffer can be neither written nor given back.
         uring.send(b.as_raw_fd(), bid, 2, 0, 2).expect("send");
         assert!(uring.busy());
+        assert!(uring.buffer(bid, 2).is_none(), "a buffer a send reads, handed out for writing");
+        uring.give_back(bid);
+        assert_eq!(uring.free(), 0, "a buffer a send reads, given back");
+        assert!(uring.send(b.as_raw_fd(), bid, 2, 0, 9).is_err(), "two sends from one buffer");
         uring.submit_and_wait(Some(Duration::from_secs(2))).expect("enter");
         let done = uring.next().expect("the send completed");
         assert_eq!((done.user_data(), done.res()), (2, 2));
