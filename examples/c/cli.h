@@ -119,4 +119,34 @@ static inline int check_host(const char *host, const char *order)
                        host, order);
 }
 
+/* A client's operands after its options: [HOST [PORT]], as nc and telnet
+   take them. 0, or the exit status 2 of a usage error. */
+static inline int client_operands(int argc, char **argv, const char **host, uint16_t *port)
+{
+    if (optind < argc)
+        *host = argv[optind++];
+    if (check_host(*host, "HOST comes before PORT") != 0)
+        return 2;
+    if (optind < argc && parse_port(argv[optind++], 1, port) != 0)
+        return usage_error("PORT '%s' is not a number from 1 to 65535", argv[optind - 1]);
+    if (optind < argc)
+        return usage_error("too many arguments: '%s'", argv[optind]);
+    return 0;
+}
+
+/* A server's operands after its options: [PORT [HOST]], as
+   python -m http.server takes them; PORT 0 picks a free port. */
+static inline int server_operands(int argc, char **argv, uint16_t *port, const char **host)
+{
+    if (optind < argc && parse_port(argv[optind++], 0, port) != 0)
+        return usage_error("PORT '%s' is not a number from 0 to 65535", argv[optind - 1]);
+    if (optind < argc)
+        *host = argv[optind++];
+    if (check_host(*host, "PORT comes before HOST") != 0)
+        return 2;
+    if (optind < argc)
+        return usage_error("too many arguments: '%s'", argv[optind]);
+    return 0;
+}
+
 #endif

@@ -81,14 +81,8 @@ int main(int argc, char **argv)
             return bad_option(argv, c);
         }
     }
-    if (optind < argc)
-        server_name = argv[optind++];
-    if (check_host(server_name, "HOST comes before PORT") != 0)
+    if (client_operands(argc, argv, &server_name, &server_port) != 0)
         return 2;
-    if (optind < argc && parse_port(argv[optind++], 1, &server_port) != 0)
-        return usage_error("PORT '%s' is not a number from 1 to 65535", argv[optind - 1]);
-    if (optind < argc)
-        return usage_error("too many arguments: '%s'", argv[optind]);
 
     /* message = raw_input('Input lowercase sentence:') -- one line */
     char *line = NULL;

@@ -107,14 +107,8 @@ int main(int argc, char **argv)
             return bad_option(argv, c);
         }
     }
-    if (optind < argc && parse_port(argv[optind++], 0, &cfg.port) != 0)
-        return usage_error("PORT '%s' is not a number from 0 to 65535", argv[optind - 1]);
-    if (optind < argc)
-        cfg.host = argv[optind++];
-    if (check_host(cfg.host, "PORT comes before HOST") != 0)
+    if (server_operands(argc, argv, &cfg.port, &cfg.host) != 0)
         return 2;
-    if (optind < argc)
-        return usage_error("too many arguments: '%s'", argv[optind]);
 
     /* serverSocket = socket(...); bind(...) */
     upcase_server *server = NULL;
