@@ -102,13 +102,17 @@ pub(crate) struct Busy {
     start: Instant,
     waited: Duration,
     cpu: Option<sys::CpuTimes>,
+    /// No window has ended yet: the first sets the baseline.
+    first: bool,
     cores: f64,
 }
 
 impl Busy {
     pub(crate) fn new() -> Busy {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        Busy { start: Instant::now(), waited: Duration::ZERO, cpu: sys::cpu_times().ok(), cores }
+        // `/proc/stat` (and the cgroup files behind the CPU count) are
+        // read only once a window ends while loops stand by: a server with
+        // every loop serving opens none of them.
+        Busy { start: Instant::now(), waited: Duration::ZERO, cpu: None, first: true, cores: 1.0 }
     }
 
     /// The loop waited `d` for events.
@@ -123,6 +127,9 @@ impl Busy {
             return false;
         }
         let busy = 1.0 - self.waited.as_secs_f64() / elapsed.as_secs_f64();
+        if self.first {
+            self.cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        }
         let now = sys::cpu_times().ok();
         // Without the machine's figures, a busy loop gets help.
         let idle = match (self.cpu, now) {
@@ -132,7 +139,7 @@ impl Busy {
         self.start = Instant::now();
         self.waited = Duration::ZERO;
         self.cpu = now;
-        decide(busy, idle)
+        !std::mem::take(&mut self.first) && decide(busy, idle)
     }
 }
 
