@@ -204,7 +204,9 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
             TlsClient::new(Some(&ca), Some(NAME.into()), Some((&pki.path("stranger.pem"), &pki.path("stranger.key"))))
                 .expect("client TLS");
         let err = options(Arc::new(stranger)).tcp_request("127.0.0.1", s.port, b"x").expect_err("unknown client CA");
-        assert_eq!(err.code(), ERR_PROTOCOL, "{err}");
+        // The server's alert, or, when the server closed with the client's
+        // last handshake bytes unread, the reset that close sends instead.
+        assert!(err.code() == ERR_PROTOCOL || err.raw_os_error() == Some(libc::ECONNRESET), "{err}");
         assert!(eventually(Duration::from_secs(5), || s.stats().errors == 2), "{mode:?} {:?}", s.stats());
     }
 }

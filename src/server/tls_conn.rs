@@ -150,8 +150,17 @@ impl<S: Io> TlsConn<S> {
                 Err(_) => return Outcome::Fail,
             }
             if self.session.process_new_packets().is_err() {
-                // The alert rustls queued tells the client why.
+                // The alert rustls queued tells the client why. What the
+                // client sent after the failed record is read and dropped:
+                // a close with it unread would send a reset, which can
+                // reach the client before the alert.
                 let _ = self.session.write_tls(&mut Records(&mut self.sock));
+                let mut sink = [0u8; 4096];
+                for _ in 0..READ_BUDGET {
+                    if !matches!(self.sock.recv(&mut sink), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
                 return Outcome::Fail;
             }
         }
