@@ -149,7 +149,7 @@ test: test-rust test-c test-e2e test-python
 # with the io-uring feature, in a target directory of its own).
 test-rust: all $(BUILD)-io-uring/tcp_server
 	$(CARGO) test --locked
-	$(CARGO) test --locked --features tls --test tls --lib
+	$(CARGO) test --locked --no-default-features --lib --test tcp
 	$(CARGO) test --locked --release
 	UPCASE_TEST_IO_URING=1 CARGO_TARGET_DIR=$(URING_TARGET) $(CARGO) test --locked --release --features io-uring \
 		--lib --test tcp --test faults --test leaks
@@ -172,7 +172,8 @@ test-python: all python wheel sdist
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --locked --all-targets --features io-uring,tls -- -D warnings
+	$(CARGO) clippy --locked --all-targets --features io-uring -- -D warnings
+	$(CARGO) clippy --locked --all-targets --no-default-features -- -D warnings
 	$(MAKE) lib
 	git diff --exit-code -- include/upcase.h || { echo "include/upcase.h is stale: commit the regenerated header"; exit 1; }
 

@@ -112,6 +112,12 @@
 #define UPCASE_ERR_PROTOCOL (-4006)
 
 /**
+ * TLS failed (an untrusted certificate, a wrong name, a refused
+ * handshake, a peer that does not speak TLS); the message says which.
+ */
+#define UPCASE_ERR_TLS (-4007)
+
+/**
  * Room for any address text from `upcase_addr_name`, NUL included.
  */
 #define UPCASE_ADDRSTRLEN 64

@@ -15,6 +15,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::addr::{host_port_text, resolve, Purpose, SockAddr};
+#[cfg(feature = "tls")]
+use crate::error::ERR_TLS;
 use crate::error::{Error, Result, ERR_PROTOCOL, ERR_SHORT_REPLY};
 use crate::{sys, CHUNK};
 
@@ -397,9 +399,7 @@ fn tls_handshake(
             continue;
         }
         match session.read_tls(&mut FdIo(fd.as_fd())) {
-            Ok(0) => {
-                return Err(Error::own(ERR_PROTOCOL, what(), "the server closed the connection during the handshake"))
-            }
+            Ok(0) => return Err(Error::own(ERR_TLS, what(), "the server closed the connection during the handshake")),
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => continue,
             Err(e) => return Err(Error::os(what(), e)),
@@ -411,7 +411,7 @@ fn tls_handshake(
                 rustls::Error::InvalidMessage(_)
                 | rustls::Error::InappropriateMessage { .. }
                 | rustls::Error::InappropriateHandshakeMessage { .. } => {
-                    Error::own(ERR_PROTOCOL, what(), format!("TLS: {e} (is the server speaking TLS on this port?)"))
+                    Error::own(ERR_TLS, what(), format!("TLS: {e} (is the server speaking TLS on this port?)"))
                 }
                 e => tls_error(what(), e),
             });

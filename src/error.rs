@@ -34,6 +34,9 @@ pub const ERR_BUSY: c_int = ERR_BASE - 4;
 pub const ERR_PANIC: c_int = ERR_BASE - 5;
 /// The peer broke the protocol: a reply longer than the request.
 pub const ERR_PROTOCOL: c_int = ERR_BASE - 6;
+/// TLS failed: a certificate not trusted or not for this name, a
+/// handshake refused, a peer that does not speak TLS, a bad record.
+pub const ERR_TLS: c_int = ERR_BASE - 7;
 
 /// A failure: a status code and the detailed message.
 #[derive(Clone)]
@@ -285,6 +288,7 @@ static OWN_TABLE: &[Entry] = &[
     Entry(ERR_BUSY, c"UPCASE_ERR_BUSY", c"server is already running"),
     Entry(ERR_PANIC, c"UPCASE_ERR_PANIC", c"internal error (caught panic)"),
     Entry(ERR_PROTOCOL, c"UPCASE_ERR_PROTOCOL", c"peer broke the protocol"),
+    Entry(ERR_TLS, c"UPCASE_ERR_TLS", c"TLS failed"),
 ];
 
 fn lookup(code: c_int) -> Option<&'static Entry> {

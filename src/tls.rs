@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
-use crate::error::{Error, Result, ERR_PROTOCOL};
+use crate::error::{Error, Result, ERR_TLS};
 use crate::sys;
 
 /// The rustls this crate is built with, for [`TlsServer::with_config`] and
@@ -255,9 +255,9 @@ fn native_roots() -> Result<RootCertStore> {
     Ok(roots)
 }
 
-/// A rustls failure, as our error (`ERR_PROTOCOL`).
+/// A rustls failure, as our error (`ERR_TLS`).
 pub(crate) fn tls_error(context: impl Into<String>, e: rustls::Error) -> Error {
-    Error::own(ERR_PROTOCOL, context, format!("TLS: {e}"))
+    Error::own(ERR_TLS, context, format!("TLS: {e}"))
 }
 
 /// Our socket as rustls's record transport: `read_tls` calls `recv`,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use upcase::client::{tcp_request, Options};
-use upcase::error::{ERR_PROTOCOL, ERR_SHORT_REPLY};
+use upcase::error::{ERR_SHORT_REPLY, ERR_TLS};
 use upcase::server::{Config, Mode, Server, Transport};
 use upcase::tls::rustls;
 use upcase::tls::{TlsClient, TlsServer};
@@ -160,7 +160,7 @@ fn a_server_signed_by_another_ca_is_refused_with_the_reason() {
     let s = start(tls_config("127.0.0.1", Mode::Concurrent, pki.server()));
     let other = TlsClient::new(Some(&pki.path("other-ca.pem")), Some(NAME.into()), None).expect("client TLS");
     let err = options(Arc::new(other)).tcp_request("127.0.0.1", s.port, b"hi").expect_err("wrong CA");
-    assert_eq!(err.code(), ERR_PROTOCOL, "{err}");
+    assert_eq!(err.code(), ERR_TLS, "{err}");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
     // The server goes on serving.
     assert_eq!(options(pki.client()).tcp_request("127.0.0.1", s.port, b"ok").expect("request"), b"OK");
@@ -206,7 +206,7 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         let err = options(Arc::new(stranger)).tcp_request("127.0.0.1", s.port, b"x").expect_err("unknown client CA");
         // The server's alert, or, when the server closed with the client's
         // last handshake bytes unread, the reset that close sends instead.
-        assert!(err.code() == ERR_PROTOCOL || err.raw_os_error() == Some(libc::ECONNRESET), "{err}");
+        assert!(err.code() == ERR_TLS || err.raw_os_error() == Some(libc::ECONNRESET), "{err}");
         assert!(eventually(Duration::from_secs(5), || s.stats().errors == 2), "{mode:?} {:?}", s.stats());
     }
 }

@@ -47,6 +47,9 @@ pub const UPCASE_ERR_BUSY: c_int = -4004;
 pub const UPCASE_ERR_PANIC: c_int = -4005;
 /// The peer broke the protocol (a reply longer than the request).
 pub const UPCASE_ERR_PROTOCOL: c_int = -4006;
+/// TLS failed (an untrusted certificate, a wrong name, a refused
+/// handshake, a peer that does not speak TLS); the message says which.
+pub const UPCASE_ERR_TLS: c_int = -4007;
 /// Room for any address text from `upcase_addr_name`, NUL included.
 pub const UPCASE_ADDRSTRLEN: usize = 64;
 
@@ -257,6 +260,7 @@ mod tests {
         assert_eq!(UPCASE_ERR_BUSY, error::ERR_BUSY);
         assert_eq!(UPCASE_ERR_PANIC, error::ERR_PANIC);
         assert_eq!(UPCASE_ERR_PROTOCOL, error::ERR_PROTOCOL);
+        assert_eq!(UPCASE_ERR_TLS, error::ERR_TLS);
         let longest = SockAddr::v6([0xFF; 16], 65535, u32::MAX).to_string();
         assert_eq!(longest, "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535");
         assert!(UPCASE_ADDRSTRLEN > longest.len());

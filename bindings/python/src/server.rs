@@ -273,6 +273,7 @@ impl Server {
             max_connections_per_address: usize::try_from(max_connections_per_address)
                 .map_err(|_| PyValueError::new_err("max_connections_per_address must be 0 (no limit) or more"))?,
             on_client,
+            ..Config::default()
         };
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;
         let local = core.local_addr();
