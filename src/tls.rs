@@ -22,8 +22,8 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
+use rustls::server::{ServerSessionMemoryCache, UnbufferedServerConnection, WebPkiClientVerifier};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
 use crate::error::{Error, Result, ERR_TLS};
 use crate::sys;
@@ -37,7 +37,7 @@ pub use rustls;
 const SESSION_CACHE: usize = 1024;
 
 #[allow(deprecated)] // ring: no post-quantum key exchange (see above)
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -106,8 +106,8 @@ impl TlsServer {
     }
 
     /// A new server side of one connection.
-    pub(crate) fn accept(&self) -> Result<ServerConnection> {
-        ServerConnection::new(self.config.clone()).map_err(|e| tls_error("TLS accept", e))
+    pub(crate) fn accept(&self) -> Result<UnbufferedServerConnection> {
+        UnbufferedServerConnection::new(self.config.clone()).map_err(|e| tls_error("TLS accept", e))
     }
 }
 

@@ -273,7 +273,7 @@ impl Loop<'_> {
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         let token = Token::Conn { index: index as u32, generation: slot.generation };
-        if self.epoll.add(conn.sock.as_raw_fd(), tls_interest(&conn), token.to_u64()).is_err() {
+        if self.epoll.add(conn.sock().as_raw_fd(), tls_interest(&conn), token.to_u64()).is_err() {
             self.free.push(index);
             self.shared.ended(self.counters, End::Failed);
             drop(conn);
@@ -293,7 +293,7 @@ impl Loop<'_> {
         let token = Token::Conn { index: index as u32, generation };
         if outcome == Outcome::Keep
             && tls_interest(conn) != before
-            && self.epoll.modify(conn.sock.as_raw_fd(), tls_interest(conn), token.to_u64()).is_err()
+            && self.epoll.modify(conn.sock().as_raw_fd(), tls_interest(conn), token.to_u64()).is_err()
         {
             outcome = Outcome::Fail;
         }
@@ -307,7 +307,7 @@ impl Loop<'_> {
     /// As [`close`](Self::close), for a TLS connection.
     fn close_tls(&mut self, index: usize, end: End) {
         if let Some(conn) = self.slots[index].tls.take() {
-            let _ = self.epoll.delete(conn.sock.as_raw_fd());
+            let _ = self.epoll.delete(conn.sock().as_raw_fd());
             if conn.wants_write() {
                 self.reclaim.released();
             }

@@ -180,12 +180,12 @@ fn serve_tls(
         }
         let events = if c.wants_write() { libc::POLLOUT } else { libc::POLLIN };
         let left = c.deadline(&limits).map(|at| Duration::from_nanos(at.saturating_sub(now())));
-        match wait(shared, &c.sock, events, left) {
+        match wait(shared, c.sock(), events, left) {
             Ok(Ready::Yes) => {}
             Ok(Ready::Stopped) => break None,
             Ok(Ready::TimedOut) => break Some(End::Idle),
             Err(_) => break Some(End::Failed),
         }
     };
-    (end, c.sock)
+    (end, c.into_sock())
 }
