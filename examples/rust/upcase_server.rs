@@ -1,5 +1,6 @@
 //! The server from Rust: `upcase-server [OPTIONS] [PORT [HOST]]`, with the
-//! options of the C servers (build/c/tcp_server, udp_server) and `--udp`.
+//! options of the C servers (build/c/tcp_server, udp_server), `--udp`, and
+//! TLS with `--tls-cert PEM --tls-key PEM`.
 //!
 //! Prints `The server is ready to receive`, the bound address, then one line
 //! per client, like the C and Python examples. Stops on SIGINT / SIGTERM.
@@ -35,20 +36,45 @@ options:
                                1000000000; default 1
       --defer-accept           TCP: accept a connection once its first bytes arrive
       --io-uring               TCP: serve on io_uring instead of epoll (Linux 6.1+)
-      --max-datagram BYTES     UDP: largest datagram answered, 1 to 65527 (the default)";
+      --max-datagram BYTES     UDP: largest datagram answered, 1 to 65527 (the default)
+      --tls-cert PEM           TCP: serve TLS, with this certificate chain (leaf first)
+      --tls-key PEM            TLS: the certificate's private key (PKCS#8, SEC1 or RSA)
+      --tls-client-ca PEM      TLS: require client certificates signed by a CA in this file
+      --tls-handshake-timeout SECONDS
+                               TLS: close a client whose handshake is not done by then,
+                               1 to 4294967; default 10";
 
 /// What the command line asks for.
 enum Command {
     Help,
     Version,
-    Serve { config: Config, quiet: bool },
+    Serve { config: Config, quiet: bool, tls: Option<Box<Tls>> },
+}
+
+/// The TLS options: PEM files, loaded once the command line is read.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))] // refused by `parse` in a build without TLS
+struct Tls {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+    handshake_timeout: Option<Duration>,
 }
 
 /// The options without a value, and those with one (`--name VALUE` or `--name=VALUE`).
 const FLAGS: &[&str] =
     &["-h", "--help", "--version", "--udp", "--iterative", "--quiet", "--defer-accept", "--io-uring"];
-const VALUED: &[&str] =
-    &["--threads", "--max-connections", "--max-per-address", "--idle-timeout", "--min-rate", "--max-datagram"];
+const VALUED: &[&str] = &[
+    "--threads",
+    "--max-connections",
+    "--max-per-address",
+    "--idle-timeout",
+    "--min-rate",
+    "--max-datagram",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--tls-handshake-timeout",
+];
 
 /// A whole number of digits only, from `low` to `high`.
 fn number(option: &str, text: &str, low: u64, high: u64, what: &str) -> Result<u64, String> {
@@ -63,6 +89,7 @@ fn number(option: &str, text: &str, low: u64, high: u64, what: &str) -> Result<u
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config { host: String::new(), ..Config::default() };
     let mut quiet = false;
+    let (mut cert, mut key, mut client_ca, mut handshake_timeout) = (None, None, None, None);
     let mut positional = Vec::new();
     // Options of one protocol only, as given: checked once --udp is known.
     let (mut tcp_only, mut udp_only) = (None, None);
@@ -131,6 +158,23 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                 config.max_datagram = number(&name, &value, 1, 65_527, "bytes, 1 to 65527")? as usize;
                 udp_only = Some(name);
             }
+            "--tls-cert" | "--tls-key" | "--tls-client-ca" => {
+                if value.is_empty() {
+                    return Err(format!("{name} '': give a PEM file"));
+                }
+                let slot = match name.as_str() {
+                    "--tls-cert" => &mut cert,
+                    "--tls-key" => &mut key,
+                    _ => &mut client_ca,
+                };
+                *slot = Some(value);
+                tcp_only = Some(name);
+            }
+            "--tls-handshake-timeout" => {
+                let secs = number(&name, &value, 1, 4_294_967, "seconds, 1 to 4294967")?;
+                handshake_timeout = Some(Duration::from_secs(secs));
+                tcp_only = Some(name);
+            }
             _ => return Err(format!("unknown option '{arg}'")),
         }
     }
@@ -155,7 +199,41 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     if let Some(extra) = positional.next() {
         return Err(format!("too many arguments: '{extra}'"));
     }
-    Ok(Command::Serve { config, quiet })
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(Box::new(Tls { cert, key, client_ca, handshake_timeout })),
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        (None, None) if client_ca.is_some() => return Err("--tls-client-ca needs --tls-cert and --tls-key".into()),
+        (None, None) if handshake_timeout.is_some() => {
+            return Err("--tls-handshake-timeout needs --tls-cert and --tls-key".into())
+        }
+        (None, None) => None,
+    };
+    if tls.is_some() && config.io_uring {
+        return Err("--io-uring serves no TLS: drop --io-uring or --tls-cert".into());
+    }
+    if tls.is_some() && !cfg!(feature = "tls") {
+        return Err("--tls-cert: this build has no TLS (cargo feature tls)".into());
+    }
+    Ok(Command::Serve { config, quiet, tls })
+}
+
+/// Loads the PEM files into `config`; an error names the file and the reason.
+#[cfg(feature = "tls")]
+fn load_tls(config: &mut Config, tls: &Tls) -> upcase::Result<()> {
+    let client_ca = tls.client_ca.as_deref().map(std::path::Path::new);
+    let server = upcase::tls::TlsServer::from_pem(&tls.cert, &tls.key, client_ca)?;
+    config.tls = Some(Arc::new(server));
+    if let Some(timeout) = tls.handshake_timeout {
+        config.tls_handshake_timeout = timeout;
+    }
+    Ok(())
+}
+
+/// Never called: `parse` refuses the TLS options without the feature.
+#[cfg(not(feature = "tls"))]
+fn load_tls(_: &mut Config, _: &Tls) -> upcase::Result<()> {
+    Ok(())
 }
 
 /// The running server, for the signal handler.
@@ -171,7 +249,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() {
-    let (mut config, quiet) = match parse(std::env::args().skip(1)) {
+    let (mut config, quiet, tls) = match parse(std::env::args().skip(1)) {
         Ok(Command::Help) => {
             println!("{USAGE}\n{HELP}");
             return;
@@ -180,12 +258,18 @@ fn main() {
             println!("upcase-server (upcase) {}", upcase::VERSION);
             return;
         }
-        Ok(Command::Serve { config, quiet }) => (config, quiet),
+        Ok(Command::Serve { config, quiet, tls }) => (config, quiet, tls),
         Err(why) => {
             eprintln!("upcase-server: {why}\n{USAGE}");
             std::process::exit(2);
         }
     };
+    if let Some(tls) = tls {
+        if let Err(e) = load_tls(&mut config, &tls) {
+            eprintln!("upcase-server: {e}");
+            std::process::exit(1);
+        }
+    }
     if !quiet {
         let what = if config.transport == Transport::Udp { "datagram" } else { "connection" };
         config.on_client = Some(Arc::new(move |peer| println!("{what} from {peer}")));

@@ -735,3 +735,82 @@ def test_max_connections_per_address_option(started, pid):
             except ConnectionResetError:
                 pass
     srv.stop()
+
+
+# ---------------------------------------------------------------- TLS on the Rust example server
+
+TLS_NAME = "upcase.test"
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A throwaway CA and a P-256 certificate for upcase.test signed by it,
+    made with the openssl command: (ca.pem, server.pem, server.key)."""
+    if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
+        assert not os.environ.get("CI"), "the openssl command is missing (.ci/run installs it)"
+        pytest.skip("the openssl command is not installed")
+
+    def openssl(*args: str) -> None:
+        r = subprocess.run(["openssl", *args], capture_output=True, cwd=tmp_path, timeout=CLIENT_TIMEOUT)
+        assert r.returncode == 0, r.stderr.decode()
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=upcase test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={TLS_NAME}")
+    (tmp_path / "ext").write_text(f"subjectAltName=DNS:{TLS_NAME}\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "1", "-extfile", "ext")
+    return tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--tls-cert", "server.pem"], ["--tls-cert", "--tls-key"]),
+    (["--tls-key", "server.key"], ["--tls-key", "--tls-cert"]),
+    (["--tls-client-ca", "ca.pem"], ["--tls-client-ca"]),
+    (["--tls-handshake-timeout", "5"], ["--tls-handshake-timeout"]),
+    (["--tls-cert", "server.pem", "--tls-key", "server.key", "--tls-handshake-timeout", "0"],
+     ["--tls-handshake-timeout", "'0'"]),
+    (["--tls-cert", "", "--tls-key", "server.key"], ["--tls-cert", "''"]),
+    (["--udp", "--tls-cert", "server.pem", "--tls-key", "server.key"], ["not --udp"]),
+    (["--io-uring", "--tls-cert", "server.pem", "--tls-key", "server.key"], ["--io-uring", "TLS"]),
+])
+def test_rust_server_tls_usage_errors(args, named):
+    """TLS options without their partners, of the wrong protocol or loop, or
+    with a bad value, are usage errors (read before any file is)."""
+    check_usage_error(run(program("upcase-server (Rust)") + args), "upcase-server", *named)
+
+
+def test_rust_server_names_a_bad_tls_file(tls_files):
+    """A missing or mismatched file fails at start (exit 1), naming it."""
+    ca, cert, key = tls_files
+    for args, words in [([str(cert.parent / "missing.pem"), str(key)], "missing.pem"),
+                        ([str(cert), str(ca)], "ca.pem")]:
+        r = run(program("upcase-server (Rust)") + ["--tls-cert", args[0], "--tls-key", args[1], "0", "127.0.0.1"])
+        err = r.stderr.decode()
+        assert (r.returncode, r.stdout) == (1, b""), r
+        assert err.startswith("upcase-server: ") and words in err, err
+
+
+def test_rust_server_serves_tls(started, tls_files):
+    """--tls-cert / --tls-key: Python's ssl module gets its line back
+    upper-cased and the server's close_notify; --tls-handshake-timeout
+    closes a client that never starts its handshake."""
+    import ssl
+
+    ca, cert, key = tls_files
+    argv = [*program("upcase-server (Rust)"), "--quiet", "--tls-cert", str(cert), "--tls-key", str(key),
+            "--tls-handshake-timeout", "1", "0", "127.0.0.1"]
+    srv = ServerProc(argv, "tcp", name="upcase-server (Rust)")
+    started.append(srv)
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=CLIENT_TIMEOUT) as raw:
+        with ctx.wrap_socket(raw, server_hostname=TLS_NAME) as tls:
+            tls.sendall(b"from rust over tls")
+            assert tls.recv(64) == b"FROM RUST OVER TLS"
+            tls.unwrap()  # our close_notify, then the server's
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=CLIENT_TIMEOUT) as silent:
+        started_at = time.monotonic()
+        assert silent.recv(16) == b""
+        assert 0.9 < time.monotonic() - started_at < 5
+    srv.stop()
