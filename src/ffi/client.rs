@@ -99,7 +99,9 @@ pub unsafe extern "C" fn upcase_tcp_request(
 ) -> c_int {
     const F: &str = "upcase_tcp_request";
     // SAFETY: per the function's contract.
-    guard(F, || unsafe { tcp_request(F, || Ok(Options::new()), host, port, data, len, reply, reply_cap, reply_len, timeout_ms) })
+    guard(F, || unsafe {
+        tcp_request(F, || Ok(Options::new()), host, port, data, len, reply, reply_cap, reply_len, timeout_ms)
+    })
 }
 
 /// The body of `upcase_tcp_request` and `upcase_tls_tcp_request`:

@@ -39,7 +39,8 @@ pub struct upcase_tls_client_config {
 
 /// What a TLS call says in a build without TLS.
 #[cfg(not(feature = "tls"))]
-pub(super) const NO_TLS: &str = "TLS was asked for, but this build of upcase has no TLS (build it with the cargo feature tls)";
+pub(super) const NO_TLS: &str =
+    "TLS was asked for, but this build of upcase has no TLS (build it with the cargo feature tls)";
 
 /// A file name argument: NULL is `None`; any bytes but NUL, as Linux
 /// allows in paths.
@@ -313,4 +314,89 @@ pub unsafe extern "C" fn upcase_tls_connection_new(
         // SAFETY: per the function's contract.
         unsafe { connection_new(F, options, host, port, timeout_ms, out) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+
+    use super::*;
+    use crate::ffi::{upcase_last_error, UPCASE_EINVAL};
+
+    fn last_error() -> String {
+        // SAFETY: upcase_last_error never returns NULL, and the text stays
+        // valid until the next failing call on this thread.
+        unsafe { CStr::from_ptr(upcase_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn one_of_cert_and_key_is_refused_before_any_file_is_read() {
+        let mut out: *mut upcase_tls_client_config = std::ptr::null_mut();
+        // SAFETY: NUL-terminated strings, NULLs, and a writable out.
+        let rc = unsafe {
+            upcase_tls_client_config_new(
+                std::ptr::null(),
+                std::ptr::null(),
+                c"c.pem".as_ptr(),
+                std::ptr::null(),
+                &mut out,
+            )
+        };
+        assert_eq!(rc, UPCASE_EINVAL);
+        assert!(last_error().contains("key_pem_path is NULL"), "{}", last_error());
+        assert!(out.is_null());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_missing_file_is_named() {
+        let mut out: *mut upcase_tls_server_config = std::ptr::null_mut();
+        // SAFETY: NUL-terminated strings, a NULL, and a writable out.
+        let rc = unsafe {
+            upcase_tls_server_config_new(c"/nonexistent/c.pem".as_ptr(), c"k.pem".as_ptr(), std::ptr::null(), &mut out)
+        };
+        assert_eq!(rc, -libc::ENOENT);
+        assert!(last_error().contains("/nonexistent/c.pem"), "{}", last_error());
+        assert!(out.is_null());
+    }
+
+    /// Without the feature, every TLS call fails and names it; a server
+    /// config that asks for TLS does too.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_tls_every_call_names_the_feature() {
+        let mut server: *mut upcase_tls_server_config = std::ptr::null_mut();
+        let mut client: *mut upcase_tls_client_config = std::ptr::null_mut();
+        // SAFETY: NUL-terminated strings, NULLs, and writable outs.
+        let rc = unsafe {
+            upcase_tls_server_config_new(c"c.pem".as_ptr(), c"k.pem".as_ptr(), std::ptr::null(), &mut server)
+        };
+        assert_eq!((rc, server.is_null()), (UPCASE_EINVAL, true));
+        assert!(last_error().contains("cargo feature tls"), "{}", last_error());
+        // SAFETY: as above.
+        let rc = unsafe {
+            upcase_tls_client_config_new(
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null(),
+                &mut client,
+            )
+        };
+        assert_eq!((rc, client.is_null()), (UPCASE_EINVAL, true));
+        assert!(last_error().contains("cargo feature tls"), "{}", last_error());
+
+        let fake = std::ptr::NonNull::<upcase_tls_server_config>::dangling().as_ptr();
+        let mut cfg = std::mem::MaybeUninit::uninit();
+        // SAFETY: a writable config.
+        unsafe { crate::ffi::upcase_server_config_default(cfg.as_mut_ptr()) };
+        // SAFETY: written just above.
+        let mut cfg = unsafe { cfg.assume_init() };
+        cfg.tls = fake;
+        let mut srv = std::ptr::null_mut();
+        // SAFETY: a valid config; its tls pointer is refused before it is read.
+        let rc = unsafe { crate::ffi::upcase_server_bind(&cfg, &mut srv) };
+        assert_eq!((rc, srv.is_null()), (UPCASE_EINVAL, true));
+        assert!(last_error().contains("cargo feature tls"), "{}", last_error());
+    }
 }
