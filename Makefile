@@ -161,7 +161,7 @@ test-c: all $(CTESTS)
 	UPCASE_TEST_IO_URING=1 $(BUILD)/test_capi_io_uring
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/test_capi_asan
 	valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
-		--show-leak-kinds=definite $(BUILD)/test_capi_shared
+		--show-leak-kinds=definite --suppressions=tests/c/valgrind.supp $(BUILD)/test_capi_shared
 
 test-e2e: all python
 	$(PYTEST) -q tests/e2e

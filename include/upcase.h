@@ -153,8 +153,9 @@
 #define UPCASE_MAX_THREADS 1024
 
 /**
- * A kept-open TCP connection (opaque). Made by `upcase_connection_new`,
- * released by `upcase_connection_free`.
+ * A kept-open TCP connection (opaque), plaintext or TLS. Made by
+ * `upcase_connection_new` or `upcase_tls_connection_new`, released by
+ * `upcase_connection_free`.
  */
 typedef struct upcase_connection upcase_connection;
 
@@ -163,6 +164,21 @@ typedef struct upcase_connection upcase_connection;
  * `upcase_server_free`.
  */
 typedef struct upcase_server upcase_server;
+
+/**
+ * What a TLS client trusts, the name it checks, and the certificate it
+ * presents if asked (opaque). Made by `upcase_tls_client_config_new`,
+ * released by `upcase_tls_client_config_free`; used by
+ * `upcase_tls_tcp_request` and `upcase_tls_connection_new`.
+ */
+typedef struct upcase_tls_client_config upcase_tls_client_config;
+
+/**
+ * What a TLS server presents, and which client certificates it requires
+ * (opaque). Made by `upcase_tls_server_config_new`, released by
+ * `upcase_tls_server_config_free`; used by `upcase_server_config.tls`.
+ */
+typedef struct upcase_tls_server_config upcase_tls_server_config;
 
 /**
  * Told about each client: `host` (text such as `"127.0.0.1"` or `"::1"`,
@@ -179,8 +195,9 @@ typedef void (*upcase_client_cb)(void *user,
  * change what you need. In a zeroed config, `threads`, `max_connections`,
  * `backlog` and `max_datagram` take their defaults, `port` 0 picks a free
  * port, `transport` / `mode` 0 are TCP / concurrent, and
- * `idle_timeout_ms` 0 means no idle timeout (the default is 60000), and
- * `min_rate` 0 no minimum rate (the default is 1 byte/s).
+ * `idle_timeout_ms` 0 means no idle timeout (the default is 60000),
+ * `min_rate` 0 no minimum rate (the default is 1 byte/s), `tls` NULL is
+ * plaintext and `tls_handshake_timeout_ms` 0 the default, 10000.
  */
 typedef struct upcase_server_config {
   /**
@@ -274,6 +291,22 @@ typedef struct upcase_server_config {
    * against 0.2.)
    */
   uint32_t max_connections_per_address;
+  /**
+   * TCP: serve TLS with this config (from
+   * `upcase_tls_server_config_new`); NULL: plaintext. The server keeps
+   * its own reference: the config may be freed after
+   * `upcase_server_bind`. Not with UDP nor io_uring (`UPCASE_EINVAL`).
+   * Default NULL. (Added in 0.3.0, at the end of the struct: rebuild C
+   * programs built against 0.2.)
+   */
+  const struct upcase_tls_server_config *tls;
+  /**
+   * TLS: a client that has not finished its handshake this long after
+   * it was accepted is closed (and counted in `idle_timeouts`); 0: the
+   * default, 10000. (Added in 0.3.0, at the end of the struct: rebuild
+   * C programs built against 0.2.)
+   */
+  uint32_t tls_handshake_timeout_ms;
 } upcase_server_config;
 
 /**
@@ -510,11 +543,13 @@ int upcase_connection_new(const char *host,
  * Sends the `len` bytes at `data` on the connection and reads exactly
  * `len` bytes back into `reply` (capacity `reply_cap`, at least `len`);
  * `*reply_len` receives the length. Arguments and results as for
- * `upcase_tcp_request`. After a failure the connection's state is
- * unknown: free it and open a new one.
+ * `upcase_tcp_request`, or `upcase_tls_tcp_request` on a TLS connection.
+ * After a failure the connection's state is unknown: free it and open a
+ * new one.
  *
  * # Safety
- * `conn` must come from `upcase_connection_new` and not be freed; the
+ * `conn` must come from `upcase_connection_new` or
+ * `upcase_tls_connection_new` and not be freed; the
  * buffers as for `upcase_tcp_request`. Not for two threads at once.
  */
 int upcase_connection_request(struct upcase_connection *conn,
@@ -525,19 +560,20 @@ int upcase_connection_request(struct upcase_connection *conn,
                               size_t *reply_len);
 
 /**
- * Closes the connection and frees it. NULL is ignored.
+ * Closes the connection (a TLS one sends its `close_notify` first) and
+ * frees it. NULL is ignored.
  *
  * # Safety
- * `conn` must be NULL or come from `upcase_connection_new`, and is not to
- * be used again.
+ * `conn` must be NULL or come from `upcase_connection_new` or
+ * `upcase_tls_connection_new`, and is not to be used again.
  */
 void upcase_connection_free(struct upcase_connection *conn);
 
 /**
  * The defaults: `"127.0.0.1"`, port 12000, TCP, concurrent, one thread per
  * CPU, 16384 connections, 60 s idle timeout, a minimum rate of 1 byte/s,
- * backlog 1024, datagrams up
- * to 65527 bytes, no callback. NULL is ignored.
+ * backlog 1024, datagrams up to 65527 bytes, no callback, plaintext (a
+ * TLS handshake timeout of 10 s). NULL is ignored.
  *
  * # Safety
  * `cfg` must be NULL or writable.
@@ -551,12 +587,13 @@ void upcase_server_config_default(struct upcase_server_config *cfg);
  * releases with `upcase_server_free`. `cfg` is not kept.
  *
  * Returns 0, `UPCASE_EINVAL` (NULL, unknown transport or mode, bad
- * limits), `UPCASE_EADDRINUSE`, a resolver code for a host that does not
- * resolve, or another OS failure.
+ * limits, TLS with UDP or io_uring), `UPCASE_EADDRINUSE`, a resolver code
+ * for a host that does not resolve, or another OS failure.
  *
  * # Safety
  * `cfg` must be NULL or a valid config whose `host` is NULL or a
- * NUL-terminated string; `out` must be writable.
+ * NUL-terminated string and whose `tls` is NULL or a live config;
+ * `out` must be writable.
  */
 int upcase_server_bind(const struct upcase_server_config *cfg,
                        struct upcase_server **out);
@@ -626,6 +663,116 @@ int upcase_server_stats(const struct upcase_server *server,
  * and is not to be used again.
  */
 void upcase_server_free(struct upcase_server *server);
+
+/**
+ * Loads a server's certificate chain (`cert_chain_pem_path`: PEM, leaf
+ * first) and its private key (`key_pem_path`: PEM, PKCS#8, SEC1 or RSA).
+ * With `client_ca_pem_path` (PEM CA certificates), every client must
+ * present a certificate signed by one of them (mutual TLS); NULL asks for
+ * none. TLS 1.3 and 1.2, session resumption on. On success `*out`
+ * receives the config, which the caller owns and releases with
+ * `upcase_tls_server_config_free`.
+ *
+ * Returns 0, or: `UPCASE_EINVAL` (NULL or empty path, a file that holds
+ * no certificate or key, bad PEM, a key that does not match the
+ * certificate), `-ENOENT`, `-EACCES` and other OS codes for a file that
+ * cannot be read. `upcase_last_error()` names the file and the reason.
+ *
+ * # Safety
+ * Each path must be NULL or a NUL-terminated string; `out` must be
+ * writable.
+ */
+int upcase_tls_server_config_new(const char *cert_chain_pem_path,
+                                 const char *key_pem_path,
+                                 const char *client_ca_pem_path,
+                                 struct upcase_tls_server_config **out);
+
+/**
+ * Frees a server TLS config. A server bound with it keeps its own
+ * reference, so this may come right after `upcase_server_bind`. NULL is
+ * ignored.
+ *
+ * # Safety
+ * `config` must be NULL or come from `upcase_tls_server_config_new`, and
+ * is not to be used again.
+ */
+void upcase_tls_server_config_free(struct upcase_tls_server_config *config);
+
+/**
+ * Builds what a TLS client trusts and presents. `ca_pem_path`: the CA
+ * certificates (PEM) the server's certificate must chain to; NULL: the
+ * system's trust store (`SSL_CERT_FILE`, `SSL_CERT_DIR`, else the
+ * distribution's bundle). `server_name`: the DNS name or IP address the
+ * server's certificate must name, sent as SNI; NULL: the host connected
+ * to. `cert_pem_path` and `key_pem_path`: a certificate chain and its key
+ * (PEM) presented to a server that asks for one; both NULL or both set.
+ * On success `*out` receives the config, which the caller owns and
+ * releases with `upcase_tls_client_config_free`. A session is resumed
+ * when a later call with the same config reaches the same server.
+ *
+ * Returns 0, or: `UPCASE_EINVAL` (one of cert and key without the other,
+ * a bad server name, a file that holds no certificate or key, bad PEM, no
+ * CA in the system's store), `-ENOENT`, `-EACCES` and other OS codes for
+ * a file that cannot be read. `upcase_last_error()` names the file and
+ * the reason.
+ *
+ * # Safety
+ * Each string must be NULL or NUL-terminated; `out` must be writable.
+ */
+int upcase_tls_client_config_new(const char *ca_pem_path,
+                                 const char *server_name,
+                                 const char *cert_pem_path,
+                                 const char *key_pem_path,
+                                 struct upcase_tls_client_config **out);
+
+/**
+ * Frees a client TLS config. Connections opened with it keep their own
+ * reference. NULL is ignored.
+ *
+ * # Safety
+ * `config` must be NULL or come from `upcase_tls_client_config_new`, and
+ * is not to be used again.
+ */
+void upcase_tls_client_config_free(struct upcase_tls_client_config *config);
+
+/**
+ * `upcase_tcp_request` inside TLS, as `tls` says: connect, handshake
+ * (the server's certificate checked), send the `len` bytes at `data`,
+ * send `close_notify`, read the reply to the server's `close_notify`,
+ * close. Arguments and results as for `upcase_tcp_request`; `timeout_ms`
+ * also bounds the whole handshake. Also `UPCASE_ERR_TLS`: a certificate
+ * not trusted or not for this name, a handshake refused, a server that
+ * does not speak TLS; `upcase_last_error()` says which.
+ *
+ * # Safety
+ * `tls` must be NULL or a live config from `upcase_tls_client_config_new`;
+ * the rest as for `upcase_tcp_request`.
+ */
+int upcase_tls_tcp_request(const struct upcase_tls_client_config *tls,
+                           const char *host,
+                           uint16_t port,
+                           const uint8_t *data,
+                           size_t len,
+                           uint8_t *reply,
+                           size_t reply_cap,
+                           size_t *reply_len,
+                           uint32_t timeout_ms);
+
+/**
+ * `upcase_connection_new` inside TLS, as `tls` says: connects and
+ * completes the handshake before it returns. Requests go through
+ * `upcase_connection_request` and `upcase_connection_free` closes, as on
+ * a plaintext connection. Results as for `upcase_tls_tcp_request`.
+ *
+ * # Safety
+ * `tls` must be NULL or a live config from `upcase_tls_client_config_new`;
+ * the rest as for `upcase_connection_new`.
+ */
+int upcase_tls_connection_new(const struct upcase_tls_client_config *tls,
+                              const char *host,
+                              uint16_t port,
+                              uint32_t timeout_ms,
+                              struct upcase_connection **out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -149,4 +149,15 @@ static inline int server_operands(int argc, char **argv, uint16_t *port, const c
     return 0;
 }
 
+/* --tls-cert and --tls-key come together: 0, or the exit status 2 of a
+   usage error naming the one given alone. */
+static inline int tls_cert_and_key(const char *cert, const char *key)
+{
+    if (cert != NULL && key == NULL)
+        return usage_error("--tls-cert needs --tls-key (the certificate's private key)");
+    if (cert == NULL && key != NULL)
+        return usage_error("--tls-key needs --tls-cert (the certificate of that key)");
+    return 0;
+}
+
 #endif

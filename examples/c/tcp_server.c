@@ -8,6 +8,8 @@
  * The library does the socket calls; this program configures it, says who
  * connects, and stops it cleanly on Ctrl-C (SIGINT) or SIGTERM.
  *
+ * With --tls-cert and --tls-key it serves the same protocol inside TLS.
+ *
  * usage: tcp_server [OPTIONS] [PORT [HOST]]   (default: 12000, all interfaces)
  */
 #include <signal.h>
@@ -40,7 +42,12 @@ static const char HELP[] =
     "      --min-rate BYTES         least bytes/s a client must send: 0 (off) to 1000000000;\n"
     "                               default 1\n"
     "      --defer-accept           accept a connection once its first bytes arrive\n"
-    "      --io-uring               serve on io_uring instead of epoll (Linux 6.1+)\n";
+    "      --io-uring               serve on io_uring instead of epoll (Linux 6.1+)\n"
+    "      --tls-cert PEM           serve TLS with this certificate chain (leaf first)\n"
+    "      --tls-key PEM            TLS: the certificate's private key (with --tls-cert)\n"
+    "      --tls-client-ca PEM      TLS: require client certificates signed by these CAs\n"
+    "      --tls-handshake-timeout SECONDS\n"
+    "                               TLS: close a client whose handshake takes longer; default 10\n";
 
 static upcase_server *volatile g_server;
 
@@ -79,6 +86,7 @@ int main(int argc, char **argv)
     enum {
         OPT_VERSION = 256, OPT_ITERATIVE, OPT_QUIET, OPT_THREADS, OPT_MAX_CONNECTIONS,
         OPT_MAX_PER_ADDRESS, OPT_IDLE_TIMEOUT, OPT_MIN_RATE, OPT_DEFER_ACCEPT, OPT_IO_URING,
+        OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CLIENT_CA, OPT_TLS_HANDSHAKE_TIMEOUT,
     };
     static const struct option options[] = {
         {"help", no_argument, NULL, 'h'},
@@ -92,11 +100,17 @@ int main(int argc, char **argv)
         {"min-rate", required_argument, NULL, OPT_MIN_RATE},
         {"defer-accept", no_argument, NULL, OPT_DEFER_ACCEPT},
         {"io-uring", no_argument, NULL, OPT_IO_URING},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+        {"tls-handshake-timeout", required_argument, NULL, OPT_TLS_HANDSHAKE_TIMEOUT},
         {NULL, 0, NULL, 0},
     };
     opterr = 0; /* usage_error says what is wrong, naming the argument */
     int c;
     uint32_t secs = 0;
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_client_ca = NULL; /* PEM files */
+    const char *tls_only = NULL; /* a TLS option other than the certificate and key */
     while ((c = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -142,16 +156,47 @@ int main(int argc, char **argv)
         case OPT_IO_URING:
             cfg.io_uring = 1;                   /* completions (io_uring) instead of epoll */
             break;
+        case OPT_TLS_CERT:
+            tls_cert = optarg;
+            break;
+        case OPT_TLS_KEY:
+            tls_key = optarg;
+            break;
+        case OPT_TLS_CLIENT_CA:
+            tls_client_ca = optarg;             /* mutual TLS */
+            tls_only = "--tls-client-ca";
+            break;
+        case OPT_TLS_HANDSHAKE_TIMEOUT:
+            if (parse_seconds(optarg, &cfg.tls_handshake_timeout_ms) != 0)
+                return usage_error("--tls-handshake-timeout '%s': give seconds, more than 0,"
+                                   " at most 4294967", optarg);
+            tls_only = "--tls-handshake-timeout";
+            break;
         default:
             return bad_option(argv, c);
         }
     }
     if (server_operands(argc, argv, &cfg.port, &cfg.host) != 0)
         return 2;
+    if (tls_cert_and_key(tls_cert, tls_key) != 0)
+        return 2;
+    if (tls_only != NULL && tls_cert == NULL)
+        return usage_error("%s is for TLS: give --tls-cert and --tls-key too", tls_only);
+
+    /* TLS: the certificate and key are read now, so that a bad file stops
+       the server here and not at its first client. */
+    upcase_tls_server_config *tls = NULL;
+    if (tls_cert != NULL && upcase_tls_server_config_new(tls_cert, tls_key, tls_client_ca, &tls) != UPCASE_OK) {
+        fprintf(stderr, "tcp_server: %s\n", upcase_last_error());
+        return 1;
+    }
+    cfg.tls = tls;                          /* NULL: plaintext */
 
     /* serverSocket = socket(...); bind(...); listen(...) */
     upcase_server *server = NULL;
-    if (upcase_server_bind(&cfg, &server) != UPCASE_OK) {
+    int bound = upcase_server_bind(&cfg, &server);
+    upcase_tls_server_config_free(tls);     /* the server keeps its own reference */
+    if (bound != UPCASE_OK) {
         fprintf(stderr, "tcp_server: %s\n", upcase_last_error());
         return 1;
     }

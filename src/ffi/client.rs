@@ -7,11 +7,12 @@ use std::time::Duration;
 use libc::c_int;
 
 use super::{bytes_arg, bytes_out, guard, str_arg};
-use crate::client::{self, Connection};
+use crate::client::{self, Connection, Options};
 use crate::error::{Error, Result, ERR_BUFFER_TOO_SMALL};
 
-/// A kept-open TCP connection (opaque). Made by `upcase_connection_new`,
-/// released by `upcase_connection_free`.
+/// A kept-open TCP connection (opaque), plaintext or TLS. Made by
+/// `upcase_connection_new` or `upcase_tls_connection_new`, released by
+/// `upcase_connection_free`.
 pub struct upcase_connection {
     inner: Connection,
 }
@@ -97,16 +98,39 @@ pub unsafe extern "C" fn upcase_tcp_request(
     timeout_ms: u32,
 ) -> c_int {
     const F: &str = "upcase_tcp_request";
-    guard(F, || {
-        // SAFETY: per the function's contract.
-        let host = unsafe { str_arg(host, F, "host") }?;
-        // SAFETY: per the function's contract.
-        let data = unsafe { bytes_arg(data, len, F, "data") }?;
-        check_request(port, len, reply_cap, reply_len, F)?;
-        let answer = client::tcp_request(host, port, data, timeout_arg(timeout_ms))?;
-        // SAFETY: per the function's contract; `data` is no longer used.
-        unsafe { deliver(&answer, reply, reply_cap, reply_len, F) }
+    // SAFETY: per the function's contract.
+    guard(F, || unsafe {
+        tcp_request(F, || Ok(Options::new()), host, port, data, len, reply, reply_cap, reply_len, timeout_ms)
     })
+}
+
+/// The body of `upcase_tcp_request` and `upcase_tls_tcp_request`:
+/// `options` gives the plaintext or TLS options, once the arguments are
+/// checked.
+///
+/// # Safety
+/// As for `upcase_tcp_request`.
+#[allow(clippy::too_many_arguments)] // the C function's own arguments
+pub(super) unsafe fn tcp_request(
+    func: &str,
+    options: impl FnOnce() -> Result<Options>,
+    host: *const c_char,
+    port: u16,
+    data: *const u8,
+    len: usize,
+    reply: *mut u8,
+    reply_cap: usize,
+    reply_len: *mut usize,
+    timeout_ms: u32,
+) -> Result<c_int> {
+    // SAFETY: per the function's contract.
+    let host = unsafe { str_arg(host, func, "host") }?;
+    // SAFETY: per the function's contract.
+    let data = unsafe { bytes_arg(data, len, func, "data") }?;
+    check_request(port, len, reply_cap, reply_len, func)?;
+    let answer = options()?.timeout(timeout_arg(timeout_ms)).tcp_request(host, port, data)?;
+    // SAFETY: per the function's contract; `data` is no longer used.
+    unsafe { deliver(&answer, reply, reply_cap, reply_len, func) }
 }
 
 /// One UDP exchange with `host:port`: send the `len` bytes at `data` as
@@ -162,31 +186,47 @@ pub unsafe extern "C" fn upcase_connection_new(
     out: *mut *mut upcase_connection,
 ) -> c_int {
     const F: &str = "upcase_connection_new";
-    guard(F, || {
-        // SAFETY: per the function's contract.
-        let host = unsafe { str_arg(host, F, "host") }?;
-        if out.is_null() {
-            return Err(Error::invalid(F, "out is NULL"));
-        }
-        if port == 0 {
-            return Err(Error::invalid(F, "port 0 is not a valid destination"));
-        }
-        let inner = Connection::connect(host, port, timeout_arg(timeout_ms))?;
-        let boxed = Box::into_raw(Box::new(upcase_connection { inner }));
-        // SAFETY: non-NULL and writable per the contract.
-        unsafe { *out = boxed };
-        Ok(0)
-    })
+    // SAFETY: per the function's contract.
+    guard(F, || unsafe { connection_new(F, || Ok(Options::new()), host, port, timeout_ms, out) })
+}
+
+/// The body of `upcase_connection_new` and `upcase_tls_connection_new`.
+///
+/// # Safety
+/// As for `upcase_connection_new`.
+pub(super) unsafe fn connection_new(
+    func: &str,
+    options: impl FnOnce() -> Result<Options>,
+    host: *const c_char,
+    port: u16,
+    timeout_ms: u32,
+    out: *mut *mut upcase_connection,
+) -> Result<c_int> {
+    // SAFETY: per the function's contract.
+    let host = unsafe { str_arg(host, func, "host") }?;
+    if out.is_null() {
+        return Err(Error::invalid(func, "out is NULL"));
+    }
+    if port == 0 {
+        return Err(Error::invalid(func, "port 0 is not a valid destination"));
+    }
+    let inner = options()?.timeout(timeout_arg(timeout_ms)).connect(host, port)?;
+    let boxed = Box::into_raw(Box::new(upcase_connection { inner }));
+    // SAFETY: non-NULL and writable per the contract.
+    unsafe { *out = boxed };
+    Ok(0)
 }
 
 /// Sends the `len` bytes at `data` on the connection and reads exactly
 /// `len` bytes back into `reply` (capacity `reply_cap`, at least `len`);
 /// `*reply_len` receives the length. Arguments and results as for
-/// `upcase_tcp_request`. After a failure the connection's state is
-/// unknown: free it and open a new one.
+/// `upcase_tcp_request`, or `upcase_tls_tcp_request` on a TLS connection.
+/// After a failure the connection's state is unknown: free it and open a
+/// new one.
 ///
 /// # Safety
-/// `conn` must come from `upcase_connection_new` and not be freed; the
+/// `conn` must come from `upcase_connection_new` or
+/// `upcase_tls_connection_new` and not be freed; the
 /// buffers as for `upcase_tcp_request`. Not for two threads at once.
 #[no_mangle]
 pub unsafe extern "C" fn upcase_connection_request(
@@ -202,7 +242,7 @@ pub unsafe extern "C" fn upcase_connection_request(
         if conn.is_null() {
             return Err(Error::invalid(F, "conn is NULL"));
         }
-        // SAFETY: non-NULL, from upcase_connection_new, used by one thread.
+        // SAFETY: non-NULL, from a `_new` call, used by one thread.
         let conn = unsafe { &mut *conn };
         // SAFETY: per the function's contract.
         let data = unsafe { bytes_arg(data, len, F, "data") }?;
@@ -216,11 +256,12 @@ pub unsafe extern "C" fn upcase_connection_request(
     })
 }
 
-/// Closes the connection and frees it. NULL is ignored.
+/// Closes the connection (a TLS one sends its `close_notify` first) and
+/// frees it. NULL is ignored.
 ///
 /// # Safety
-/// `conn` must be NULL or come from `upcase_connection_new`, and is not to
-/// be used again.
+/// `conn` must be NULL or come from `upcase_connection_new` or
+/// `upcase_tls_connection_new`, and is not to be used again.
 #[no_mangle]
 pub unsafe extern "C" fn upcase_connection_free(conn: *mut upcase_connection) {
     if conn.is_null() {

@@ -12,15 +12,17 @@
 //!   where it applies: the size needed with `UPCASE_ERR_BUFFER_TOO_SMALL`);
 //! - integers, never Rust enums, come in from C, and are checked.
 
-#![allow(non_camel_case_types)] // C names: upcase_server, upcase_connection
+#![allow(non_camel_case_types)] // C names: upcase_server, upcase_connection, ...
 
 mod api;
 mod client;
 mod server;
+mod tls;
 
 pub use api::*;
 pub use client::*;
 pub use server::*;
+pub use tls::*;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};

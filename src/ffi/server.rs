@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use libc::c_int;
 
-use super::{guard, str_arg, write_text};
+use super::{guard, str_arg, upcase_tls_server_config, write_text};
 use crate::client::MAX_DATAGRAM;
 use crate::error::{Error, Result};
 use crate::server::{Config, Mode, Server, Transport};
@@ -36,8 +36,9 @@ pub type upcase_client_cb = Option<unsafe extern "C" fn(user: *mut c_void, host:
 /// change what you need. In a zeroed config, `threads`, `max_connections`,
 /// `backlog` and `max_datagram` take their defaults, `port` 0 picks a free
 /// port, `transport` / `mode` 0 are TCP / concurrent, and
-/// `idle_timeout_ms` 0 means no idle timeout (the default is 60000), and
-/// `min_rate` 0 no minimum rate (the default is 1 byte/s).
+/// `idle_timeout_ms` 0 means no idle timeout (the default is 60000),
+/// `min_rate` 0 no minimum rate (the default is 1 byte/s), `tls` NULL is
+/// plaintext and `tls_handshake_timeout_ms` 0 the default, 10000.
 #[repr(C)]
 pub struct upcase_server_config {
     /// Address to bind (copied by `upcase_server_bind`): a name, a numeric
@@ -101,6 +102,18 @@ pub struct upcase_server_config {
     /// (Added in 0.3.0, at the end of the struct: rebuild C programs built
     /// against 0.2.)
     pub max_connections_per_address: u32,
+    /// TCP: serve TLS with this config (from
+    /// `upcase_tls_server_config_new`); NULL: plaintext. The server keeps
+    /// its own reference: the config may be freed after
+    /// `upcase_server_bind`. Not with UDP nor io_uring (`UPCASE_EINVAL`).
+    /// Default NULL. (Added in 0.3.0, at the end of the struct: rebuild C
+    /// programs built against 0.2.)
+    pub tls: *const upcase_tls_server_config,
+    /// TLS: a client that has not finished its handshake this long after
+    /// it was accepted is closed (and counted in `idle_timeouts`); 0: the
+    /// default, 10000. (Added in 0.3.0, at the end of the struct: rebuild
+    /// C programs built against 0.2.)
+    pub tls_handshake_timeout_ms: u32,
 }
 
 /// A snapshot of a server's counters.
@@ -140,8 +153,8 @@ pub struct upcase_server {
 
 /// The defaults: `"127.0.0.1"`, port 12000, TCP, concurrent, one thread per
 /// CPU, 16384 connections, 60 s idle timeout, a minimum rate of 1 byte/s,
-/// backlog 1024, datagrams up
-/// to 65527 bytes, no callback. NULL is ignored.
+/// backlog 1024, datagrams up to 65527 bytes, no callback, plaintext (a
+/// TLS handshake timeout of 10 s). NULL is ignored.
 ///
 /// # Safety
 /// `cfg` must be NULL or writable.
@@ -151,6 +164,11 @@ pub unsafe extern "C" fn upcase_server_config_default(cfg: *mut upcase_server_co
         return;
     }
     let d = Config::default();
+    // Without TLS the field means nothing; 0 is its default.
+    #[cfg(feature = "tls")]
+    let handshake_ms = d.tls_handshake_timeout.as_millis() as u32;
+    #[cfg(not(feature = "tls"))]
+    let handshake_ms = 0;
     let value = upcase_server_config {
         host: std::ptr::null(),
         port: d.port,
@@ -167,6 +185,8 @@ pub unsafe extern "C" fn upcase_server_config_default(cfg: *mut upcase_server_co
         min_rate: d.min_rate,
         io_uring: 0,
         max_connections_per_address: d.max_connections_per_address as u32,
+        tls: std::ptr::null(),
+        tls_handshake_timeout_ms: handshake_ms,
     };
     // SAFETY: non-NULL, and the caller promises it is writable.
     unsafe { cfg.write(value) };
@@ -183,7 +203,8 @@ unsafe impl Sync for UserPtr {}
 /// Turns the C config into ours, checking every field.
 ///
 /// # Safety
-/// `c.host` must be NULL or a NUL-terminated string.
+/// `c.host` must be NULL or a NUL-terminated string; `c.tls` NULL or a
+/// live config from `upcase_tls_server_config_new`.
 unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
     const F: &str = "upcase_server_bind";
     let d = Config::default();
@@ -213,6 +234,13 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
         0 => d.backlog,
         b => i32::try_from(b).map_err(|_| Error::invalid(F, "backlog is too large"))?,
     };
+    #[cfg(feature = "tls")]
+    // SAFETY: NULL or a live config, per the caller's promise.
+    let tls = unsafe { c.tls.as_ref() }.map(|t| t.inner.clone());
+    #[cfg(not(feature = "tls"))]
+    if !c.tls.is_null() {
+        return Err(Error::invalid(F, super::tls::NO_TLS));
+    }
     let on_client = c.on_client.map(|cb| {
         let user = UserPtr(c.user);
         Arc::new(move |peer: &crate::addr::SockAddr| {
@@ -243,9 +271,12 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
         },
         on_client,
         #[cfg(feature = "tls")]
-        tls: None,
+        tls,
         #[cfg(feature = "tls")]
-        tls_handshake_timeout: d.tls_handshake_timeout,
+        tls_handshake_timeout: match c.tls_handshake_timeout_ms {
+            0 => d.tls_handshake_timeout,
+            ms => Duration::from_millis(u64::from(ms)),
+        },
     })
 }
 
@@ -255,12 +286,13 @@ unsafe fn config_from_c(c: &upcase_server_config) -> Result<Config> {
 /// releases with `upcase_server_free`. `cfg` is not kept.
 ///
 /// Returns 0, `UPCASE_EINVAL` (NULL, unknown transport or mode, bad
-/// limits), `UPCASE_EADDRINUSE`, a resolver code for a host that does not
-/// resolve, or another OS failure.
+/// limits, TLS with UDP or io_uring), `UPCASE_EADDRINUSE`, a resolver code
+/// for a host that does not resolve, or another OS failure.
 ///
 /// # Safety
 /// `cfg` must be NULL or a valid config whose `host` is NULL or a
-/// NUL-terminated string; `out` must be writable.
+/// NUL-terminated string and whose `tls` is NULL or a live config;
+/// `out` must be writable.
 #[no_mangle]
 pub unsafe extern "C" fn upcase_server_bind(cfg: *const upcase_server_config, out: *mut *mut upcase_server) -> c_int {
     const F: &str = "upcase_server_bind";

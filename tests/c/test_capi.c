@@ -557,6 +557,7 @@ static void test_codes(void)
         NAMED(UPCASE_ERR_BUSY),
         NAMED(UPCASE_ERR_PANIC),
         NAMED(UPCASE_ERR_PROTOCOL),
+        NAMED(UPCASE_ERR_TLS),
 #undef NAMED
     };
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
@@ -937,6 +938,8 @@ static void test_config_default(void)
     CHECK(cfg.user == NULL);
     CHECK_EQ(cfg.io_uring, 0);
     CHECK_EQ(cfg.max_connections_per_address, 1024);
+    CHECK(cfg.tls == NULL);
+    CHECK_EQ(cfg.tls_handshake_timeout_ms, 10000);
     upcase_server_config_default(NULL); /* ignored */
     CHECK(1);
 }
@@ -2335,6 +2338,388 @@ static void test_sigpipe(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* TLS                                                                 */
+/* ------------------------------------------------------------------ */
+
+/* Throwaway certificates, made when the tests run by the openssl command
+ * line in a fresh directory: a CA and a server certificate it signs (for
+ * localhost, 127.0.0.1 and ::1), a client certificate it signs, and a
+ * second CA that signs nothing here. No key is committed. */
+static struct {
+    int ready;
+    char dir[64];
+    char ca[128], server[128], server_key[128], other_ca[128], other_ca_key[128];
+    char client[128], client_key[128], missing[128];
+} g_pki;
+
+static void pki_path(char *out, const char *name)
+{
+    snprintf(out, 128, "%s/%s", g_pki.dir, name);
+}
+
+static int pki_make(void)
+{
+    static const char script[] =
+        "set -e; cd '%s'; command -v openssl >/dev/null || exit 77\n"
+        "ec='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'\n"
+        "for ca in ca other-ca; do\n"
+        "  openssl req -x509 $ec -keyout $ca.key -out $ca.pem -days 2 -subj /CN=upcase-test-$ca \\\n"
+        "    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign\n"
+        "done\n"
+        "leaf() { # name serial subject extensions\n"
+        "  openssl req -new $ec -keyout $1.key -out $1.csr -subj /CN=$3\n"
+        "  printf \"$4\" > $1.ext\n"
+        "  openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -set_serial $2 -days 2 -out $1.pem -extfile $1.ext\n"
+        "}\n"
+        "leaf server 2 localhost 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\\nextendedKeyUsage=serverAuth\\n'\n"
+        "leaf client 3 upcase-test-client 'extendedKeyUsage=clientAuth\\n'\n";
+    char cmd[2048];
+    strcpy(g_pki.dir, "/tmp/upcase-capi-tls-XXXXXX");
+    if (!CHECK(mkdtemp(g_pki.dir) != NULL))
+        return 0;
+    snprintf(cmd, sizeof cmd, script, g_pki.dir);
+    /* The script goes through a file: no quoting of it on a command line. */
+    char script_path[128], run[512];
+    pki_path(script_path, "make.sh");
+    FILE *f = fopen(script_path, "w");
+    if (!CHECK(f != NULL))
+        return 0;
+    fputs(cmd, f);
+    fclose(f);
+    snprintf(run, sizeof run, "bash '%s' >'%s/openssl.log' 2>&1", script_path, g_pki.dir);
+    fflush(NULL);
+    int st = system(run);
+    if (st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 77) {
+        fprintf(stderr, "note: no openssl command, TLS tests skipped\n");
+        return 0;
+    }
+    if (!CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+        snprintf(run, sizeof run, "cat '%s/openssl.log' >&2", g_pki.dir);
+        (void)!system(run);
+        return 0;
+    }
+    pki_path(g_pki.ca, "ca.pem");
+    pki_path(g_pki.server, "server.pem");
+    pki_path(g_pki.server_key, "server.key");
+    pki_path(g_pki.other_ca, "other-ca.pem");
+    pki_path(g_pki.other_ca_key, "other-ca.key");
+    pki_path(g_pki.client, "client.pem");
+    pki_path(g_pki.client_key, "client.key");
+    pki_path(g_pki.missing, "missing.pem");
+    g_pki.ready = 1;
+    return 1;
+}
+
+static void pki_remove(void)
+{
+    char cmd[256];
+    if (g_pki.dir[0] == '\0')
+        return;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_pki.dir);
+    (void)!system(cmd);
+}
+
+static void test_tls_server_config(void)
+{
+    g_test = "upcase_tls_server_config_new";
+    upcase_tls_server_config *const sentinel = (upcase_tls_server_config *)&g_pki;
+    upcase_tls_server_config *tls = sentinel;
+
+    CHECK_RC(upcase_tls_server_config_new(NULL, g_pki.server_key, NULL, &tls), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "cert_chain_pem_path"));
+    CHECK_RC(upcase_tls_server_config_new(g_pki.server, NULL, NULL, &tls), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "key_pem_path"));
+    CHECK_RC(upcase_tls_server_config_new(g_pki.server, g_pki.server_key, NULL, NULL), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "out"));
+    CHECK_RC(upcase_tls_server_config_new("", g_pki.server_key, NULL, &tls), UPCASE_EINVAL);
+
+    /* A file that cannot be read: the OS's code, the file and the reason. */
+    CHECK_RC(upcase_tls_server_config_new(g_pki.missing, g_pki.server_key, NULL, &tls), -ENOENT);
+    CHECK(strstr(upcase_last_error(), g_pki.missing) != NULL);
+    CHECK(contains_nocase(upcase_last_error(), "no such file"));
+    CHECK_RC(upcase_tls_server_config_new(g_pki.server, g_pki.missing, NULL, &tls), -ENOENT);
+    CHECK(strstr(upcase_last_error(), g_pki.missing) != NULL);
+    CHECK_RC(upcase_tls_server_config_new(g_pki.server, g_pki.server_key, g_pki.missing, &tls), -ENOENT);
+    CHECK(strstr(upcase_last_error(), g_pki.missing) != NULL);
+    /* A key where the certificate should be, and the other way round. */
+    CHECK_RC(upcase_tls_server_config_new(g_pki.server_key, g_pki.server_key, NULL, &tls), UPCASE_EINVAL);
+    CHECK(strstr(upcase_last_error(), g_pki.server_key) != NULL);
+    CHECK(contains_nocase(upcase_last_error(), "no certificate"));
+    CHECK_RC(upcase_tls_server_config_new(g_pki.server, g_pki.server, NULL, &tls), UPCASE_EINVAL);
+    CHECK(strstr(upcase_last_error(), g_pki.server) != NULL);
+    CHECK(contains_nocase(upcase_last_error(), "no private key"));
+    /* Another certificate's key. */
+    CHECK_RC(upcase_tls_server_config_new(g_pki.server, g_pki.other_ca_key, NULL, &tls), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "does not match"));
+    CHECK(tls == sentinel); /* written only on success */
+
+    tls = NULL;
+    if (CHECK_OK(upcase_tls_server_config_new(g_pki.server, g_pki.server_key, NULL, &tls)))
+        CHECK(tls != NULL && tls != sentinel);
+    upcase_tls_server_config_free(tls);
+    tls = NULL;
+    if (CHECK_OK(upcase_tls_server_config_new(g_pki.server, g_pki.server_key, g_pki.ca, &tls)))
+        CHECK(tls != NULL);
+    upcase_tls_server_config_free(tls);
+    upcase_tls_server_config_free(NULL); /* ignored */
+}
+
+static void test_tls_client_config(void)
+{
+    g_test = "upcase_tls_client_config_new";
+    upcase_tls_client_config *const sentinel = (upcase_tls_client_config *)&g_pki;
+    upcase_tls_client_config *tls = sentinel;
+
+    CHECK_RC(upcase_tls_client_config_new(g_pki.ca, NULL, NULL, NULL, NULL), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "out"));
+    CHECK_RC(upcase_tls_client_config_new(g_pki.ca, NULL, g_pki.client, NULL, &tls), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "key_pem_path"));
+    CHECK_RC(upcase_tls_client_config_new(g_pki.ca, NULL, NULL, g_pki.client_key, &tls), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "cert_pem_path"));
+    CHECK_RC(upcase_tls_client_config_new(g_pki.ca, "not a name!", NULL, NULL, &tls), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "not a name!"));
+    CHECK_RC(upcase_tls_client_config_new(g_pki.missing, NULL, NULL, NULL, &tls), -ENOENT);
+    CHECK(strstr(upcase_last_error(), g_pki.missing) != NULL);
+    CHECK(contains_nocase(upcase_last_error(), "no such file"));
+    CHECK_RC(upcase_tls_client_config_new(g_pki.ca, NULL, g_pki.client, g_pki.missing, &tls), -ENOENT);
+    CHECK(strstr(upcase_last_error(), g_pki.missing) != NULL);
+    CHECK_RC(upcase_tls_client_config_new(g_pki.client_key, NULL, NULL, NULL, &tls), UPCASE_EINVAL);
+    CHECK(strstr(upcase_last_error(), g_pki.client_key) != NULL);
+    CHECK(tls == sentinel); /* written only on success */
+
+    tls = NULL;
+    if (CHECK_OK(upcase_tls_client_config_new(g_pki.ca, "localhost", g_pki.client, g_pki.client_key, &tls)))
+        CHECK(tls != NULL && tls != sentinel);
+    upcase_tls_client_config_free(tls);
+    /* The system's trust store: found, or a message that says it is empty. */
+    tls = NULL;
+    int rc = upcase_tls_client_config_new(NULL, NULL, NULL, NULL, &tls);
+    CHECK(rc == UPCASE_OK ? tls != NULL : rc == UPCASE_EINVAL && contains_nocase(upcase_last_error(), "trust store"));
+    upcase_tls_client_config_free(tls);
+    upcase_tls_client_config_free(NULL); /* ignored */
+}
+
+/* A TLS server on 127.0.0.1:0 as `mode` says, requiring client
+   certificates when `client_ca` is set; its TLS config is freed as soon as
+   it is bound. */
+static upcase_server *start_tls_server(int mode, const char *client_ca, uint32_t handshake_ms, runner_t *r)
+{
+    upcase_server_config cfg;
+    upcase_tls_server_config *tls = NULL;
+    if (!CHECK_OK(upcase_tls_server_config_new(g_pki.server, g_pki.server_key, client_ca, &tls)))
+        return NULL;
+    config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, mode);
+    cfg.io_uring = 0;
+    cfg.tls = tls;
+    cfg.tls_handshake_timeout_ms = handshake_ms;
+    upcase_server *srv = start_server(&cfg, r);
+    upcase_tls_server_config_free(tls); /* the server holds its own reference */
+    return srv;
+}
+
+/* One TLS request of `len` pattern bytes; checks the reply. */
+static int tls_roundtrip(const upcase_tls_client_config *tls, const char *host, uint16_t port, size_t len)
+{
+    uint8_t *data = xmalloc(len), *want = xmalloc(len), *reply = xmalloc(len);
+    size_t reply_len = (size_t)-1;
+    fill_pattern(data, len, (uint32_t)len);
+    ref_upper(data, want, len);
+    int ok = CHECK_OK(upcase_tls_tcp_request(tls, host, port, data, len, reply, len, &reply_len, 10000));
+    ok = ok && CHECK_EQ(reply_len, len);
+    ok = ok && CHECK(memcmp(reply, want, len) == 0);
+    free(data);
+    free(want);
+    free(reply);
+    return ok;
+}
+
+static void test_tls_exchange(int mode)
+{
+    g_test = mode == UPCASE_MODE_ITERATIVE ? "TLS exchange, iterative" : "TLS exchange, concurrent";
+    runner_t r;
+    upcase_tls_client_config *tls = NULL;
+    upcase_server *srv = start_tls_server(mode, NULL, 0, &r);
+    if (srv == NULL)
+        return;
+    uint16_t port = port_of(srv);
+    if (CHECK_OK(upcase_tls_client_config_new(g_pki.ca, NULL, NULL, NULL, &tls))) {
+        tls_roundtrip(tls, "127.0.0.1", port, 5);
+        tls_roundtrip(tls, "localhost", port, 1);      /* the name, not the address, checked */
+        tls_roundtrip(tls, "127.0.0.1", port, 0);
+        tls_roundtrip(tls, "127.0.0.1", port, 200000); /* many records each way */
+
+        /* A kept-open TLS connection outlives the config it came from. */
+        upcase_connection *conn = NULL;
+        if (CHECK_OK(upcase_tls_connection_new(tls, "127.0.0.1", port, 10000, &conn))) {
+            upcase_tls_client_config_free(tls);
+            tls = NULL;
+            uint8_t rep[64];
+            size_t rl = 0;
+            static const char *const lines[] = { "first line", "second, longer line", "x" };
+            for (size_t i = 0; i < 3; i++) {
+                size_t n = strlen(lines[i]);
+                uint8_t want[64];
+                ref_upper((const uint8_t *)lines[i], want, n);
+                CHECK_OK(upcase_connection_request(conn, (const uint8_t *)lines[i], n, rep, sizeof rep, &rl));
+                CHECK(rl == n && memcmp(rep, want, n) == 0);
+            }
+            upcase_connection_free(conn);
+        }
+    }
+    upcase_tls_client_config_free(tls);
+    stop_server(srv, &r);
+}
+
+static void test_tls_refusals(void)
+{
+    g_test = "TLS refusals";
+    runner_t r;
+    uint8_t rep[64];
+    size_t rl = 4242;
+    const uint8_t *msg = (const uint8_t *)"hello there, tls";
+    size_t len = strlen((const char *)msg);
+    upcase_tls_client_config *tls = NULL, *other = NULL, *wrong_name = NULL;
+    upcase_connection *conn = NULL;
+
+    /* NULL config. */
+    CHECK_RC(upcase_tls_tcp_request(NULL, "127.0.0.1", 12000, msg, len, rep, sizeof rep, &rl, 1000), UPCASE_EINVAL);
+    CHECK(contains_nocase(upcase_last_error(), "tls is NULL"));
+    CHECK_RC(upcase_tls_connection_new(NULL, "127.0.0.1", 12000, 1000, &conn), UPCASE_EINVAL);
+    CHECK(conn == NULL);
+
+    upcase_server *srv = start_tls_server(UPCASE_MODE_CONCURRENT, NULL, 0, &r);
+    if (srv == NULL)
+        return;
+    uint16_t port = port_of(srv);
+    if (CHECK_OK(upcase_tls_client_config_new(g_pki.ca, NULL, NULL, NULL, &tls)) &&
+        CHECK_OK(upcase_tls_client_config_new(g_pki.other_ca, NULL, NULL, NULL, &other)) &&
+        CHECK_OK(upcase_tls_client_config_new(g_pki.ca, "example.com", NULL, NULL, &wrong_name))) {
+        /* Argument checks come before any traffic, as in plaintext. */
+        CHECK_RC(upcase_tls_tcp_request(tls, NULL, port, msg, len, rep, sizeof rep, &rl, 1000), UPCASE_EINVAL);
+        CHECK_RC(upcase_tls_tcp_request(tls, "127.0.0.1", port, msg, len, rep, 2, &rl, 1000),
+                 UPCASE_ERR_BUFFER_TOO_SMALL);
+        CHECK_EQ(rl, len);
+        rl = 4242;
+
+        /* A server the CA did not sign. */
+        long long t0 = now_ms();
+        CHECK_RC(upcase_tls_tcp_request(other, "127.0.0.1", port, msg, len, rep, sizeof rep, &rl, 10000),
+                 UPCASE_ERR_TLS);
+        CHECK(contains_nocase(upcase_last_error(), "certificate"));
+        CHECK_RC(upcase_tls_connection_new(other, "127.0.0.1", port, 10000, &conn), UPCASE_ERR_TLS);
+        CHECK(conn == NULL);
+        /* A certificate for another name. */
+        CHECK_RC(upcase_tls_tcp_request(wrong_name, "127.0.0.1", port, msg, len, rep, sizeof rep, &rl, 10000),
+                 UPCASE_ERR_TLS);
+        CHECK(contains_nocase(upcase_last_error(), "example.com"));
+        /* A plaintext client on the TLS port: refused fast, and told why. */
+        int rc = upcase_tcp_request("127.0.0.1", port, msg, len, rep, sizeof rep, &rl, 10000);
+        CHECK(rc < 0 && rc != UPCASE_ETIMEDOUT);
+        CHECK(contains_nocase(upcase_last_error(), "TLS"));
+        CHECK_LE(now_ms() - t0, 5000);
+        CHECK_EQ(rl, 4242);
+        /* The server is none the worse. */
+        tls_roundtrip(tls, "127.0.0.1", port, 10);
+    }
+    stop_server(srv, &r);
+
+    /* A TLS client on a plaintext port: refused fast. */
+    upcase_server_config cfg;
+    config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, UPCASE_MODE_CONCURRENT);
+    srv = start_server(&cfg, &r);
+    if (srv != NULL && tls != NULL) {
+        long long t0 = now_ms();
+        CHECK_RC(upcase_tls_tcp_request(tls, "127.0.0.1", port_of(srv), msg, len, rep, sizeof rep, &rl, 10000),
+                 UPCASE_ERR_TLS);
+        CHECK_LE(now_ms() - t0, 5000);
+    }
+    if (srv != NULL)
+        stop_server(srv, &r);
+    upcase_tls_client_config_free(tls);
+    upcase_tls_client_config_free(other);
+    upcase_tls_client_config_free(wrong_name);
+}
+
+static void test_tls_server_options(void)
+{
+    g_test = "TLS server options";
+    runner_t r;
+    upcase_server_config cfg;
+    upcase_server *srv = NULL;
+    upcase_tls_server_config *stls = NULL;
+    upcase_tls_client_config *anon = NULL, *with_cert = NULL;
+
+    /* TLS serves TCP only, and not on io_uring. */
+    if (CHECK_OK(upcase_tls_server_config_new(g_pki.server, g_pki.server_key, NULL, &stls))) {
+        config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_UDP, UPCASE_MODE_CONCURRENT);
+        cfg.tls = stls;
+        CHECK_RC(bind_cfg(&cfg, &srv), UPCASE_EINVAL);
+        CHECK(contains_nocase(upcase_last_error(), "TLS"));
+        config_for(&cfg, "127.0.0.1", UPCASE_TRANSPORT_TCP, UPCASE_MODE_CONCURRENT);
+        cfg.tls = stls;
+        cfg.io_uring = 1;
+        CHECK_RC(bind_cfg(&cfg, &srv), UPCASE_EINVAL);
+        CHECK(srv == NULL);
+    }
+    upcase_tls_server_config_free(stls);
+
+    /* A client that connects and never starts its handshake is closed
+       after tls_handshake_timeout_ms, and counted. */
+    srv = start_tls_server(UPCASE_MODE_CONCURRENT, NULL, 300, &r);
+    if (srv != NULL) {
+        int fd = plain_connect(AF_INET, port_of(srv));
+        if (CHECK(fd >= 0)) {
+            uint8_t buf[64];
+            long long t0 = now_ms();
+            CHECK_EQ(read_to_eof(fd, buf, sizeof buf, 5000), 0);
+            long long took = now_ms() - t0;
+            CHECK_GE(took, 200);
+            CHECK_LE(took, 3000);
+            close(fd);
+        }
+        upcase_stats st;
+        memset(&st, 0, sizeof st);
+        WAIT_UNTIL(upcase_server_stats(srv, &st) == 0 && st.idle_timeouts >= 1, 3000);
+        CHECK_GE(st.idle_timeouts, 1);
+        stop_server(srv, &r);
+    }
+
+    /* Mutual TLS: a client without a certificate is refused, one signed by
+       the client CA is served. */
+    srv = start_tls_server(UPCASE_MODE_CONCURRENT, g_pki.ca, 0, &r);
+    if (srv != NULL) {
+        uint16_t port = port_of(srv);
+        uint8_t rep[16];
+        size_t rl = 0;
+        if (CHECK_OK(upcase_tls_client_config_new(g_pki.ca, NULL, NULL, NULL, &anon))) {
+            int rc = upcase_tls_tcp_request(anon, "127.0.0.1", port, (const uint8_t *)"who?", 4, rep, sizeof rep, &rl,
+                                            10000);
+            CHECK_RC(rc, UPCASE_ERR_TLS);
+        }
+        if (CHECK_OK(upcase_tls_client_config_new(g_pki.ca, NULL, g_pki.client, g_pki.client_key, &with_cert)))
+            tls_roundtrip(with_cert, "127.0.0.1", port, 7);
+        stop_server(srv, &r);
+    }
+    upcase_tls_client_config_free(anon);
+    upcase_tls_client_config_free(with_cert);
+}
+
+static void test_tls(void)
+{
+    if (!pki_make()) {
+        pki_remove();
+        return;
+    }
+    test_tls_server_config();
+    test_tls_client_config();
+    test_tls_exchange(UPCASE_MODE_CONCURRENT);
+    test_tls_exchange(UPCASE_MODE_ITERATIVE);
+    test_tls_refusals();
+    test_tls_server_options();
+    pki_remove();
+}
+
+/* ------------------------------------------------------------------ */
 
 int main(void)
 {
@@ -2386,6 +2771,7 @@ int main(void)
     test_eintr();
     test_limits();
     test_sigpipe();
+    test_tls();
 
     g_test = "descriptor leaks";
     int fds_after = count_fds();

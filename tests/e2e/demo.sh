@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The slide exchange, live: the C and the Python TCP and UDP servers on
 # 127.0.0.1 (a free port each), a line to each from the C client and from the
-# Python client, and what every side printed.
+# Python client, and what every side printed; then the same line inside TLS,
+# C client to C server, with a throwaway CA and certificate made for the run.
 # Run from anywhere after `make all` (it is what `make demo` runs); the
 # Python side needs the module too (`make python`), and is left out without it.
 set -euo pipefail
@@ -62,15 +63,38 @@ else
     echo "demo: the C programs only (no Python module in $PY: 'make python' builds it)"
 fi
 
-# The servers: C and Python (on upcase.socket), TCP and UDP.
+# A throwaway CA and a server certificate it signs, for localhost and
+# 127.0.0.1, made in $TMP and removed with it: no key outlives the demo.
+make_certs() {
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$TMP/ca.key" -out "$TMP/ca.pem" -days 1 -subj "/CN=upcase demo CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign &&
+    openssl req -new "${ec[@]}" -keyout "$TMP/server.key" -out "$TMP/server.csr" -subj /CN=localhost &&
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$TMP/server.ext" &&
+    openssl x509 -req -in "$TMP/server.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -set_serial 1 -days 1 \
+        -extfile "$TMP/server.ext" -out "$TMP/server.pem"
+}
+
+# The servers: C and Python (on upcase.socket), TCP and UDP; the C TCP server
+# again inside TLS.
 declare -A SERVER=(
     [c_tcp]="$BIN/tcp_server 0 127.0.0.1"
     [c_udp]="$BIN/udp_server 0 127.0.0.1"
     [py_tcp]="$PY $EX/TCPServer.py 0 127.0.0.1"
     [py_udp]="$PY $EX/UDPServer.py 0 127.0.0.1"
+    [c_tls]="$BIN/tcp_server --tls-cert $TMP/server.pem --tls-key $TMP/server.key 0 127.0.0.1"
 )
 ORDER=(c_tcp c_udp)
 ((CLIENTS == 2)) && ORDER+=(py_tcp py_udp)
+if ! command -v openssl >/dev/null; then
+    echo "demo: no TLS exchange (no openssl command to make a certificate with)"
+elif make_certs >"$TMP/openssl.log" 2>&1; then
+    ORDER+=(c_tls)
+else
+    cat "$TMP/openssl.log" >&2
+    echo "demo: openssl could not make the demo's certificate" >&2
+    exit 1
+fi
 
 # 1. The servers: serverSocket = socket(); bind(('127.0.0.1', 0)); "ready to receive"
 for name in "${ORDER[@]}"; do
@@ -100,11 +124,18 @@ exchange() { # server-name client-command...
 for name in "${ORDER[@]}"; do
     proto=${name#*_}
     lines_before=$(grep -c ' from ' "$TMP/$name.out" || true)
-    exchange "$name" "$BIN/${proto}_client"
-    ((CLIENTS == 2)) && exchange "$name" "$PY" "$EX/${proto^^}Client.py"
+    clients=$CLIENTS
+    if [[ $proto == tls ]]; then
+        # TLS: the client checks the server's certificate against the demo's CA.
+        exchange "$name" "$BIN/tcp_client" --tls --tls-ca "$TMP/ca.pem"
+        clients=1
+    else
+        exchange "$name" "$BIN/${proto}_client"
+        ((CLIENTS == 2)) && exchange "$name" "$PY" "$EX/${proto^^}Client.py"
+    fi
     # What the server saw: each client's address and port.
     for _ in $(seq 50); do
-        (( $(grep -c ' from ' "$TMP/$name.out" || true) >= lines_before + CLIENTS )) && break
+        (( $(grep -c ' from ' "$TMP/$name.out" || true) >= lines_before + clients )) && break
         sleep 0.1
     done
     echo "   the server (${SERVER[$name]%% 0 *}) printed:"
