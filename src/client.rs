@@ -355,13 +355,13 @@ fn shut_write(fd: &OwnedFd, what: &dyn Fn() -> String) -> Result<()> {
 
 fn short_or_long(what: String, reply: &[u8], sent: usize) -> Error {
     let got = reply.len();
+    // A TLS server answers a plaintext request with an alert record:
+    // type 21, version 3.x.
+    let hint = if reply.starts_with(&[21, 3]) { " (a TLS alert: the server speaks TLS)" } else { "" };
     if got < sent {
-        // A TLS server answers a plaintext request with an alert record:
-        // type 21, version 3.x.
-        let hint = if reply.starts_with(&[21, 3]) { " (a TLS alert: the server speaks TLS)" } else { "" };
         Error::own(ERR_SHORT_REPLY, what, format!("reply has {got} bytes, request had {sent}{hint}"))
     } else {
-        Error::own(ERR_PROTOCOL, what, format!("reply has more bytes ({got}+) than the request ({sent})"))
+        Error::own(ERR_PROTOCOL, what, format!("reply has more bytes ({got}+) than the request ({sent}){hint}"))
     }
 }
 
