@@ -96,6 +96,11 @@ def test_the_command_line_examples(tmp_path):
     assert "usage: tcp_server [OPTIONS] [PORT [HOST]]" in out
 
 
+def test_the_tls_example_makes_a_ca_and_talks_tls(tmp_path):
+    out = ran(in_namespace(blocks("sh")[5], tmp_path))
+    assert "From Server: HELLO, TLS" in out
+
+
 def test_the_python_example_prints_what_its_comments_say(tmp_path):
     program = blocks("python")[0]
     script = tmp_path / "example.py"
