@@ -364,7 +364,7 @@ impl Pki {
             .expect("certs");
         let key = rustls::pki_types::PrivateKeyDer::from_pem_file(self.path("server.key")).expect("key");
         #[allow(deprecated)] // the ring provider, as the library uses
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
@@ -460,7 +460,7 @@ fn rustls_client(pki: &Pki, versions: &[&'static rustls::SupportedProtocolVersio
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("CA") {
         roots.add(cert.expect("CA cert")).expect("add CA");
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .expect("versions")

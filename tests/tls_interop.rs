@@ -309,12 +309,13 @@ impl Pki {
             .collect::<Result<Vec<_>, _>>()
             .expect("certs");
         let key = rustls::pki_types::PrivateKeyDer::from_pem_file(self.path("server.key")).expect("key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[version.rustls()])
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("config");
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_protocol_versions(&[version.rustls()])
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("config");
         Arc::new(TlsServer::with_config(Arc::new(config)))
     }
 
