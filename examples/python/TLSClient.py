@@ -21,7 +21,7 @@ args = parse_client_args('TLSClient.py', description=__doc__, protocol='tcp', op
 serverName, serverPort = args.host, args.port  # checked: a port 1-65535, a host not all digits
 
 context = TLSContext(PROTOCOL_TLS_CLIENT)  # TLS: verifies the server's certificate and name
-try:
+try:  # TLS: the files named on the command line
     if args.tls_ca:  # TLS: the CAs to trust (else the system's)
         context.load_verify_locations(args.tls_ca)
     if args.tls_cert:  # TLS: a client certificate, for a server that asks

@@ -60,13 +60,14 @@ try:  # from here on, a signal is a clean stop
             while True:
                 sentence = connectionSocket.recv(65536)
                 if not sentence:  # the client's TLS close_notify: all was answered
+                    connectionSocket = connectionSocket.unwrap()  # TLS: close_notify back: the reply is whole
                     break
                 capitalizedSentence = sentence.upper()  # bytes.upper(): ASCII a-z only
                 connectionSocket.sendall(capitalizedSentence)
         except OSError as e:  # this client's trouble (reset, timeout, TLS: an SSLError) is not the server's
             print(f'TLSServer.py: {addrText(addr)}: {e}', file=sys.stderr, flush=True)
         finally:
-            connectionSocket.close()  # TLS: sends close_notify, so the client knows the reply is whole
+            connectionSocket.close()
 except KeyboardInterrupt:
     pass
 finally:

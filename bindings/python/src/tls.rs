@@ -741,6 +741,19 @@ impl TlsSocket {
         slf.as_super().shutdown(py, how)
     }
 
+    /// unwrap() -> socket: sends close_notify (ssl's words for ending TLS
+    /// and keeping the connection), and returns the plain upcase.socket;
+    /// this TLSSocket is closed after. The peer's close_notify is not
+    /// waited for.
+    fn unwrap(slf: PyRef<'_, Self>) -> PyResult<Socket> {
+        let py = slf.py();
+        slf.drive(slf.as_super(), py, "TLS close_notify", close_notify_step)?;
+        if let Ok(mut guard) = slf.session.lock() {
+            *guard = None;
+        }
+        slf.as_super().take()
+    }
+
     /// close(): sends close_notify if the handshake is done and none was
     /// sent (as far as the socket takes it at once), then closes.
     fn close(slf: PyRef<'_, Self>) {
