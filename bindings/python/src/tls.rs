@@ -652,6 +652,9 @@ impl TlsSocket {
     /// handshake done unless do_handshake_on_connect was False.
     fn accept<'py>(slf: PyRef<'py, Self>) -> PyResult<(Bound<'py, TlsSocket>, Bound<'py, PyTuple>)> {
         let py = slf.py();
+        if !slf.server_side() {
+            return Err(PyValueError::new_err("accept() needs a server-side TLS socket"));
+        }
         let (sock, addr) = slf.as_super().accept(py)?;
         let conn = Bound::new(py, slf.accepted(py, sock)?)?;
         if slf.do_handshake_on_connect {
