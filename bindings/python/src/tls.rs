@@ -414,8 +414,10 @@ fn receive(conn: &mut Connection, fd: BorrowedFd<'_>) -> Result<Option<usize>, F
     match conn.read_tls(&mut Fd(fd)) {
         Ok(n) => {
             if let Err(e) = conn.process_new_packets() {
-                // The alert rustls queued tells the peer why.
-                let _ = conn.write_tls(&mut Fd(fd));
+                // The alert rustls queued tells the peer why. One write_tls
+                // sends one queued record (a compatibility ChangeCipherSpec
+                // may come first): flush sends them all.
+                let _ = flush(conn, fd);
                 return Err(Fail::Tls(e));
             }
             Ok(Some(n))

@@ -371,6 +371,31 @@ def test_a_tls_socket_reports_a_peer_that_closes_without_close_notify(pki):
         t.join(10)
 
 
+def test_a_tls_socket_that_refuses_the_certificate_tells_the_server_why(pki):
+    """The alert goes out before the socket closes: Python's ssl server
+    reports the unknown CA, not an end of stream."""
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(pki.server, pki.server_key)
+    seen: List[BaseException] = []
+    with std_socket.create_server(("127.0.0.1", 0)) as lst:
+        lst.settimeout(10)
+
+        def serve() -> None:
+            raw, _ = lst.accept()
+            raw.settimeout(10)
+            try:
+                sctx.wrap_socket(raw, server_side=True).close()
+            except OSError as e:
+                seen.append(e)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tls_socket_request(client_context(pki, pki.other_ca), lst.getsockname()[1], b"x")
+        t.join(10)
+    assert len(seen) == 1 and "UNKNOWN_CA" in str(seen[0]), seen
+
+
 # ---------------------------------------------------------------- TLSContext.wrap_socket
 
 
@@ -454,6 +479,32 @@ def test_wrap_socket_makes_tls_programs_of_the_slide_programs(pki):
         while len(server.served) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.served == ["TLSv1.3", "TLSv1.3", "TLSv1.2", "TLSv1.3"]
+
+
+def test_wrap_socket_wraps_an_accepted_connection_as_the_ssl_docs_do(pki):
+    """accept() on a plain socket, then wrap_socket(conn, server_side=True):
+    the handshake runs in wrap_socket."""
+    sctx = upcase.TLSContext(upcase.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(pki.server, pki.server_key)
+    versions: List[Optional[str]] = []
+    with upcase.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        lst.settimeout(10)
+
+        def serve() -> None:
+            raw, _ = lst.accept()
+            raw.settimeout(10)
+            with sctx.wrap_socket(raw, server_side=True) as conn:
+                versions.append(conn.version())
+                conn.sendall(read_to_end(conn).upper())
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        assert tls_socket_request(client_context(pki), lst.getsockname()[1], b"as the docs do") == \
+            (b"AS THE DOCS DO", "TLSv1.3")
+        t.join(10)
+    assert versions == ["TLSv1.3"]
 
 
 def test_tls_context_refuses_what_it_cannot_honour(pki, tmp_path):
@@ -544,7 +595,7 @@ def test_the_tls_example_programs_run_end_to_end(pki, procs):
     for name, srv in servers.items():
         assert srv.proc.wait(10) == 0, name
     err = servers["TLSServer.py"].err.text()
-    assert re.search(r"^TLSServer.py: 127.0.0.1:\d+: TLS ", err, re.M), err  # told, and served on
+    assert re.search(r"^TLSServer.py: 127.0.0.1:\d+: .*received fatal alert: UnknownCA", err, re.M), err
 
 
 def test_the_tls_example_programs_do_mutual_tls(pki, procs):
