@@ -480,11 +480,15 @@ fn read_step(conn: &mut Connection, fd: BorrowedFd<'_>, buf: &mut [u8]) -> Resul
 }
 
 /// Hands rustls what it takes of `data` (once: `taken`), then sends it.
+/// `eager` (a non-blocking socket): done once rustls took the bytes, so a
+/// caller told "try again" never sends them twice; the next call sends
+/// what is still queued.
 fn write_step(
     conn: &mut Connection,
     fd: BorrowedFd<'_>,
     data: &[u8],
     taken: &mut Option<usize>,
+    eager: bool,
 ) -> Result<Step<usize>, Fail> {
     if let Some(events) = handshaken(conn, fd)? {
         return Ok(Step::Wait(events));
@@ -498,11 +502,11 @@ fn write_step(
                 return Err(Fail::Io(io::Error::from(io::ErrorKind::BrokenPipe)));
             }
         }
-        if let Some(events) = flush(conn, fd)? {
-            return Ok(Step::Wait(events));
-        }
-        if let Some(n) = *taken {
-            return Ok(Step::Done(n));
+        match (flush(conn, fd)?, *taken) {
+            (Some(_), Some(n)) if eager => return Ok(Step::Done(n)),
+            (Some(events), _) => return Ok(Step::Wait(events)),
+            (None, Some(n)) => return Ok(Step::Done(n)),
+            (None, None) => {}
         }
     }
 }
@@ -686,7 +690,8 @@ impl TlsSocket {
         }
         let bytes = d.bytes();
         let mut taken = None;
-        slf.drive(slf.as_super(), py, "TLS send", |conn, fd| write_step(conn, fd, bytes, &mut taken))
+        let eager = slf.as_super().timeout() == Some(Duration::ZERO);
+        slf.drive(slf.as_super(), py, "TLS send", |conn, fd| write_step(conn, fd, bytes, &mut taken, eager))
     }
 
     /// sendall(data): sends all of data.
@@ -697,11 +702,13 @@ impl TlsSocket {
             return Err(os_error(libc::EPIPE, "send after shutdown: TLS close_notify was sent"));
         }
         let bytes = d.bytes();
+        let eager = slf.as_super().timeout() == Some(Duration::ZERO);
         let mut sent = 0;
         while sent < bytes.len() {
             let mut taken = None;
             let rest = &bytes[sent..];
-            sent += slf.drive(slf.as_super(), py, "TLS send", |conn, fd| write_step(conn, fd, rest, &mut taken))?;
+            sent +=
+                slf.drive(slf.as_super(), py, "TLS send", |conn, fd| write_step(conn, fd, rest, &mut taken, eager))?;
         }
         Ok(())
     }

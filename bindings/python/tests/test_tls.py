@@ -507,6 +507,54 @@ def test_wrap_socket_wraps_an_accepted_connection_as_the_ssl_docs_do(pki):
     assert versions == ["TLSv1.3"]
 
 
+def test_a_non_blocking_tls_socket_sends_each_byte_once(pki):
+    """send() on a non-blocking TLSSocket: a byte rustls took is counted
+    even when the socket could not take its record yet, so BlockingIOError
+    never makes the caller send it twice. A Python ssl server that starts
+    reading late counts what arrives."""
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(pki.server, pki.server_key)
+    received: List[int] = []
+    with std_socket.create_server(("127.0.0.1", 0)) as lst:
+        lst.settimeout(10)
+
+        def serve() -> None:
+            raw, _ = lst.accept()
+            raw.settimeout(10)
+            with sctx.wrap_socket(raw, server_side=True) as conn:
+                time.sleep(0.5)  # the client's buffers fill meanwhile
+                total = 0
+                while True:
+                    data = conn.recv(1 << 20)
+                    if not data:
+                        break
+                    total += len(data)
+                received.append(total)
+                conn.unwrap()
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        with client_context(pki).wrap_socket(upcase.socket(), server_hostname="localhost") as s:
+            s.settimeout(10)
+            s.connect(lst.getsockname())
+            s.setblocking(False)
+            chunk = b"x" * 65536
+            sent, would_block = 0, 0
+            deadline = time.monotonic() + 5
+            while (would_block < 20 or sent < (4 << 20)) and time.monotonic() < deadline:
+                try:
+                    sent += s.send(chunk)
+                except BlockingIOError:
+                    would_block += 1
+                    time.sleep(0.005)
+            assert would_block > 0
+            s.settimeout(10)
+            s.shutdown(upcase.SHUT_WR)  # sends what is still queued, then close_notify
+            assert read_to_end(s) == b""
+        t.join(10)
+    assert received == [sent]
+
+
 def test_tls_context_refuses_what_it_cannot_honour(pki, tmp_path):
     ctx = upcase.TLSContext(upcase.PROTOCOL_TLS_CLIENT)
     assert (ctx.verify_mode, ctx.check_hostname) == (upcase.CERT_REQUIRED, True)
