@@ -271,6 +271,8 @@ impl Server {
                 IN_CALLBACK.with(|f| f.set(0));
             }) as upcase::server::ClientCallback
         });
+        // Every field is set; a field the core adds later keeps its default.
+        #[allow(clippy::needless_update)]
         let config = Config {
             host: host.to_owned(),
             port,
@@ -289,6 +291,7 @@ impl Server {
             on_client,
             tls,
             tls_handshake_timeout,
+            ..Config::default()
         };
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;
         let local = core.local_addr();

@@ -526,9 +526,10 @@ fn close_notify_step(conn: &mut Connection, fd: BorrowedFd<'_>) -> Result<Step<(
 /// An upcase.socket inside TLS, made by TLSContext.wrap_socket (as
 /// ssl.SSLSocket): send, sendall and recv carry bytes inside TLS;
 /// shutdown(SHUT_WR) sends close_notify, TLS's end of data, then
-/// half-closes; close() sends close_notify if it has not been sent, as far
-/// as the socket takes it at once. recv returns b'' after the peer's
-/// close_notify, and raises TLSError if the peer closed without one.
+/// half-closes; unwrap() sends it and gives the plain socket back; close()
+/// sends it if it has not been sent, as far as the socket takes it at
+/// once. recv returns b'' after the peer's close_notify, and raises
+/// TLSError if the peer closed without one.
 #[pyclass(module = "upcase._upcase", name = "TLSSocket", extends = Socket)]
 pub(crate) struct TlsSocket {
     context: Py<TlsContext>,
