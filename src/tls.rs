@@ -283,3 +283,95 @@ impl io::Write for FdIo<'_> {
         Ok(())
     }
 }
+
+impl TlsServer {
+    /// The server side of one connection, for a caller that moves its
+    /// records itself (a blocking socket of its own, as Python's
+    /// `TLSContext.wrap_socket` has).
+    pub fn new_connection(&self) -> Result<ServerConnection> {
+        self.accept()
+    }
+}
+
+impl TlsClient {
+    /// The client side of one connection to `host` (the name checked
+    /// unless this client was given one), for a caller that moves its
+    /// records itself.
+    pub fn new_connection(&self, host: &str) -> Result<ClientConnection> {
+        self.connect(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::Connection;
+
+    /// A CA and a server certificate for `upcase.test` in a temporary
+    /// directory: (dir, ca.pem, server.pem, server.key).
+    fn pki(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("upcase-tls-unit-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).expect("self-sign").pem()).expect("write");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["upcase.test".to_owned()]).expect("params");
+        std::fs::write(dir.join("server.pem"), leaf.signed_by(&key, &issuer).expect("sign").pem()).expect("write");
+        std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
+        (dir.clone(), dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+    }
+
+    /// Moves records between the two sides in memory until neither has
+    /// any to send; the first rustls error of either side.
+    fn pump(client: &mut Connection, server: &mut Connection) -> std::result::Result<(), rustls::Error> {
+        while transfer(client, server)? | transfer(server, client)? {}
+        Ok(())
+    }
+
+    /// The records `from` has queued, into `to`; false when there were none.
+    fn transfer(from: &mut Connection, to: &mut Connection) -> std::result::Result<bool, rustls::Error> {
+        let mut records = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut records).expect("write_tls to memory");
+        }
+        let mut rd = &records[..];
+        while !rd.is_empty() {
+            to.read_tls(&mut rd).expect("read_tls from memory");
+            to.process_new_packets()?;
+        }
+        Ok(!records.is_empty())
+    }
+
+    #[test]
+    fn new_connections_complete_a_handshake_and_carry_bytes() {
+        let (dir, ca, cert, key) = pki("ok");
+        let server = TlsServer::from_pem(&cert, &key, None).expect("server");
+        let client = TlsClient::new(Some(&ca), None, None).expect("client");
+        let mut s = Connection::from(server.new_connection().expect("server connection"));
+        let mut c = Connection::from(client.new_connection("upcase.test").expect("client connection"));
+        io::Write::write_all(&mut c.writer(), b"hello").expect("write");
+        pump(&mut c, &mut s).expect("handshake");
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        let mut got = [0u8; 5];
+        io::Read::read_exact(&mut s.reader(), &mut got).expect("read");
+        assert_eq!(&got, b"hello");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_new_client_connection_checks_the_host_it_is_given() {
+        let (dir, ca, cert, key) = pki("name");
+        let server = TlsServer::from_pem(&cert, &key, None).expect("server");
+        let client = TlsClient::new(Some(&ca), None, None).expect("client");
+        let mut s = Connection::from(server.new_connection().expect("server connection"));
+        let mut c = Connection::from(client.new_connection("other.test").expect("client connection"));
+        let err = pump(&mut c, &mut s).expect_err("a certificate for another name");
+        assert!(matches!(err, rustls::Error::InvalidCertificate(_)), "{err}");
+        assert!(client.new_connection("not a name!").is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -4,6 +4,7 @@ upcase.udp_request do connect / send / shutdown / recv / close (TCP) or
 sendto / recvfrom with a timeout and retries (UDP) in one call.
 
 usage: rust_client.py [--udp] [-m TEXT] [--timeout SECONDS] [--retries N] [HOST [PORT]] < line
+       rust_client.py --tls [--tls-ca PEM] [--tls-name NAME] [--tls-cert PEM --tls-key PEM] ...
        (default: localhost 12000; the options of build/c/tcp_client and udp_client)
 """
 import socket
@@ -22,7 +23,8 @@ try:
     if args.udp:
         reply = upcase.udp_request(host, port, sentence, timeout=args.timeout, retries=args.retries)
     else:
-        reply = upcase.tcp_request(host, port, sentence, timeout=args.timeout)
+        # tls, cafile, server_hostname, ...: the keywords --tls and its options set
+        reply = upcase.tcp_request(host, port, sentence, timeout=args.timeout, **args.tls_options())
 except EOFError:
     sys.exit('rust_client.py: no input: expected one line on stdin')
 except socket.gaierror as e:
@@ -31,6 +33,6 @@ except ConnectionRefusedError:
     sys.exit(f'rust_client.py: connection refused by {host} port {port}')
 except TimeoutError:
     sys.exit(f'rust_client.py: timed out: no reply from {host} port {port}')
-except OSError as e:
+except (OSError, ValueError) as e:  # also TLS failures (ssl.SSLError) and bad TLS files
     sys.exit(f'rust_client.py: {host} port {port}: {e}')
 print('From Server:', reply)

@@ -8,6 +8,7 @@ core by default, or one client at a time with --iterative, as the slides'.
 Python only says who each client is. Ctrl-C (SIGINT) or SIGTERM stops it.
 
 usage: rust_server.py [--udp] [--iterative] [--quiet] [--threads N] ... [PORT [HOST]]
+       rust_server.py --tls-cert PEM --tls-key PEM [--tls-client-ca PEM] ... (TLS)
        (default: 12000, all interfaces; the options of build/c/tcp_server and udp_server)
 """
 import signal

@@ -8,8 +8,10 @@
 mod errors;
 mod server;
 mod socket;
+mod tls;
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -128,24 +130,36 @@ fn upper<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, 
     d.reply(py, out)
 }
 
-/// tcp_request(host, port, data, *, timeout=5.0)
+/// tcp_request(host, port, data, *, timeout=5.0, tls=False, cafile=None, server_hostname=None, certfile=None, keyfile=None)
 ///
 /// Connects, sends all of data, half-closes, reads the reply to the end.
-/// timeout bounds each wait (None: for ever).
+/// timeout bounds each wait (None: for ever). tls=True: inside TLS, the
+/// server verified against the CAs of cafile (else the system's), under
+/// the name server_hostname (else host); certfile and keyfile are a client
+/// certificate for a server that asks for one.
 #[pyfunction]
-#[pyo3(signature = (host, port, data, *, timeout = Some(5.0)), text_signature = "(host, port, data, *, timeout=5.0)")]
+#[pyo3(signature = (host, port, data, *, timeout = Some(5.0), tls = false, cafile = None, server_hostname = None,
+                    certfile = None, keyfile = None),
+       text_signature = "(host, port, data, *, timeout=5.0, tls=False, cafile=None, server_hostname=None, certfile=None, keyfile=None)")]
+#[allow(clippy::too_many_arguments)]
 fn tcp_request<'py>(
     py: Python<'py>,
     host: &str,
     port: i64,
     data: &Bound<'py, PyAny>,
     timeout: Option<f64>,
+    tls: bool,
+    cafile: Option<PathBuf>,
+    server_hostname: Option<String>,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let port = port_arg(port)?;
     let d = data_arg(data, true)?;
     let timeout = timeout_arg(timeout, "timeout")?;
+    let tls = tls::client_arg(py, tls, cafile, server_hostname, certfile, keyfile)?;
     let bytes = d.bytes();
-    let reply = blocking(py, || options(timeout).tcp_request(host, port, bytes))?;
+    let reply = blocking(py, || options(timeout).tls(tls).tcp_request(host, port, bytes))?;
     d.reply(py, reply)
 }
 
@@ -176,8 +190,10 @@ fn udp_request<'py>(
     d.reply(py, reply.data)
 }
 
+/// Connection(host, port, *, timeout=5.0, tls=False, cafile=None, server_hostname=None, certfile=None, keyfile=None)
+///
 /// A kept-open TCP connection: each request(data) returns exactly as many
-/// bytes (or characters) as it sent.
+/// bytes (or characters) as it sent. The TLS keywords are tcp_request's.
 #[pyclass(module = "upcase._upcase")]
 struct Connection {
     /// Held (without the interpreter) for the length of a request.
@@ -191,11 +207,25 @@ struct Connection {
 #[pymethods]
 impl Connection {
     #[new]
-    #[pyo3(signature = (host, port, *, timeout = Some(5.0)), text_signature = "(host, port, *, timeout=5.0)")]
-    fn new(py: Python<'_>, host: &str, port: i64, timeout: Option<f64>) -> PyResult<Connection> {
+    #[pyo3(signature = (host, port, *, timeout = Some(5.0), tls = false, cafile = None, server_hostname = None,
+                        certfile = None, keyfile = None),
+           text_signature = "(host, port, *, timeout=5.0, tls=False, cafile=None, server_hostname=None, certfile=None, keyfile=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        host: &str,
+        port: i64,
+        timeout: Option<f64>,
+        tls: bool,
+        cafile: Option<PathBuf>,
+        server_hostname: Option<String>,
+        certfile: Option<PathBuf>,
+        keyfile: Option<PathBuf>,
+    ) -> PyResult<Connection> {
         let port = port_arg(port)?;
         let timeout = timeout_arg(timeout, "timeout")?;
-        let conn = blocking(py, || options(timeout).connect(host, port))?;
+        let tls = tls::client_arg(py, tls, cafile, server_hostname, certfile, keyfile)?;
+        let conn = blocking(py, || options(timeout).tls(tls).connect(host, port))?;
         let peer = conn.peer().to_string();
         let shutdown = conn.shutdown_handle();
         Ok(Connection { inner: Mutex::new(Some(conn)), shutdown, closed: false.into(), peer })
@@ -311,6 +341,12 @@ fn _upcase(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Connection>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<socket::Socket>()?;
+    m.add_class::<tls::TlsContext>()?;
+    m.add_class::<tls::TlsSocket>()?;
+    errors::add_tls_errors(m)?;
+    for (name, value) in tls::CONSTANTS {
+        m.add(*name, *value)?;
+    }
     // The constants at module level and on the socket class, so that the
     // slide's `socket(socket.AF_INET, socket.SOCK_DGRAM)` works after
     // `from upcase import *`.

@@ -1,5 +1,6 @@
 //! `upcase.Server`: the core server, run on background threads.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -80,6 +81,9 @@ fn add_stats(a: &Stats, b: &Stats) -> Stats {
 /// Binds on construction (port 0 picks a free port: see .port). serve_forever()
 /// serves until Ctrl-C or stop(); start() serves on background threads and
 /// returns; used as a context manager it starts on enter and stops on exit.
+/// certfile and keyfile (PEM) serve TLS over TCP; client_cafile then
+/// requires client certificates signed by its CAs; a client that has not
+/// finished its handshake after tls_handshake_timeout seconds is closed.
 #[pyclass(module = "upcase._upcase")]
 pub(crate) struct Server {
     /// Unique per Server object: tells its own callbacks from another's.
@@ -198,8 +202,9 @@ impl Server {
     #[pyo3(signature = (host = "127.0.0.1", port = 12000, *, transport = "tcp", mode = "concurrent", threads = None,
                         max_connections = 16384, idle_timeout = Some(60.0), backlog = 1024, max_datagram = 65527,
                         on_client = None, defer_accept = false, min_rate = 1, io_uring = false,
-                        max_connections_per_address = 1024),
-           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False, min_rate=1, io_uring=False, max_connections_per_address=1024)")]
+                        max_connections_per_address = 1024, certfile = None, keyfile = None, client_cafile = None,
+                        tls_handshake_timeout = 10.0),
+           text_signature = "(host='127.0.0.1', port=12000, *, transport='tcp', mode='concurrent', threads=None, max_connections=16384, idle_timeout=60.0, backlog=1024, max_datagram=65527, on_client=None, defer_accept=False, min_rate=1, io_uring=False, max_connections_per_address=1024, certfile=None, keyfile=None, client_cafile=None, tls_handshake_timeout=10.0)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -217,9 +222,18 @@ impl Server {
         min_rate: i64,
         io_uring: bool,
         max_connections_per_address: i64,
+        certfile: Option<PathBuf>,
+        keyfile: Option<PathBuf>,
+        client_cafile: Option<PathBuf>,
+        tls_handshake_timeout: f64,
     ) -> PyResult<Server> {
         let port = port_arg(port)?;
         let transport = parse_transport(transport)?;
+        let tls_handshake_timeout = match timeout_arg(Some(tls_handshake_timeout), "tls_handshake_timeout")? {
+            Some(t) if !t.is_zero() => t,
+            _ => return Err(PyValueError::new_err("tls_handshake_timeout must be positive")),
+        };
+        let tls = crate::tls::server_arg(py, certfile, keyfile, client_cafile, transport, io_uring)?;
         let mode = parse_mode(mode)?;
         let threads = match threads {
             None => 0,
@@ -257,6 +271,8 @@ impl Server {
                 IN_CALLBACK.with(|f| f.set(0));
             }) as upcase::server::ClientCallback
         });
+        // Every field is set; a field the core adds later keeps its default.
+        #[allow(clippy::needless_update)]
         let config = Config {
             host: host.to_owned(),
             port,
@@ -273,6 +289,8 @@ impl Server {
             max_connections_per_address: usize::try_from(max_connections_per_address)
                 .map_err(|_| PyValueError::new_err("max_connections_per_address must be 0 (no limit) or more"))?,
             on_client,
+            tls,
+            tls_handshake_timeout,
             ..Config::default()
         };
         let core = py.detach(|| Core::bind(config.clone())).map_err(|e| to_py(py, e))?;
@@ -304,6 +322,12 @@ impl Server {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
         }
+    }
+
+    /// True when serving TLS (certfile and keyfile given).
+    #[getter]
+    fn tls(&self) -> bool {
+        self.config.tls.is_some()
     }
 
     /// "concurrent" or "iterative".

@@ -53,7 +53,7 @@ pub(crate) const CONSTANTS: &[(&str, i32)] = &[
 /// socket(family=AF_INET, type=SOCK_STREAM, proto=0)
 ///
 /// A socket whose every call goes through upcase's own Rust wrappers.
-#[pyclass(module = "upcase._upcase", name = "socket")]
+#[pyclass(module = "upcase._upcase", name = "socket", subclass)]
 pub(crate) struct Socket {
     fd: Mutex<Option<Arc<OwnedFd>>>,
     family: i32,
@@ -76,12 +76,24 @@ impl Socket {
 
     /// The descriptor, kept open for the length of one call even if
     /// another thread closes the socket meanwhile.
-    fn fd(&self) -> PyResult<Arc<OwnedFd>> {
+    pub(crate) fn fd(&self) -> PyResult<Arc<OwnedFd>> {
         self.fd.lock().ok().and_then(|g| g.clone()).ok_or_else(ebadf)
     }
 
-    fn timeout(&self) -> Option<Duration> {
+    pub(crate) fn timeout(&self) -> Option<Duration> {
         self.timeout.lock().map(|t| *t).unwrap_or(None)
+    }
+
+    /// This socket's descriptor and timeout, moved into a new value; this
+    /// one is closed after (as `ssl.wrap_socket` detaches the socket).
+    pub(crate) fn take(&self) -> PyResult<Socket> {
+        let fd = self.fd.lock().ok().and_then(|mut g| g.take()).ok_or_else(ebadf)?;
+        Ok(Socket { fd: Mutex::new(Some(fd)), family: self.family, ty: self.ty, timeout: Mutex::new(self.timeout()) })
+    }
+
+    /// The socket type.
+    pub(crate) fn kind(&self) -> i32 {
+        self.ty
     }
 
     /// A Python address for this family: `(host, port)` or
@@ -163,7 +175,7 @@ impl Socket {
     }
 
     /// Waits for `events` per this socket's timeout; 0 means "do not wait".
-    fn ready(&self, py: Python<'_>, fd: &OwnedFd, events: i16, what: &str) -> PyResult<()> {
+    pub(crate) fn ready(&self, py: Python<'_>, fd: &OwnedFd, events: i16, what: &str) -> PyResult<()> {
         let timeout = self.timeout();
         if timeout == Some(Duration::ZERO) {
             return Ok(());
@@ -281,14 +293,14 @@ impl Socket {
     }
 
     /// accept() -> (socket, address): the next connection.
-    fn accept<'py>(&self, py: Python<'py>) -> PyResult<(Socket, Bound<'py, PyTuple>)> {
+    pub(crate) fn accept<'py>(&self, py: Python<'py>) -> PyResult<(Socket, Bound<'py, PyTuple>)> {
         let (fd, peer) = self.io(py, libc::POLLIN, "accept", |fd| sys::accept4(fd.as_fd(), true))?;
         let addr = self.py_addr(py, &peer)?;
         Ok((Socket::wrap(fd, self.family, self.ty, None), addr))
     }
 
     /// connect(address): connect to a remote socket.
-    fn connect(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn connect(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
         let addr = self.sock_addr(py, address, Purpose::Connect)?;
         let fd = self.fd()?;
         let what = format!("connect to {addr}");
@@ -388,13 +400,13 @@ impl Socket {
     }
 
     /// shutdown(how): SHUT_RD, SHUT_WR or SHUT_RDWR.
-    fn shutdown(&self, py: Python<'_>, how: i32) -> PyResult<()> {
+    pub(crate) fn shutdown(&self, py: Python<'_>, how: i32) -> PyResult<()> {
         let fd = self.fd()?;
         sys::shutdown(fd.as_fd(), how).map_err(|e| to_py(py, io_err(e, "shutdown")))
     }
 
     /// close(): release the descriptor (again: nothing happens).
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Ok(mut g) = self.fd.lock() {
             g.take();
         }
@@ -457,7 +469,7 @@ impl Socket {
     }
 
     /// fileno() -> int: the descriptor, or -1 once closed.
-    fn fileno(&self) -> i32 {
+    pub(crate) fn fileno(&self) -> i32 {
         self.fd.lock().ok().and_then(|g| g.as_ref().map(|fd| fd.as_raw_fd())).unwrap_or(-1)
     }
 

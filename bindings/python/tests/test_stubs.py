@@ -26,6 +26,7 @@ def test_stubtest_finds_no_difference():
 def test_typed_usage_checks_clean(tmp_path):
     prog = tmp_path / "use_upcase.py"
     prog.write_text(textwrap.dedent("""
+        import ssl
         import upcase
         from upcase import *
 
@@ -40,6 +41,14 @@ def test_typed_usage_checks_clean(tmp_path):
         sock.sendto(b"x", ("127.0.0.1", 9))
         data, addr = sock.recvfrom(2048)
         n: int = upcase.htons(12000)
+        u: str = upcase.tcp_request("127.0.0.1", 1, "x", tls=True, cafile="ca.pem", server_hostname="localhost")
+        tls_server = upcase.Server(port=0, certfile="s.pem", keyfile="s.key", client_cafile=None)
+        ctx = upcase.TLSContext(upcase.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations("ca.pem")
+        tsock: upcase.TLSSocket = ctx.wrap_socket(socket(AF_INET, SOCK_STREAM), server_hostname="localhost")
+        plain: upcase.socket = tsock
+        version: str | None = tsock.version()
+        err: ssl.SSLError = upcase.TLSError(1, "x")
     """))
     run = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(prog)],
                          capture_output=True, text=True, timeout=280)

@@ -10,12 +10,22 @@ The slide programs run with ``from upcase import *`` in place of
 whose every call goes through Rust, with the usual constants (also as
 attributes of the class, so ``socket(socket.AF_INET, socket.SOCK_DGRAM)``
 works too).
+
+TLS, in the standard ssl module's words: ``upcase.Server(..., certfile=...,
+keyfile=...)``, ``upcase.tcp_request(..., tls=True, cafile=...)``, and
+``TLSContext(PROTOCOL_TLS_CLIENT).wrap_socket(sock, server_hostname=...)``
+over upcase's socket. TLS failures raise ``TLSError``, an ``ssl.SSLError``.
 """
 
 from socket import gaierror
 
 from ._upcase import (
     AF_INET,
+    CERT_NONE,
+    CERT_OPTIONAL,
+    CERT_REQUIRED,
+    PROTOCOL_TLS_CLIENT,
+    PROTOCOL_TLS_SERVER,
     AF_INET6,
     AF_UNSPEC,
     IPPROTO_IPV6,
@@ -40,6 +50,10 @@ from ._upcase import (
     TCP_NODELAY,
     Connection,
     Server,
+    TLSCertVerificationError,
+    TLSContext,
+    TLSError,
+    TLSSocket,
     __version__,
     htonl,
     htons,
@@ -57,6 +71,11 @@ timeout = TimeoutError
 
 __all__ = [
     "AF_INET",
+    "CERT_NONE",
+    "CERT_OPTIONAL",
+    "CERT_REQUIRED",
+    "PROTOCOL_TLS_CLIENT",
+    "PROTOCOL_TLS_SERVER",
     "AF_INET6",
     "AF_UNSPEC",
     "IPPROTO_IPV6",
@@ -81,6 +100,10 @@ __all__ = [
     "TCP_NODELAY",
     "Connection",
     "Server",
+    "TLSCertVerificationError",
+    "TLSContext",
+    "TLSError",
+    "TLSSocket",
     "error",
     "gaierror",
     "htonl",

@@ -5,7 +5,9 @@ scripts in examples/python share with them.
 Clients take ``[HOST [PORT]]``, the order of nc and telnet; servers take
 ``[PORT [HOST]]``, the order of ``python -m http.server``. The options are
 the C programs' (build/c/{tcp,udp}_{server,client}), with ``--udp`` to
-choose the protocol. ``-h`` prints help on stdout and exits 0; a usage error
+choose the protocol. TLS: servers ``--tls-cert PEM --tls-key PEM
+[--tls-client-ca PEM] [--tls-handshake-timeout SECONDS]``, clients ``--tls
+[--tls-ca PEM] [--tls-name NAME] [--tls-cert PEM --tls-key PEM]``. ``-h`` prints help on stdout and exits 0; a usage error
 names the argument at fault on stderr and exits 2.
 """
 
@@ -41,8 +43,9 @@ _SERVER_ONLY = {
     "defer_accept": ("--defer-accept", "tcp"),
     "io_uring": ("--io-uring", "tcp"),
     "max_datagram": ("--max-datagram", "udp"),
+    "tls_cert": ("--tls-cert", "tcp"),
 }
-_CLIENT_ONLY = {"retries": ("--retries", "udp")}
+_CLIENT_ONLY = {"retries": ("--retries", "udp"), "tls": ("--tls", "tcp")}
 
 
 @dataclass
@@ -55,6 +58,19 @@ class ClientOptions:
     message: Optional[str]
     timeout: float
     retries: int
+    tls: bool = False
+    tls_ca: Optional[str] = None
+    tls_name: Optional[str] = None
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+
+    def tls_options(self) -> Dict[str, Any]:
+        """The TLS keywords of upcase.tcp_request and upcase.Connection that
+        these options set (none without --tls)."""
+        if not self.tls:
+            return {}
+        return {"tls": True, "cafile": self.tls_ca, "server_hostname": self.tls_name,
+                "certfile": self.tls_cert, "keyfile": self.tls_key}
 
 
 @dataclass
@@ -74,6 +90,10 @@ class ServerOptions:
     defer_accept: bool
     io_uring: bool
     max_datagram: Optional[int]
+    tls_cert: Optional[str] = None
+    tls_key: Optional[str] = None
+    tls_client_ca: Optional[str] = None
+    tls_handshake_timeout: Optional[float] = None
 
     def server_options(self) -> Dict[str, Any]:
         """The keyword arguments of upcase.Server that these options set."""
@@ -90,6 +110,10 @@ class ServerOptions:
         for name in ("max_connections", "max_connections_per_address", "min_rate", "max_datagram"):
             if getattr(self, name) is not None:
                 kw[name] = getattr(self, name)
+        if self.tls_cert is not None:
+            kw.update(certfile=self.tls_cert, keyfile=self.tls_key, client_cafile=self.tls_client_ca)
+            if self.tls_handshake_timeout is not None:
+                kw["tls_handshake_timeout"] = self.tls_handshake_timeout
         return kw
 
 
@@ -160,12 +184,34 @@ def _one_protocol(parser: argparse.ArgumentParser, ns: argparse.Namespace, udp: 
         parser.error(f"{option} is for UDP (add --udp)" if proto == "udp" else f"{option} is for TCP, not --udp")
 
 
+def _pem(text: str) -> str:
+    if text:
+        return text
+    raise argparse.ArgumentTypeError("give a PEM file")
+
+
+def _tls_pairs(parser: argparse.ArgumentParser, ns: argparse.Namespace, needs: Optional[str],
+               after: Sequence[Tuple[str, str]]) -> None:
+    """Usage errors: --tls-cert without --tls-key or the other way round,
+    and the options in ``after`` without the option ``needs``."""
+    cert, key = getattr(ns, "tls_cert", None), getattr(ns, "tls_key", None)
+    if cert is not None and key is None:
+        parser.error("--tls-cert needs --tls-key: the certificate's private key (PEM)")
+    if key is not None and cert is None:
+        parser.error("--tls-key needs --tls-cert: the certificate chain (PEM)")
+    if needs is not None:
+        for name, option in after:
+            if getattr(ns, name, None) is not None:
+                parser.error(f"{option} needs {needs}")
+
+
 def parse_client_args(prog: str, argv: Optional[Sequence[str]] = None, *, description: Optional[str] = None,
-                      protocol: Optional[str] = None, options: bool = True) -> ClientOptions:
+                      protocol: Optional[str] = None, options: bool = True, tls: bool = False) -> ClientOptions:
     """A client's ``[options] [HOST [PORT]]``. ``protocol`` "tcp" or "udp"
     fixes it; None offers ``--udp``. ``options=False``: only HOST and PORT
-    (the slide programs)."""
-    opts = "[options] " if options else "[-h] [--version] "
+    (the slide programs). ``tls=True``: always TLS, with the TLS options
+    but no ``--tls`` (the TLS slide programs)."""
+    opts = "[options] " if options or tls else "[-h] [--version] "
     parser = _parser(
         prog, f"%(prog)s {opts}[HOST [PORT]]", description,
         f"HOST comes first, then PORT, the order nc and telnet take them (default:\n"
@@ -185,9 +231,21 @@ def parse_client_args(prog: str, argv: Optional[Sequence[str]] = None, *, descri
         if protocol != "tcp":
             parser.add_argument("--retries", metavar="N", type=_count(0, MAX_COUNT, f"a number from 0 to {MAX_COUNT}"),
                                 help="UDP: send again at most N times (default: 3)")
+        if protocol != "udp" and not tls:
+            parser.add_argument("--tls", action="store_true", default=None, help="TCP: inside TLS")
+    if tls or (options and protocol != "udp"):
+        add = parser.add_argument
+        add("--tls-ca", metavar="PEM", type=_pem,
+            help="TLS: the CAs that sign the server's certificate (default: the system's)")
+        add("--tls-name", metavar="NAME", help="TLS: the name the server's certificate must have (default: HOST)")
+        add("--tls-cert", metavar="PEM", type=_pem, help="TLS: a client certificate chain, for a server that asks")
+        add("--tls-key", metavar="PEM", type=_pem, help="TLS: the client certificate's private key")
     ns = parser.parse_args(argv)
     udp = protocol == "udp" or bool(getattr(ns, "udp", False))
     _one_protocol(parser, ns, udp, _CLIENT_ONLY)
+    on = tls or bool(getattr(ns, "tls", False))
+    _tls_pairs(parser, ns, None if on else "--tls",
+               [("tls_ca", "--tls-ca"), ("tls_name", "--tls-name"), ("tls_cert", "--tls-cert")])
     timeout = getattr(ns, "timeout", None)
     retries = getattr(ns, "retries", None)
     return ClientOptions(
@@ -197,14 +255,21 @@ def parse_client_args(prog: str, argv: Optional[Sequence[str]] = None, *, descri
         message=getattr(ns, "message", None),
         timeout=timeout if timeout is not None else (1.0 if udp else 5.0),
         retries=retries if retries is not None else 3,
+        tls=on,
+        tls_ca=getattr(ns, "tls_ca", None),
+        tls_name=getattr(ns, "tls_name", None),
+        tls_cert=getattr(ns, "tls_cert", None),
+        tls_key=getattr(ns, "tls_key", None),
     )
 
 
 def parse_server_args(prog: str, argv: Optional[Sequence[str]] = None, *, description: Optional[str] = None,
-                      protocol: Optional[str] = None, options: bool = True) -> ServerOptions:
+                      protocol: Optional[str] = None, options: bool = True, tls: bool = False) -> ServerOptions:
     """A server's ``[options] [PORT [HOST]]``; ``protocol`` and ``options``
-    as for parse_client_args. HOST defaults to '' (every interface)."""
-    opts = "[options] " if options else "[-h] [--version] "
+    as for parse_client_args. HOST defaults to '' (every interface).
+    ``tls=True``: --tls-cert and --tls-key are required (the TLS slide
+    programs)."""
+    opts = "[options] " if options or tls else "[-h] [--version] "
     parser = _parser(
         prog, f"%(prog)s {opts}[PORT [HOST]]", description,
         f"PORT comes first, then HOST, the order python -m http.server takes them\n"
@@ -239,9 +304,25 @@ def parse_server_args(prog: str, argv: Optional[Sequence[str]] = None, *, descri
         if protocol != "tcp":
             add("--max-datagram", metavar="BYTES", type=_count(1, 65527, "bytes, 1 to 65527"),
                 help="UDP: largest datagram answered (default: 65527)")
+    if tls or (options and protocol != "udp"):
+        add = parser.add_argument
+        add("--tls-cert", metavar="PEM", type=_pem, help="TLS: the server's certificate chain, leaf first")
+        add("--tls-key", metavar="PEM", type=_pem, help="TLS: its private key (PKCS#8, SEC1 or RSA)")
+        add("--tls-client-ca", metavar="PEM", type=_pem,
+            help="TLS: require client certificates signed by these CAs")
+        if options:
+            add("--tls-handshake-timeout", metavar="SECONDS", type=_seconds,
+                help="TLS: close a client whose handshake is not done after SECONDS (default: 10)")
     ns = parser.parse_args(argv)
     udp = protocol == "udp" or bool(getattr(ns, "udp", False))
     _one_protocol(parser, ns, udp, _SERVER_ONLY)
+    if tls and getattr(ns, "tls_cert", None) is None and getattr(ns, "tls_key", None) is None:
+        parser.error("--tls-cert and --tls-key are needed: the certificate chain and its key (PEM)")
+    _tls_pairs(parser, ns, "--tls-cert and --tls-key",
+               [("tls_client_ca", "--tls-client-ca"), ("tls_handshake_timeout", "--tls-handshake-timeout")]
+               if getattr(ns, "tls_cert", None) is None else [])
+    if getattr(ns, "tls_cert", None) is not None and getattr(ns, "io_uring", False):
+        parser.error("--tls-cert: the io_uring loop does not serve TLS (leave out --io-uring)")
     return ServerOptions(
         port=ns.port,
         host=ns.host,
@@ -256,6 +337,10 @@ def parse_server_args(prog: str, argv: Optional[Sequence[str]] = None, *, descri
         defer_accept=bool(getattr(ns, "defer_accept", False)),
         io_uring=bool(getattr(ns, "io_uring", False)),
         max_datagram=getattr(ns, "max_datagram", None),
+        tls_cert=getattr(ns, "tls_cert", None),
+        tls_key=getattr(ns, "tls_key", None),
+        tls_client_ca=getattr(ns, "tls_client_ca", None),
+        tls_handshake_timeout=getattr(ns, "tls_handshake_timeout", None),
     )
 
 
@@ -284,7 +369,8 @@ def run_server(options: ServerOptions, prog: str) -> int:
         server = upcase.Server(options.host, options.port, on_client=None if options.quiet else on_client,
                                **options.server_options())
     except (OSError, ValueError) as e:
-        print(f"{prog}: cannot bind {addr_text(options.host, options.port)}: {e}", file=sys.stderr)
+        what = "cannot serve TLS on" if options.tls_cert is not None else "cannot bind"
+        print(f"{prog}: {what} {addr_text(options.host, options.port)}: {e}", file=sys.stderr)
         return 1
     try:  # from here on, a signal is a clean stop
         print("The server is ready to receive", flush=True)
@@ -336,7 +422,7 @@ def run_client(options: ClientOptions, prog: str, stdin: Optional[BinaryIO] = No
                         conn.close()
                         conn = None
                 if conn is None:
-                    conn = upcase.Connection(host, port, timeout=options.timeout)
+                    conn = upcase.Connection(host, port, timeout=options.timeout, **options.tls_options())
                     reply = conn.request(data)
             out.write(b"From Server: " + reply + b"\n")
             out.flush()
@@ -347,7 +433,7 @@ def run_client(options: ClientOptions, prog: str, stdin: Optional[BinaryIO] = No
         return _fail(prog, f"connection refused by {host} port {port}")
     except TimeoutError:
         return _fail(prog, f"timed out: no reply from {host} port {port}")
-    except OSError as e:
+    except (OSError, ValueError) as e:  # TLS failures too (ssl.SSLError), and bad TLS files
         return _fail(prog, f"{host} port {port}: {e}")
     except KeyboardInterrupt:
         return 130
@@ -369,9 +455,9 @@ def _fail(prog: str, why: str) -> int:
 _DESCRIPTION = {
     "server": "The upper-case server, its loop in Rust (upcase.Server): concurrent on an\n"
               "event loop per core, or one client at a time with --iterative. One line per\n"
-              "client; Ctrl-C (SIGINT) or SIGTERM stops it.",
+              "client; Ctrl-C (SIGINT) or SIGTERM stops it. TLS with --tls-cert and --tls-key.",
     "client": "The upper-case client, in Rust (upcase.Connection / upcase.udp_request):\n"
-              "sends each line of stdin, or -m TEXT, and prints each reply.",
+              "sends each line of stdin, or -m TEXT, and prints each reply. --tls: inside TLS.",
 }
 
 
@@ -393,7 +479,7 @@ usage: python -m upcase server [options] [PORT [HOST]]
 HELP = f"""\
 {USAGE}
 The upper-case server and client of upcase, run in Rust. TCP by default,
-UDP with --udp. Servers take PORT then HOST (as python -m http.server does),
+UDP with --udp; TLS with --tls-cert/--tls-key (server) and --tls (client). Servers take PORT then HOST (as python -m http.server does),
 clients HOST then PORT (as nc and telnet do).
 
   python -m upcase server --help     the server's options
