@@ -193,8 +193,13 @@ $(BUILD)-io-uring/tcp_server: examples/c/tcp_server.c examples/c/cli.h include/u
 	mkdir -p $(BUILD)-io-uring
 	$(CC) $(WARN) $(CFLAGS) -Iinclude $< -o $@ -L$(URING_LIBDIR) -lupcase -Wl,-rpath,$(URING_LIBDIR)
 
+# The TLS analogue of bench/servers/epoll_server.c, on OpenSSL (Debian: libssl-dev).
+build/bench/c-tls/tls_server: bench/servers/c-tls/tls_server.c
+	mkdir -p $(@D)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< -lssl -lcrypto
+
 # The benchmark: the transform's own, then every server in every mode.
-bench: all python $(BUILD)-io-uring/tcp_server
+bench: all python $(BUILD)-io-uring/tcp_server build/bench/c-tls/tls_server
 	$(CARGO) build --release --locked -p upcase-loadgen -p tokio-server
 	mkdir -p build/bench
 	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/epoll_server bench/servers/epoll_server.c
