@@ -83,10 +83,9 @@ impl Worker {
                 return;
             }
         };
-        if self.keep {
-            if let Err(e) = net::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1) {
-                self.st.error("setsockopt(TCP_NODELAY)", e);
-            }
+        // The client's flights are small and each one waits for the server's: no Nagle delay.
+        if let Err(e) = net::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1) {
+            self.st.error("setsockopt(TCP_NODELAY)", e);
         }
         if let Err(e) = self.ep.add(&fd, EV_IN | EV_OUT | EV_RDHUP | EV_ET, i as u64) {
             self.st.error("epoll_ctl", e);
