@@ -28,7 +28,8 @@ fn pki() -> PathBuf {
     std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).expect("self-sign").pem()).expect("write");
     let issuer = Issuer::new(ca, ca_key);
     let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["localhost".into()]).expect("params").signed_by(&key, &issuer).expect("sign");
+    let cert =
+        CertificateParams::new(vec!["localhost".into()]).expect("params").signed_by(&key, &issuer).expect("sign");
     std::fs::write(dir.join("server.pem"), cert.pem()).expect("write");
     std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write");
     dir
@@ -37,7 +38,8 @@ fn pki() -> PathBuf {
 /// The upcase TLS server on a free port, running on a thread of its own.
 fn upcase_server(dir: &Path) -> (Arc<Server>, std::thread::JoinHandle<()>) {
     let tls = TlsServer::from_pem(dir.join("server.pem"), dir.join("server.key"), None).expect("TLS config");
-    let config = Config { host: "127.0.0.1".into(), port: 0, threads: 1, tls: Some(Arc::new(tls)), ..Config::default() };
+    let config =
+        Config { host: "127.0.0.1".into(), port: 0, threads: 1, tls: Some(Arc::new(tls)), ..Config::default() };
     let server = Arc::new(Server::bind(config).expect("bind"));
     let s = server.clone();
     let t = std::thread::spawn(move || {

@@ -307,7 +307,8 @@ pub fn run(cfg: &Cfg, tls: &TlsOpts) -> Result<Report, String> {
     let t0 = Instant::now();
     let deadline = t0 + cfg.duration();
     let total = if cfg.mode == Mode::Persistent { cfg.connections } else { cfg.clients };
-    let (stats, seconds) = run_split(cfg.threads, total, t0, |part, parts, n| worker(cfg, tls, part, parts, n, deadline))?;
+    let (stats, seconds) =
+        run_split(cfg.threads, total, t0, |part, parts, n| worker(cfg, tls, part, parts, n, deadline))?;
     let mode = match cfg.mode {
         Mode::Resumed => "resumed",
         Mode::Persistent => "persistent",

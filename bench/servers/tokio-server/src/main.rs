@@ -122,7 +122,10 @@ async fn main() -> ExitCode {
         args.remove(0);
     }
     let mut tls = None;
-    if args.first().is_some_and(|a| a == "--tls-cert") && args.get(2).is_some_and(|a| a == "--tls-key") && args.len() >= 4 {
+    if args.first().is_some_and(|a| a == "--tls-cert")
+        && args.get(2).is_some_and(|a| a == "--tls-key")
+        && args.len() >= 4
+    {
         match tls_acceptor(&args[1], &args[3]) {
             Ok(t) => tls = Some(t),
             Err(e) => {
