@@ -118,8 +118,7 @@ impl Worker {
         s.bad = false;
         let Some(c) = s.conn.as_mut() else { return };
         let req = self.pat.request(off, self.size);
-        // The plaintext buffer (64 KiB) takes a request of up to 1 MiB in pieces only
-        // once the handshake is done; --size stays far below it in these modes.
+        // Before the handshake ends rustls buffers at most 64 KiB of plaintext: a larger --size fails here.
         match std::io::Write::write(&mut c.tls.writer(), req) {
             Ok(n) if n == req.len() => self.flush(i),
             Ok(_) => self.fail(i, Fail::Sys("write (request larger than rustls buffers)", libc::EMSGSIZE)),
