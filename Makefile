@@ -7,9 +7,9 @@
 #   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end, Python
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
-#   make bench    upcase against the reference servers, then the TLS section (not in CI; about 15 minutes once built)
+#   make bench    upcase against the reference servers, then the TLS section (not in CI; about 13 minutes once built)
 #   make bench-tls    the TLS section alone: upcase's TLS server against tokio-rustls, C + OpenSSL, Python ssl,
-#                     socat and ncat, and the crypto floor from openssl speed (about 5 minutes)
+#                     socat and ncat, and the crypto floor from openssl speed (about 4 minutes)
 #   make experiments  the measurements behind BENCHMARKS.md's notes: build/bench/syscall_cost, build/bench/udp_floor,
 #                     build/bench/uring_server
 #   make soak     mixed TCP/UDP load, every byte checked, fds and RSS must return (not in CI; 5 minutes)
