@@ -385,6 +385,13 @@ mod tests {
         assert_eq!((c.workers, c.timeout(200)), (3, Duration::from_millis(50)));
         let c = parse("hold --port 1 --idle 5 --probes 2 --hold-secs 0 --no-idle-ping --src kernel").unwrap();
         assert_eq!((c.idle, c.probes, c.hold_secs, c.idle_ping, c.src_name()), (5, 2, 0.0, false, "kernel"));
+        let c = parse("resumed --port 1 --tls-ca ca.pem").unwrap();
+        assert_eq!(
+            (c.mode, c.tls_ca.as_deref(), c.tls_name.as_str()),
+            (Mode::Resumed, Some("ca.pem".as_ref()), "localhost")
+        );
+        let c = parse("persistent --port 1 --tls-ca ca.pem --tls-name example.test").unwrap();
+        assert_eq!(c.tls_name, "example.test");
     }
 
     #[test]
@@ -405,6 +412,10 @@ mod tests {
             "oneshot --port 1 --host ::1 --src cycle",
             "oneshot --port 1 --src-ports 5-3",
             "oneshot --port 1 oneshot",
+            "handshake --port 1",
+            "resumed --port 1",
+            "oneshot --port 1 --tls-ca ca.pem",
+            "udp --port 1 --tls-ca ca.pem",
         ] {
             assert!(matches!(parse(bad), Err(CliError::Bad(_))), "{bad:?} should be rejected");
         }
