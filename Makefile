@@ -7,7 +7,9 @@
 #   make test     every test: Rust (debug and release), C (shared, static, ASan/UBSan, valgrind), end-to-end, Python
 #   make lint     cargo fmt --check, clippy -D warnings, header drift check
 #   make install PREFIX=/usr/local   library, header, pkg-config file
-#   make bench    upcase against the reference servers (not in CI; about 7 minutes once built)
+#   make bench    upcase against the reference servers, then the TLS section (not in CI; about 13 minutes once built)
+#   make bench-tls    the TLS section alone: upcase's TLS server against tokio-rustls, C + OpenSSL, Python ssl,
+#                     socat and ncat, and the crypto floor from openssl speed (about 4 minutes)
 #   make experiments  the measurements behind BENCHMARKS.md's notes: build/bench/syscall_cost, build/bench/udp_floor,
 #                     build/bench/uring_server
 #   make soak     mixed TCP/UDP load, every byte checked, fds and RSS must return (not in CI; 5 minutes)
@@ -45,7 +47,7 @@ CTESTS := $(BUILD)/test_capi_shared $(BUILD)/test_capi_static $(BUILD)/test_capi
 URING_TARGET := target/io-uring
 URING_LIBDIR := $(abspath build/lib-io-uring)
 
-.PHONY: lib-io-uring bench experiments soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python wheel sdist \
+.PHONY: lib-io-uring bench bench-tls bench-tls-servers experiments soak miri fuzz fuzz-smoke fuzz-build fuzz-merge all lib examples python wheel sdist \
 	demo test test-rust test-c test-e2e test-python lint install clean FORCE
 
 all: lib examples
@@ -199,14 +201,23 @@ build/bench/c-tls/tls_server: bench/servers/c-tls/tls_server.c
 	$(CC) -O2 -Wall -Wextra -Werror -o $@ $< -lssl -lcrypto
 
 # The benchmark: the transform's own, then every server in every mode.
-bench: all python $(BUILD)-io-uring/tcp_server build/bench/c-tls/tls_server
+bench: all python $(BUILD)-io-uring/tcp_server bench-tls-servers
 	$(CARGO) build --release --locked -p upcase-loadgen -p tokio-server
 	mkdir -p build/bench
 	$(CC) -O2 -Wall -Wextra -Werror -o build/bench/epoll_server bench/servers/epoll_server.c
 	command -v iperf3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3; }
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib
 	$(CARGO) bench --locked --bench upper | tee bench/results/upper.txt
-	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/run.py --tls $(BENCH_ARGS)
+
+# The TLS section's servers: upcase's (the C example when it takes
+# --tls-cert, else the Rust bench server), tokio-rustls, and the load generator.
+bench-tls-servers: all build/bench/c-tls/tls_server
+	$(CARGO) build --release --locked -p upcase-loadgen -p tokio-server
+	$(CARGO) build --release --locked -p upcase-loadgen --example upcase-tls-server
+
+bench-tls: bench-tls-servers python
+	$(VENV)/bin/python bench/run.py --tls-only $(BENCH_ARGS)
 
 # Experiments, not part of make bench (see bench/experiments/): the io_uring
 # server needs liburing's header (Debian: liburing-dev, installed if missing).

@@ -19,7 +19,10 @@ epoll reference within the same run: the machine has 2 cores shared by the
 load generator and the server, and absolute figures are noisy.
 
 usage: bench/run.py [--quick] [--only NAME,...] [--modes MODE,...] [--rounds N]
-                    [--cycles N | --no-paired]
+                    [--cycles N | --no-paired] [--tls | --tls-only] [--tls-... (see --help)]
+
+With --tls, the TLS section follows (bench/tls_bench.py); --tls-only runs
+it alone.
 """
 
 import argparse
@@ -651,7 +654,10 @@ def main():
                     help=f"cycles of paired slices per mode, at least 2 (default {PAIRED_CYCLES}, 3 with --quick)")
     ap.add_argument("--no-paired", action="store_true",
                     help="skip the paired slices (the CPU targets then use the rounds; --cycles is ignored)")
+    import tls_bench  # bench/tls_bench.py, which imports this file for its helpers
+    tls_bench.add_arguments(ap)
     args = ap.parse_args()
+    tls_bench.check_args(ap, args)
     if args.rounds < 0:
         ap.error("--rounds must be 1 or more")
     if args.cycles < 0 or args.cycles == 1:
@@ -669,11 +675,13 @@ def main():
     # A SIGTERM ends the run as Ctrl-C does: through the `finally`s that
     # stop the servers (each in a session of its own, so nothing else would).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    log = Tee(RESULTS / "latest-run.log")
+    log = Tee(RESULTS / ("tls-run.log" if args.tls_only else "latest-run.log"))
     try:
         print(f"{shlex.join(['bench/run.py'] + sys.argv[1:])}  "
               f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()})")
-        problems = measure(args, names, modes)
+        problems = [] if args.tls_only else measure(args, names, modes)
+        if args.tls or args.tls_only:
+            problems += tls_bench.measure(args)
         if problems:
             print("THIS RUN FAILED:")
             for prob in problems:

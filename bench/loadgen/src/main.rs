@@ -14,6 +14,7 @@ mod hist;
 mod modes;
 mod net;
 mod stats;
+mod tls;
 mod verify;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -37,6 +38,14 @@ modes:
   hold        open --idle N (10000) connections and keep them idle, print `HOLDING n` on
               stderr, sleep --hold-secs (2), time --probes N (20) oneshot round trips one at
               a time, check the idle ones are still open, close all
+  handshake   TLS (needs --tls-ca): --clients N (8) connections in flight; each: connect,
+              full handshake (no resumption), send --size (32) bytes, close_notify, read the
+              reply and the server's close_notify, verify, close
+  resumed     as handshake, resuming with tickets of the worker's earlier connections
+
+TLS: --tls-ca also runs persistent, stream and hold inside TLS (hold: no probes). The client
+offers TLS 1.3, AES-128-GCM and an X25519 key share (P-256 as a fallback group, which
+costs a HelloRetryRequest); the report counts handshakes by kind.
 
 options:
   --host H            server address (default 127.0.0.1); an IPv4/IPv6 literal or a name
@@ -54,6 +63,8 @@ options:
   --no-idle-ping      hold: only complete the handshake of idle connections (by default
                       each one also does a 1-byte round trip, proving the server serves it)
   --connect-batch N   hold: handshakes in flight while establishing (default 256)
+  --tls-ca PEM        TLS: trust the CA certificates of this file
+  --tls-name NAME     TLS: the server name sent and checked (default localhost)
   -h, --help          this text
 
 Output: one JSON object on stdout: mode, ops, seconds, ops_per_s, p50_us, p90_us, p99_us,
@@ -67,6 +78,8 @@ pub enum Mode {
     Stream,
     Udp,
     Hold,
+    Handshake,
+    Resumed,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +100,8 @@ pub struct Cfg {
     pub src: SrcMode,
     pub idle_ping: bool,
     pub connect_batch: usize,
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_name: String,
 }
 
 impl Cfg {
@@ -167,6 +182,8 @@ fn parse_args(args: &[String]) -> Result<Cfg, CliError> {
         src: SrcMode::Kernel,
         idle_ping: true,
         connect_batch: 256,
+        tls_ca: None,
+        tls_name: "localhost".to_string(),
     };
     let mut src = "auto".to_string();
     let (mut port_lo, mut port_hi) = (10_000u16, 32_767u16);
@@ -187,6 +204,8 @@ fn parse_args(args: &[String]) -> Result<Cfg, CliError> {
                 "stream" => Mode::Stream,
                 "udp" => Mode::Udp,
                 "hold" => Mode::Hold,
+                "handshake" => Mode::Handshake,
+                "resumed" => Mode::Resumed,
                 _ => return Err(CliError::Bad(format!("unknown mode {a:?}"))),
             });
             continue;
@@ -225,6 +244,8 @@ fn parse_args(args: &[String]) -> Result<Cfg, CliError> {
             "--hold-secs" => cfg.hold_secs = seconds(opt, v)?,
             "--connect-batch" => cfg.connect_batch = positive(opt, v)?,
             "--src" => src = val.clone(),
+            "--tls-ca" => cfg.tls_ca = Some(val.clone().into()),
+            "--tls-name" => cfg.tls_name = val.clone(),
             "--src-ports" => {
                 let (lo, hi) = v.split_once('-').ok_or_else(|| CliError::Bad(format!("{opt}: want LO-HI")))?;
                 port_lo = num(opt, lo)?;
@@ -242,6 +263,15 @@ fn parse_args(args: &[String]) -> Result<Cfg, CliError> {
         return Err(CliError::Bad("--port must be 1-65535".into()));
     }
     cfg.target = resolve(&host, port)?;
+    match (cfg.mode, cfg.tls_ca.is_some()) {
+        (Mode::Handshake | Mode::Resumed, false) => {
+            return Err(CliError::Bad("handshake and resumed are TLS modes: give --tls-ca".into()))
+        }
+        (Mode::Oneshot | Mode::Udp, true) => {
+            return Err(CliError::Bad("--tls-ca: oneshot over TLS is `handshake`; udp has no TLS".into()))
+        }
+        _ => {}
+    }
     if cfg.mode == Mode::Udp && !(verify::SEQ_LEN..=65_507).contains(&cfg.size(64)) {
         return Err(CliError::Bad(format!("udp --size must be {}-65507", verify::SEQ_LEN)));
     }
@@ -287,14 +317,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cpu0 = net::cpu_seconds();
-    let report = match cfg.mode {
-        Mode::Oneshot => modes::oneshot(&cfg),
-        Mode::Persistent => modes::persistent(&cfg),
-        Mode::Stream => modes::stream(&cfg),
-        Mode::Udp => modes::udp(&cfg),
-        Mode::Hold => modes::hold(&cfg),
+    let tls = match &cfg.tls_ca {
+        Some(ca) => match tls::TlsOpts::load(ca, &cfg.tls_name) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                eprintln!("loadgen: {msg}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
     };
+    let cpu0 = net::cpu_seconds();
+    let report = run(&cfg, tls.as_ref());
     let report = match report {
         Ok(r) => r,
         Err(msg) => {
@@ -308,6 +342,21 @@ fn main() -> ExitCode {
     }
     println!("{}", report.to_json(cpu));
     ExitCode::SUCCESS
+}
+
+/// Runs the workload `cfg` asks for, inside TLS when `tls` is given.
+fn run(cfg: &Cfg, tls: Option<&tls::TlsOpts>) -> Result<stats::Report, String> {
+    match (cfg.mode, tls) {
+        (Mode::Oneshot, _) => modes::oneshot(cfg),
+        (Mode::Persistent, None) => modes::persistent(cfg),
+        (Mode::Stream, None) => modes::stream(cfg),
+        (Mode::Udp, _) => modes::udp(cfg),
+        (Mode::Hold, None) => modes::hold(cfg),
+        (Mode::Handshake | Mode::Resumed | Mode::Persistent, Some(t)) => modes::tls_ops(cfg, t),
+        (Mode::Stream, Some(t)) => modes::tls_stream(cfg, t),
+        (Mode::Hold, Some(t)) => modes::tls_hold(cfg, t),
+        (Mode::Handshake | Mode::Resumed, None) => Err("TLS modes need --tls-ca".into()),
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +385,13 @@ mod tests {
         assert_eq!((c.workers, c.timeout(200)), (3, Duration::from_millis(50)));
         let c = parse("hold --port 1 --idle 5 --probes 2 --hold-secs 0 --no-idle-ping --src kernel").unwrap();
         assert_eq!((c.idle, c.probes, c.hold_secs, c.idle_ping, c.src_name()), (5, 2, 0.0, false, "kernel"));
+        let c = parse("resumed --port 1 --tls-ca ca.pem").unwrap();
+        assert_eq!(
+            (c.mode, c.tls_ca.as_deref(), c.tls_name.as_str()),
+            (Mode::Resumed, Some("ca.pem".as_ref()), "localhost")
+        );
+        let c = parse("persistent --port 1 --tls-ca ca.pem --tls-name example.test").unwrap();
+        assert_eq!(c.tls_name, "example.test");
     }
 
     #[test]
@@ -356,6 +412,10 @@ mod tests {
             "oneshot --port 1 --host ::1 --src cycle",
             "oneshot --port 1 --src-ports 5-3",
             "oneshot --port 1 oneshot",
+            "handshake --port 1",
+            "resumed --port 1",
+            "oneshot --port 1 --tls-ca ca.pem",
+            "udp --port 1 --tls-ca ca.pem",
         ] {
             assert!(matches!(parse(bad), Err(CliError::Bad(_))), "{bad:?} should be rejected");
         }

@@ -158,6 +158,22 @@ fn send_flags(fd: &Fd, buf: &[u8], flags: libc::c_int) -> Result<usize, i32> {
     }
 }
 
+/// sendmsg() of several buffers at once, without SIGPIPE.
+pub fn sendv(fd: &Fd, bufs: &[std::io::IoSlice<'_>]) -> Result<usize, i32> {
+    // SAFETY: all-zero is a valid msghdr (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    // IoSlice is guaranteed to be ABI-compatible with iovec on Unix.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(1024) as _;
+    // SAFETY: `msg` points at `bufs`, live for the call, whose iovecs describe live slices.
+    let n = unsafe { libc::sendmsg(fd.raw(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// recv(); `Ok(0)` is end of stream, `Err(EAGAIN)` nothing there yet.
 pub fn recv(fd: &Fd, buf: &mut [u8]) -> Result<usize, i32> {
     recv_flags(fd, buf, 0)

@@ -13,12 +13,14 @@ pub struct Errors {
     pub closed: u64,
     /// Local resource trouble: no source address/port, out of descriptors, ...
     pub local: u64,
+    /// A TLS failure: the server's records or certificate refused, or TCP closed without close_notify.
+    pub tls: u64,
     pub other: u64,
 }
 
 impl Errors {
     pub fn total(&self) -> u64 {
-        self.refused + self.reset + self.timeout + self.closed + self.local + self.other
+        self.refused + self.reset + self.timeout + self.closed + self.local + self.tls + self.other
     }
 
     fn merge(&mut self, o: &Errors) {
@@ -27,6 +29,7 @@ impl Errors {
         self.timeout += o.timeout;
         self.closed += o.closed;
         self.local += o.local;
+        self.tls += o.tls;
         self.other += o.other;
     }
 }
@@ -44,6 +47,10 @@ pub struct Stats {
     pub src_retries: u64,
     /// Connections opened again after a failure (persistent).
     pub reconnects: u64,
+    /// The TLS handshakes by kind.
+    pub kinds: crate::tls::Kinds,
+    /// What the first TLS handshake negotiated, in words.
+    pub negotiated: Option<String>,
     /// The first few failures in words, for stderr.
     pub first_errors: Vec<String>,
 }
@@ -63,6 +70,12 @@ impl Stats {
             _ => self.errors.other += 1,
         }
         self.note(|| format!("{what}: {}", strerror(e)));
+    }
+
+    /// Counts a TLS failure (`why` in words) met while `what`.
+    pub fn tls(&mut self, what: &str, why: &dyn std::fmt::Display) {
+        self.errors.tls += 1;
+        self.note(|| format!("{what}: TLS: {why}"));
     }
 
     pub fn timeout(&mut self, what: &str) {
@@ -97,6 +110,10 @@ impl Stats {
         self.hist.merge(&o.hist);
         self.src_retries += o.src_retries;
         self.reconnects += o.reconnects;
+        self.kinds.merge(&o.kinds);
+        if self.negotiated.is_none() {
+            self.negotiated.clone_from(&o.negotiated);
+        }
         for m in &o.first_errors {
             if self.first_errors.len() < KEEP_MESSAGES {
                 self.first_errors.push(m.clone());
@@ -234,6 +251,7 @@ impl Report {
                     ("timeout", J::Int(s.errors.timeout)),
                     ("closed", J::Int(s.errors.closed)),
                     ("local", J::Int(s.errors.local)),
+                    ("tls", J::Int(s.errors.tls)),
                     ("other", J::Int(s.errors.other)),
                 ]),
             ),

@@ -1,4 +1,4 @@
-//! The five workloads. Each returns a `Report`, or `Err` when the run could not
+//! The workloads, plaintext and TLS. Each returns a `Report`, or `Err` when the run could not
 //! be set up at all (no epoll instance, ...): failures of the server under test
 //! are counted in the report, never returned as `Err`.
 
@@ -6,12 +6,18 @@ mod hold;
 mod oneshot;
 mod persistent;
 mod stream;
+mod tls_hold;
+mod tls_ops;
+mod tls_stream;
 mod udp;
 
 pub use hold::run as hold;
 pub use oneshot::run as oneshot;
 pub use persistent::run as persistent;
 pub use stream::run as stream;
+pub use tls_hold::run as tls_hold;
+pub use tls_ops::run as tls_ops;
+pub use tls_stream::run as tls_stream;
 pub use udp::run as udp;
 
 use std::mem;

@@ -3,18 +3,25 @@
 //! Multi-threaded tokio runtime, one task per TCP connection, a 64 KiB buffer,
 //! read -> upper-case -> write_all until EOF, then shut the write half down.
 //! With `--udp`: one recv_from/send_to task per runtime worker, all sharing
-//! one socket.
+//! one socket. With `--tls-cert PEM --tls-key PEM`: the same over
+//! tokio-rustls (ring provider and stateless tickets, as upcase's TLS
+//! server); the client's close_notify is its EOF, and the shutdown sends
+//! ours.
 //!
-//! usage: tokio-server [--udp] PORT HOST   (PORT may be 0)
+//! usage: tokio-server [--udp | --tls-cert PEM --tls-key PEM] PORT HOST   (PORT may be 0)
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 const BUF_SIZE: usize = 64 * 1024;
 
@@ -29,7 +36,7 @@ fn announce(addr: SocketAddr) {
     let _ = out.flush();
 }
 
-async fn serve_connection(mut stream: TcpStream) -> std::io::Result<()> {
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         let n = stream.read(&mut buf).await?;
@@ -38,19 +45,43 @@ async fn serve_connection(mut stream: TcpStream) -> std::io::Result<()> {
         }
         upper(&mut buf[..n]);
         stream.write_all(&buf[..n]).await?;
+        stream.flush().await?;
     }
     stream.shutdown().await
 }
 
-async fn serve_tcp(host: &str, port: u16) -> std::io::Result<()> {
+/// The server side of TLS from a PEM chain and key, with the ring provider.
+#[allow(deprecated)] // ring: no post-quantum key exchange, as upcase's provider
+fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| format!("TLS config: {e}"))?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS ticketer: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_tcp(host: &str, port: u16, tls: Option<TlsAcceptor>) -> std::io::Result<()> {
     let listener = TcpListener::bind((host, port)).await?;
     announce(listener.local_addr()?);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = serve_connection(stream).await;
+                    let _ = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => serve_connection(s).await,
+                            Err(e) => Err(e),
+                        },
+                        None => serve_connection(stream).await,
+                    };
                 });
             }
             // e.g. EMFILE: keep serving the connections we have.
@@ -90,10 +121,24 @@ async fn main() -> ExitCode {
     if udp {
         args.remove(0);
     }
+    let mut tls = None;
+    if args.first().is_some_and(|a| a == "--tls-cert")
+        && args.get(2).is_some_and(|a| a == "--tls-key")
+        && args.len() >= 4
+    {
+        match tls_acceptor(&args[1], &args[3]) {
+            Ok(t) => tls = Some(t),
+            Err(e) => {
+                eprintln!("tokio-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        args.drain(..4);
+    }
     let port = match (args.len(), args.first().map(|p| p.parse::<u16>())) {
         (2, Some(Ok(port))) => port,
         _ => {
-            eprintln!("usage: tokio-server [--udp] PORT HOST");
+            eprintln!("usage: tokio-server [--udp | --tls-cert PEM --tls-key PEM] PORT HOST");
             return ExitCode::from(2);
         }
     };
@@ -110,7 +155,7 @@ async fn main() -> ExitCode {
         if udp {
             serve_udp(&host, port).await
         } else {
-            serve_tcp(&host, port).await
+            serve_tcp(&host, port, tls).await
         }
     };
     tokio::select! {
