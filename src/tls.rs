@@ -24,7 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ServerSessionMemoryCache, UnbufferedServerConnection, WebPkiClientVerifier};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
 use crate::error::{Error, Result, ERR_TLS};
 use crate::sys;
@@ -289,7 +289,7 @@ impl TlsServer {
     /// records itself (a blocking socket of its own, as Python's
     /// `TLSContext.wrap_socket` has).
     pub fn new_connection(&self) -> Result<ServerConnection> {
-        self.accept()
+        ServerConnection::new(self.config.clone()).map_err(|e| tls_error("TLS accept", e))
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::Resumption;
-use rustls::crypto::{ring, CryptoProvider};
+use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore};
@@ -40,12 +40,11 @@ impl TlsOpts {
     }
 
     /// A client configuration; with `resume`, it keeps tickets for the next connections.
-    #[allow(deprecated)] // ring: no post-quantum key exchange, which the narrowed offer leaves out anyway
     pub fn config(&self, resume: bool) -> Result<Arc<ClientConfig>, String> {
-        let base = ring::default_provider();
+        let base = aws_lc_rs::default_provider();
         let provider = CryptoProvider {
-            cipher_suites: vec![ring::cipher_suite::TLS13_AES_128_GCM_SHA256],
-            kx_groups: vec![ring::kx_group::X25519, ring::kx_group::SECP256R1],
+            cipher_suites: vec![aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256],
+            kx_groups: vec![aws_lc_rs::kx_group::X25519, aws_lc_rs::kx_group::SECP256R1],
             ..base
         };
         let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))

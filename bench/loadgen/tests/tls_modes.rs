@@ -123,8 +123,7 @@ fn faulty_server(dir: &Path, fault: Fault) -> u16 {
         .expect("certs");
     let key: rustls::pki_types::PrivateKeyDer<'static> =
         rustls::pki_types::pem::PemObject::from_pem_file(dir.join("server.key")).expect("key");
-    #[allow(deprecated)] // ring, as upcase's provider
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")

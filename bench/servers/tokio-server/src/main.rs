@@ -4,7 +4,7 @@
 //! read -> upper-case -> write_all until EOF, then shut the write half down.
 //! With `--udp`: one recv_from/send_to task per runtime worker, all sharing
 //! one socket. With `--tls-cert PEM --tls-key PEM`: the same over
-//! tokio-rustls (ring provider and stateless tickets, as upcase's TLS
+//! tokio-rustls (aws-lc-rs provider and stateless tickets, as upcase's TLS
 //! server); the client's close_notify is its EOF, and the shutdown sends
 //! ours.
 //!
@@ -50,19 +50,19 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> s
     stream.shutdown().await
 }
 
-/// The server side of TLS from a PEM chain and key, with the ring provider.
+/// The server side of TLS from a PEM chain and key, with the aws-lc-rs provider.
 #[allow(deprecated)] // ring: no post-quantum key exchange, as upcase's provider
 fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{cert}: {e}"))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| format!("TLS config: {e}"))?;
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS ticketer: {e}"))?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("TLS ticketer: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
