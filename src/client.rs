@@ -406,7 +406,7 @@ fn tls_handshake(
         }
         if let Err(e) = session.process_new_packets() {
             // The alert rustls queued tells the server why.
-            let _ = session.write_tls(&mut FdIo(fd.as_fd()));
+            send_queued(session, fd.as_fd());
             return Err(match e {
                 rustls::Error::InvalidMessage(_)
                 | rustls::Error::InappropriateMessage { .. }
@@ -418,6 +418,17 @@ fn tls_handshake(
         }
     }
     Ok(())
+}
+
+/// Sends every record rustls has queued, as far as the socket takes them
+/// now: an alert, or our `close_notify`, on the way out.
+#[cfg(feature = "tls")]
+fn send_queued(session: &mut rustls::ClientConnection, fd: std::os::fd::BorrowedFd) {
+    while session.wants_write() {
+        if session.write_tls(&mut crate::tls::FdIo(fd)).is_err() {
+            break;
+        }
+    }
 }
 
 /// [`exchange`] inside TLS, after [`tls_handshake`]: the request is handed
@@ -528,7 +539,7 @@ fn exchange_tls(
                 Err(e) => return Err(Error::os(what(), e)),
             }
             if let Err(e) = session.process_new_packets() {
-                let _ = session.write_tls(&mut FdIo(fd.as_fd()));
+                send_queued(session, fd.as_fd());
                 return Err(tls_error(what(), e));
             }
         }
@@ -644,7 +655,7 @@ impl Connection {
         if let Some(mut session) = self.tls {
             // TLS's half-close first, as far as the socket takes it now.
             session.send_close_notify();
-            let _ = session.write_tls(&mut crate::tls::FdIo(self.fd.as_fd()));
+            send_queued(&mut session, self.fd.as_fd());
         }
         let _ = sys::shutdown(self.fd.as_fd(), libc::SHUT_WR);
     }

@@ -657,8 +657,8 @@ fn our_client_refuses_a_wrong_ca_a_wrong_name_and_an_expired_certificate() {
     }
     for key in KEYS {
         let pki = Pki::new(key);
-        let good = PythonServer::start(&pki, "server.pem", Version::Tls13);
-        let expired = PythonServer::start(&pki, "expired.pem", Version::Tls12);
+        let mut good = PythonServer::start(&pki, "server.pem", Version::Tls13);
+        let mut expired = PythonServer::start(&pki, "expired.pem", Version::Tls12);
         let (port, expired_port) = (good.port, expired.port);
         for (ca, name, port, reason) in [
             ("other-ca.pem", NAME, port, "UnknownIssuer"),
@@ -668,6 +668,9 @@ fn our_client_refuses_a_wrong_ca_a_wrong_name_and_an_expired_certificate() {
             let err = pki.client(ca, name).tcp_request("127.0.0.1", port, b"refused").expect_err(reason);
             assert_eq!(err.code(), ERR_TLS, "{key:?} {reason}: {err}");
             assert!(err.to_string().contains(reason), "{key:?}: {err}");
+            // Our alert tells the server why, rather than a bare end of stream.
+            let told = if port == expired_port { expired.next_line() } else { good.next_line() };
+            assert!(told.starts_with("failed") && told.contains("ALERT"), "{key:?} {reason}: the server saw {told:?}");
         }
         // The same server, trusted and named right, is served.
         assert_eq!(pki.client("ca.pem", NAME).tcp_request("127.0.0.1", port, b"ok").expect("request"), b"OK");
