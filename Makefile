@@ -138,7 +138,7 @@ python: $(PYDEPS)
 WHEELS := build/wheels
 wheel: $(WHEELDEPS)
 	rm -f $(WHEELS)/upcase-*.whl
-	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build --release --locked -q \
+	PATH=$(abspath $(VENV))/bin:$$PATH $(VENV)/bin/maturin build --profile wheel --locked -q \
 		--zig --compatibility manylinux_2_28 -m bindings/python/Cargo.toml -o $(WHEELS)
 
 sdist: $(PYDEPS)
