@@ -66,6 +66,38 @@ pub(crate) fn upper_in_place_changed(buf: &mut [u8]) -> bool {
     changed != 0
 }
 
+/// Upper-cases `src` into `dst`, which is as long: one pass where `src`
+/// cannot be changed (a TLS record's plaintext, owned by rustls).
+#[cfg(feature = "tls")]
+#[inline]
+pub(crate) fn upper_into(src: &[u8], dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if src.len() >= WIDE && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { upper_into_avx2(src, dst) };
+        return;
+    }
+    upper_into_loop(src, dst);
+}
+
+#[cfg(feature = "tls")]
+#[inline(always)]
+fn upper_into_loop(src: &[u8], dst: &mut [u8]) {
+    for (d, &b) in dst.iter_mut().zip(src) {
+        *d = upper_byte(b);
+    }
+}
+
+/// [`upper_into_loop`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(all(feature = "tls", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2")]
+unsafe fn upper_into_avx2(src: &[u8], dst: &mut [u8]) {
+    upper_into_loop(src, dst);
+}
+
 /// Upper-cases `src` into a new vector of the same length.
 pub fn upper(src: &[u8]) -> Vec<u8> {
     let mut out = src.to_vec();
@@ -109,6 +141,17 @@ mod tests {
         let mut one = *b"HELLO, 123 z";
         assert!(upper_in_place_changed(&mut one));
         assert!(!upper_in_place_changed(&mut []));
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn upper_into_leaves_the_source_and_fills_the_destination() {
+        for n in [0, 1, 31, 32, 33, 100, 1000] {
+            let src: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+            let mut dst = vec![0u8; n];
+            upper_into(&src, &mut dst);
+            assert_eq!(dst, src.to_ascii_uppercase(), "length {n}");
+        }
     }
 
     /// Both loops, whichever `upper_in_place` picks on this CPU.

@@ -21,7 +21,6 @@ use super::token::Token;
 use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
 use crate::sys::epoll::{Epoll, ERR, EXCLUSIVE, HUP, IN, OUT};
-use crate::CHUNK;
 
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
@@ -95,7 +94,7 @@ pub(super) fn run(shared: &Shared, index: usize, epoll: Epoll) -> Result<()> {
         epoll,
         slots: Vec::new(),
         free: Vec::new(),
-        buf: vec![0u8; CHUNK],
+        buf: vec![0u8; super::chunk(&shared.config)],
         clock: LoopClock::new(sweep_period(&shared.config)),
         reclaim: Reclaim::default(),
         busy: Busy::new(),

@@ -24,7 +24,6 @@ use super::{Counters, End, Shared};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::upper::upper_in_place;
-use crate::CHUNK;
 
 /// What a wait saw.
 enum Ready {
@@ -55,7 +54,7 @@ fn wait(shared: &Shared, fd: &OwnedFd, events: i16, timeout: Option<Duration>) -
 pub(super) fn run(shared: &Shared, index: usize) -> Result<()> {
     let counters = &shared.counters[index];
     let listener = &shared.socket;
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; super::chunk(&shared.config)];
     loop {
         match wait(shared, listener, libc::POLLIN, None).map_err(|e| Error::os("poll", e))? {
             Ready::Stopped => return Ok(()),

@@ -141,6 +141,18 @@ impl Stopper {
     }
 }
 
+/// A TCP loop's read buffer: one chunk, or a TLS server's larger one,
+/// which holds records both ways.
+fn chunk(config: &Config) -> usize {
+    #[cfg(feature = "tls")]
+    if config.tls.is_some() {
+        return tls_conn::CHUNK;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = config;
+    crate::CHUNK
+}
+
 fn stop(shared: &Shared) {
     shared.stopped.store(true, Ordering::Release);
     shared.waker.wake();

@@ -31,10 +31,13 @@ use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, Insufficien
 use super::conn::{Ctx, Io, Outcome, READ_BUDGET};
 use super::pace::{nanos, Deadline, Limits};
 use super::Counters;
-use crate::upper::upper_in_place;
+use crate::upper::upper_into;
 
+/// The loop's chunk for a TLS server: room for a few records each way,
+/// so that one `recv` and one `send` move several.
+pub(crate) const CHUNK: usize = 128 * 1024;
 /// Room in the loop's chunk for received records.
-const IN_ROOM: usize = 24 * 1024;
+const IN_ROOM: usize = 48 * 1024;
 /// Room for one record's plaintext.
 const PLAIN_ROOM: usize = 16 * 1024;
 /// Record header: content type, version, length.
@@ -43,7 +46,7 @@ const HEADER: usize = 5;
 const MAX_RECORD: usize = HEADER + 16 * 1024 + 2048;
 /// The least chunk a connection works with: room for whole records in
 /// and out.
-pub(crate) const MIN_CHUNK: usize = IN_ROOM + PLAIN_ROOM + MAX_RECORD;
+const MIN_CHUNK: usize = IN_ROOM + PLAIN_ROOM + MAX_RECORD;
 /// The records of one handshake message stay undiscarded until the whole
 /// message has come; a client that sends more than this is refused.
 const MAX_WAITING: usize = 4 * 64 * 1024;
@@ -164,7 +167,7 @@ impl<S: Io> TlsConn<S> {
     /// Moves what the socket allows: queued records out, then new records
     /// in, each answered as it is decrypted. At most `READ_BUDGET` reads,
     /// so one busy client cannot starve the others. `buf` is the loop's
-    /// chunk, at least [`MIN_CHUNK`] bytes.
+    /// chunk, [`CHUNK`] bytes.
     pub(crate) fn ready(&mut self, buf: &mut [u8], cx: &Ctx) -> Outcome {
         if buf.len() < MIN_CHUNK {
             return Outcome::Fail;
@@ -181,10 +184,32 @@ impl<S: Io> TlsConn<S> {
             let _ = self.wire.sock.finish();
             return Outcome::Close;
         }
+        // The bytes still waiting lie at the front of `inbuf` during the
+        // turns, and go back to the connection after them.
+        let mut kept = 0;
+        if self.waiting.len() + MAX_RECORD <= IN_ROOM {
+            kept = self.waiting.len();
+            inbuf[..kept].copy_from_slice(&self.waiting);
+            self.waiting = Vec::new();
+        }
+        let outcome = self.turns(inbuf, &mut kept, plain, room, cx);
+        if kept > 0 {
+            self.waiting = inbuf[..kept].to_vec();
+        }
+        outcome
+    }
+
+    /// Up to `READ_BUDGET` turns of a read and the records it completes.
+    fn turns(&mut self, inbuf: &mut [u8], kept: &mut usize, plain: &mut [u8], room: &mut [u8], cx: &Ctx) -> Outcome {
         for _ in 0..READ_BUDGET {
             let mut out = Out { room: &mut *room, len: 0 };
-            let (flow, drained) = if self.waiting.len() + MAX_RECORD <= IN_ROOM {
-                self.turn_in(inbuf, plain, &mut out, cx)
+            if *kept + MAX_RECORD > IN_ROOM {
+                // A handshake message outgrew the loop's room.
+                self.waiting = inbuf[..*kept].to_vec();
+                *kept = 0;
+            }
+            let (flow, drained) = if self.waiting.is_empty() {
+                self.turn_in(inbuf, kept, plain, &mut out, cx)
             } else {
                 self.turn_own(plain, &mut out, cx)
             };
@@ -208,22 +233,26 @@ impl<S: Io> TlsConn<S> {
         Outcome::Keep
     }
 
-    /// One read into the loop's room, after the bytes still waiting, and
-    /// the records it completes. Also says whether the socket looked
-    /// drained (a short read).
-    fn turn_in(&mut self, inbuf: &mut [u8], plain: &mut [u8], out: &mut Out, cx: &Ctx) -> (Flow, bool) {
-        let kept = self.waiting.len();
-        inbuf[..kept].copy_from_slice(&self.waiting);
-        self.waiting = Vec::new();
-        let (filled, drained) = match self.wire.recv(&mut inbuf[kept..], cx) {
-            Ok(Some(n)) => (kept + n, kept + n < inbuf.len()),
-            Ok(None) => (kept, true),
+    /// One read into the loop's room, after the `kept` bytes still waiting
+    /// there, and the records it completes; what rustls is not done with
+    /// moves to the front. Also says whether the socket looked drained (a
+    /// short read).
+    fn turn_in(
+        &mut self,
+        inbuf: &mut [u8],
+        kept: &mut usize,
+        plain: &mut [u8],
+        out: &mut Out,
+        cx: &Ctx,
+    ) -> (Flow, bool) {
+        let (filled, drained) = match self.wire.recv(&mut inbuf[*kept..], cx) {
+            Ok(Some(n)) => (*kept + n, *kept + n < inbuf.len()),
+            Ok(None) => (*kept, true),
             Err(()) => return (Flow::Fail, true),
         };
         let (flow, start) = self.records(&mut inbuf[..filled], plain, out, cx);
-        if start < filled {
-            self.waiting = inbuf[start..filled].to_vec();
-        }
+        inbuf.copy_within(start..filled, 0);
+        *kept = filled - start;
         (flow, drained)
     }
 
@@ -287,7 +316,7 @@ impl<S: Io> TlsConn<S> {
                             next = Next::Stop(Flow::Fail);
                             break;
                         };
-                        room.copy_from_slice(record.payload);
+                        upper_into(record.payload, room);
                         have += record.payload.len();
                     }
                     next
@@ -296,7 +325,6 @@ impl<S: Io> TlsConn<S> {
                     let mut ok = true;
                     if have > 0 {
                         Counters::add(&cx.counters.bytes_in, have as u64);
-                        upper_in_place(&mut plain[..have]);
                         let bytes = &plain[..have];
                         ok = wire.put(out, cx, |dst| traffic.encrypt(bytes, dst).map_err(encrypt_room));
                         if ok {
@@ -662,7 +690,7 @@ mod tests {
         let name = ServerName::try_from("upcase.test").expect("name");
         let mut client = ClientConnection::new(client_config, name).expect("client");
         client.set_buffer_limit(None);
-        let mut buf = vec![0u8; crate::CHUNK];
+        let mut buf = vec![0u8; CHUNK];
 
         client.writer().write_all(b"hello").expect("write");
         let mut got = Vec::new();
@@ -713,7 +741,7 @@ mod tests {
         let mut conn =
             TlsConn::new(Pipe { room: usize::MAX, ..Pipe::default() }, session, 0, &limits, Duration::from_secs(1));
         conn.wire.sock.from_client.extend_from_slice(b"HELLO, are you TLS?\n");
-        let mut buf = vec![0u8; crate::CHUNK];
+        let mut buf = vec![0u8; CHUNK];
         assert_eq!(conn.ready(&mut buf, &cx), Outcome::Fail);
         let sent = &conn.wire.sock.to_client;
         assert_eq!(sent.first(), Some(&21), "no alert record: {sent:?}");
