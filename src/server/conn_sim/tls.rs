@@ -19,8 +19,9 @@
 //! - `Close` only after the client's `close_notify` was read, with our
 //!   end of stream sent; `Fail` only after a fatal socket error, garbage or
 //!   corruption, or an end of stream without `close_notify`, and always
-//!   after a fatal socket error; nothing is called on the socket after a
-//!   fatal error or after our end of stream;
+//!   after a fatal socket error; nothing is sent after a fatal error, and
+//!   nothing is called on the socket after our end of stream (a read
+//!   after a fatal error gets the error again);
 //! - a client that does not read is not read from: what the server holds
 //!   for it stays under [`HELD_MAX`] however much it sends;
 //! - a handshake not finished `tls_handshake_timeout` after the accept
@@ -57,16 +58,13 @@ pub const NAME: &str = "upcase.test";
 /// server's, up to 256 KiB (so that a run stays short).
 const CLIENT_MAX: usize = 256 * 1024;
 
-/// Most plaintext one "big" write of the script holds.
-const BIG_MAX: usize = 256 * 64;
-
 /// Most plaintext the server may hold for a client that does not read,
 /// as the simulator measures it: one read of rustls's largest record
 /// buffer (64 KiB in a handshake) and the records it decrypts to, plus
-/// what the measure over-counts (one big write of the client's, one
-/// record the client has begun to read). A server that reads on while its
-/// replies wait passes it well before the client's [`CLIENT_MAX`].
-pub const HELD_MAX: usize = 64 * 1024 + 2 * 16 * 1024 + BIG_MAX + 17 * 1024;
+/// what the measure over-counts (the record the client has begun to
+/// read). A server that reads on while its replies wait passes it well
+/// before the client's [`CLIENT_MAX`].
+pub const HELD_MAX: usize = 64 * 1024 + 2 * 16 * 1024 + 17 * 1024;
 
 /// What every run shares: the server's configuration (as
 /// `TlsServer::from_pem` makes it) and a client configuration for TLS 1.3
@@ -141,8 +139,9 @@ struct Wire {
     eof_reads: usize,
     /// Sends refused for want of room.
     full_sends: usize,
-    /// A fatal error has been returned.
+    /// A fatal error has been returned; `recv`s since.
     failed: bool,
+    reads_after_fatal: usize,
     /// The server has ended its stream.
     finished: bool,
     /// Offset in `inbound`'s stream just past the client's `close_notify`
@@ -153,8 +152,12 @@ struct Wire {
 
 impl Io for Wire {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        assert!(!self.failed, "used after a fatal error");
         assert!(!self.finished, "read after our end of stream");
+        if self.failed {
+            // A broken connection stays broken; reading it is harmless.
+            self.reads_after_fatal += 1;
+            return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
+        }
         if let Some(code) = self.recv_errors.pop_front() {
             self.failed |= fatal(code);
             return Err(io::Error::from_raw_os_error(code));
@@ -175,7 +178,7 @@ impl Io for Wire {
     }
 
     fn send(&mut self, buf: &[u8], _more: bool) -> io::Result<usize> {
-        assert!(!self.failed, "used after a fatal error");
+        assert!(!self.failed, "a send after a fatal error");
         assert!(!self.finished, "a send after our end of stream");
         assert!(!buf.is_empty(), "an empty send");
         if let Some(code) = self.send_errors.pop_front() {
@@ -297,10 +300,15 @@ impl Client {
     }
 
     /// Plaintext encrypted into the first `offset` bytes of `wire`'s
-    /// stream, or more (never less).
+    /// stream, or more (never less): within a flush, a byte of plaintext
+    /// for each byte of its records.
     fn encrypted_by(&self, offset: usize) -> usize {
         let i = self.flushes.partition_point(|&(end, _)| end < offset);
-        self.flushes.get(i).or(self.flushes.last()).map_or(0, |&(_, p)| p)
+        let (start, before) = i.checked_sub(1).map_or((0, 0), |p| self.flushes[p]);
+        match self.flushes.get(i) {
+            Some(&(_, by_end)) => before + (by_end - before).min(offset - start),
+            None => before,
+        }
     }
 
     /// Takes `data` (from the server, `None`: its end of stream), then
@@ -405,6 +413,8 @@ pub struct Report {
     pub full_sends: usize,
     /// The most the server held for the client, as measured here.
     pub held_most: usize,
+    /// Reads after a fatal socket error.
+    pub reads_after_fatal: usize,
     /// The script had a fault: garbage, corruption, a fatal error, an
     /// end of stream without close_notify.
     pub faulty: bool,
@@ -719,7 +729,7 @@ impl<'a> Sim<'a> {
             }
         }
         if end.is_none() && !expired {
-            end = Some(self.to_the_end());
+            end = Some(self.finish_script());
         }
         // The connection is closed: the client reads what is left, then
         // the end of stream.
@@ -727,17 +737,15 @@ impl<'a> Sim<'a> {
         self.client_reads(rest);
         self.client.receive(None);
         // (The client fails at the end of a stream without close_notify.)
-        let faulty = self.garbage
-            || self.corrupted_out
-            || self.conn.sock.failed
-            || self.client.early_close
-            || self.cut_short();
+        let faulty =
+            self.garbage || self.corrupted_out || self.conn.sock.failed || self.client.early_close || self.cut_short();
         let r = &mut self.report;
         r.sent = self.client.sent.len();
         r.answered = self.client.got.len();
         r.handshaken = self.client.handshake_end.is_some();
         r.clean_end = self.client.closed_by_server;
         r.full_sends = self.conn.sock.full_sends;
+        r.reads_after_fatal = self.conn.sock.reads_after_fatal;
         r.faulty = faulty;
         r.closed = end == Some(Outcome::Close);
         r.failed = end == Some(Outcome::Fail);
@@ -750,7 +758,7 @@ impl<'a> Sim<'a> {
     /// The end of the script: the client sends its close_notify (if it
     /// still can), reads everything and the server may send everything;
     /// the connection must end, with `Close` unless there was a fault.
-    fn to_the_end(&mut self) -> Outcome {
+    fn finish_script(&mut self) -> Outcome {
         self.client.close_notify(false);
         let sock = &mut self.conn.sock;
         sock.recv_errors.retain(|&c| !fatal(c));
@@ -955,6 +963,22 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The committed seeds of the fuzz target, and a script of the
+    /// caller's (`UPCASE_TLS_SCRIPT=path`, a fuzz target's input).
+    #[test]
+    fn seeds_and_a_given_script_keep_every_promise() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/tls_conn");
+        let mut paths: Vec<_> = std::fs::read_dir(&dir).expect("seeds").map(|e| e.expect("seed").path()).collect();
+        paths.extend(std::env::var_os("UPCASE_TLS_SCRIPT").map(Into::into));
+        assert!(paths.len() > 10, "{} seeds in {}", paths.len(), dir.display());
+        for path in paths {
+            let script = std::fs::read(&path).expect("script");
+            let r = std::panic::catch_unwind(|| run(fixture(), &script))
+                .unwrap_or_else(|_| panic!("{} broke a promise", path.display()));
+            eprintln!("{}: {r:?}", path.display());
         }
     }
 
