@@ -237,6 +237,10 @@ struct Client {
     sent_at_close: usize,
     /// It sent its close_notify in the middle of its handshake.
     early_close: bool,
+    /// The server's bytes to it were corrupted: it sends no close_notify
+    /// (rustls's debug build asserts that no alert follows one, and a bad
+    /// record would send one).
+    tainted: bool,
     /// The server's `close_notify` was decrypted.
     closed_by_server: bool,
     /// The client's TLS failed (an alert is on its way).
@@ -285,7 +289,7 @@ impl Client {
     /// done.
     fn close_notify(&mut self, abort: bool) {
         self.closing = true;
-        if self.failed || self.ended || self.close_notify_end.is_some() {
+        if self.failed || self.ended || self.tainted || self.close_notify_end.is_some() {
             return;
         }
         let handshaking = self.tls.is_handshaking();
@@ -484,6 +488,7 @@ impl<'a> Sim<'a> {
             closing: false,
             sent_at_close: 0,
             early_close: false,
+            tainted: false,
             closed_by_server: false,
             failed: false,
             ended: false,
@@ -683,11 +688,14 @@ impl<'a> Sim<'a> {
                     }
                 }
                 8 => {
-                    // A byte of the server's, on its way to the client.
+                    // A byte of the server's, on its way to the client
+                    // (unless the client has sent its close_notify: see
+                    // `tainted`).
                     let at = usize::from(self.s.byte()) | usize::from(self.s.byte()) << 8;
                     let flip = self.s.byte() | 1;
                     let out = &mut self.conn.sock.outbound;
-                    if !out.is_empty() {
+                    if !out.is_empty() && self.client.close_notify_end.is_none() {
+                        self.client.tainted = true;
                         let at = at % out.len();
                         out[at] ^= flip;
                         self.corrupted_out = true;
