@@ -237,10 +237,6 @@ struct Client {
     sent_at_close: usize,
     /// It sent its close_notify in the middle of its handshake.
     early_close: bool,
-    /// The server's bytes to it were corrupted: it sends no close_notify
-    /// (rustls's debug build asserts that no alert follows one, and a bad
-    /// record would send one).
-    tainted: bool,
     /// The server's `close_notify` was decrypted.
     closed_by_server: bool,
     /// The client's TLS failed (an alert is on its way).
@@ -289,7 +285,7 @@ impl Client {
     /// done.
     fn close_notify(&mut self, abort: bool) {
         self.closing = true;
-        if self.failed || self.ended || self.tainted || self.close_notify_end.is_some() {
+        if self.failed || self.ended || self.close_notify_end.is_some() {
             return;
         }
         let handshaking = self.tls.is_handshaking();
@@ -488,7 +484,6 @@ impl<'a> Sim<'a> {
             closing: false,
             sent_at_close: 0,
             early_close: false,
-            tainted: false,
             closed_by_server: false,
             failed: false,
             ended: false,
@@ -550,7 +545,16 @@ impl<'a> Sim<'a> {
             return;
         }
         let data: Vec<u8> = self.conn.sock.outbound.drain(..n).collect();
-        self.client.receive(Some(&data));
+        if !self.deaf() {
+            self.client.receive(Some(&data));
+        }
+    }
+
+    /// The client has sent its close_notify and a fault may make what it
+    /// reads fail: it reads nothing more, for rustls's debug build asserts
+    /// that no alert follows a close_notify, and a failure sends one.
+    fn deaf(&self) -> bool {
+        self.client.close_notify_end.is_some() && (self.garbage || self.corrupted_out)
     }
 
     /// An end of stream without the client's close_notify read whole.
@@ -688,14 +692,11 @@ impl<'a> Sim<'a> {
                     }
                 }
                 8 => {
-                    // A byte of the server's, on its way to the client
-                    // (unless the client has sent its close_notify: see
-                    // `tainted`).
+                    // A byte of the server's, on its way to the client.
                     let at = usize::from(self.s.byte()) | usize::from(self.s.byte()) << 8;
                     let flip = self.s.byte() | 1;
                     let out = &mut self.conn.sock.outbound;
-                    if !out.is_empty() && self.client.close_notify_end.is_none() {
-                        self.client.tainted = true;
+                    if !out.is_empty() {
                         let at = at % out.len();
                         out[at] ^= flip;
                         self.corrupted_out = true;
@@ -743,7 +744,9 @@ impl<'a> Sim<'a> {
         // the end of stream.
         let rest = self.conn.sock.outbound.len();
         self.client_reads(rest);
-        self.client.receive(None);
+        if !self.deaf() {
+            self.client.receive(None);
+        }
         // (The client fails at the end of a stream without close_notify.)
         let faulty =
             self.garbage || self.corrupted_out || self.conn.sock.failed || self.client.early_close || self.cut_short();
@@ -757,7 +760,7 @@ impl<'a> Sim<'a> {
         r.faulty = faulty;
         r.closed = end == Some(Outcome::Close);
         r.failed = end == Some(Outcome::Fail);
-        if r.closed && !self.corrupted_out {
+        if r.closed && !self.corrupted_out && !self.deaf() {
             assert!(self.client.closed_by_server, "closed, and the client did not get our close_notify");
         }
         self.report
