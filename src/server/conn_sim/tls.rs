@@ -590,9 +590,12 @@ impl<'a> Sim<'a> {
         if sock.read_total > read || sock.sent_total > sent || sock.eof_reads > eofs {
             self.last_moved = self.now;
         }
-        let held = self.held();
-        self.report.held_most = self.report.held_most.max(held);
-        assert!(held <= HELD_MAX, "{held} bytes held for a client that does not read");
+        // (A client that failed, or stopped reading, decrypts no more.)
+        if !self.client.failed && !self.deaf() {
+            let held = self.held();
+            self.report.held_most = self.report.held_most.max(held);
+            assert!(held <= HELD_MAX, "{held} bytes held for a client that does not read");
+        }
         if sock.failed {
             assert_eq!(outcome, Outcome::Fail, "kept after a fatal socket error");
         }
