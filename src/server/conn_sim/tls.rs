@@ -779,7 +779,9 @@ impl<'a> Sim<'a> {
         sock.send_errors.retain(|&c| !fatal(c));
         sock.send_capacity = usize::MAX;
         sock.recv_max = 0;
-        let rounds = sock.pushed / 1024 + self.client.wire.len() / 1024 + 64;
+        // Each EINTR or EAGAIN still queued may cost a wake-up.
+        let errors = sock.recv_errors.len() + sock.send_errors.len();
+        let rounds = sock.pushed / 1024 + self.client.wire.len() / 1024 + errors + 64;
         for round in 0..rounds {
             if round == 16 && self.faulty() {
                 // A client that sees no end gives up.
