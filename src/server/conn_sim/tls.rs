@@ -26,8 +26,9 @@
 //!   for it stays under [`HELD_MAX`] however much it sends;
 //! - a handshake not finished `tls_handshake_timeout` after the accept
 //!   expires; a connection that moved no byte for the idle timeout
-//!   expires; one that received a byte less than the idle timeout ago and
-//!   is past its handshake (or within its time) does not;
+//!   expires; without a minimum rate, one that received a byte less than
+//!   the idle timeout ago and is past its handshake (or within its time)
+//!   does not;
 //! - a clean schedule (no fault) ends with `Close` once the client sends
 //!   its `close_notify`, every byte answered.
 //!
