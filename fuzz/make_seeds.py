@@ -235,3 +235,73 @@ conn = {
 }
 for name, data in conn.items():
     write("conn", name, data)
+
+# tls_conn: the TLS simulator's scripts (src/server/conn_sim/tls.rs, `run`).
+# Header: TLS 1.2 (bit 0) and the buffer (bits 1-3: 1, 5, 64, 100, 1000, 4096,
+# 16384, 65536 bytes); idle timeout / 50 ms (low 4 bits, 0 = none) and minimum
+# rate (bits 4-5: 0, 0, 100, 10000 bytes/s); handshake timeout / 50 ms - 1
+# (mod 16); send buffer room / 64; most bytes per recv (0 = any). Then
+# operations, each a byte mod 16 and its arguments. An amount byte is 1-127
+# bytes, 128 and up (n - 127) * 256 bytes, 0 everything.
+(T_WRITE, T_BIG, T_XMIT, T_CREAD, T_ROOM, T_RECV_MAX, T_GARBAGE, T_FLIP_IN, T_FLIP_OUT, T_CLOSE, T_FIN,
+ T_RECV_ERR, T_SEND_ERR, T_TIME, T_WAKE, T_SPURIOUS) = range(16)
+T_ABORT = 128 + T_CLOSE  # close_notify at once, even in the handshake
+
+
+def tls_script(tls12=False, buf=2, idle=0, rate=0, handshake=15, room=255, recv_max=0, ops=()):
+    out = bytes([int(tls12) | buf << 1, idle | rate << 4, handshake, room, recv_max])
+    for op in ops:
+        out += bytes(op)
+    return out
+
+
+def t_write(data):
+    return [T_WRITE, len(data) - 1] + list(data)
+
+
+# Records both ways, the server woken, the client reading: three rounds
+# finish a TLS 1.3 or 1.2 handshake.
+EXCHANGE = [[T_XMIT, 0], [T_WAKE], [T_CREAD, 0]]
+HANDSHAKE = EXCHANGE * 3
+
+tls_conn = {}
+for v, tls12 in (("13", False), ("12", True)):
+    tls_conn[f"tls{v}-request-close-notify"] = tls_script(
+        tls12, ops=HANDSHAKE + [t_write(b"hello, world")] + EXCHANGE + [[T_CLOSE]] + EXCHANGE * 2)
+    tls_conn[f"tls{v}-end-of-stream-without-close-notify"] = tls_script(
+        tls12, ops=HANDSHAKE + [t_write(b"cut short")] + EXCHANGE + [[T_FIN]] + EXCHANGE)
+    tls_conn[f"tls{v}-split-at-every-byte"] = tls_script(
+        tls12, recv_max=1, ops=[op for _ in range(40) for op in ([T_XMIT, 7], [T_WAKE], [T_CREAD, 13])]
+        + [t_write(b"one byte at a time")] + EXCHANGE + [[T_CLOSE]] + EXCHANGE * 2)
+    tls_conn[f"tls{v}-client-stops-reading"] = tls_script(
+        tls12, buf=5, ops=HANDSHAKE + [[T_ROOM, 1]] + [op for _ in range(12) for op in
+                                                        ([T_BIG, 255, 0], [T_XMIT, 0], [T_WAKE], [T_SPURIOUS])]
+        + [[T_CREAD, 200], [T_WAKE], [T_ROOM, 255]] + EXCHANGE * 4)
+tls_conn.update({
+    "all-256-byte-values": tls_script(ops=HANDSHAKE + [t_write(bytes(range(i, i + 64))) for i in range(0, 256, 64)]
+                                      + EXCHANGE * 2 + [[T_CLOSE]] + EXCHANGE * 2),
+    "big-stream": tls_script(buf=5, ops=HANDSHAKE + [[T_BIG, 255, 3], [T_BIG, 100, 1]] + EXCHANGE * 6
+                             + [[T_CLOSE]] + EXCHANGE * 3),
+    "close-notify-then-end-of-stream": tls_script(ops=HANDSHAKE + [t_write(b"bye"), [T_CLOSE], [T_XMIT, 0], [T_FIN]]
+                                                  + EXCHANGE * 2),
+    "abort-in-the-handshake": tls_script(ops=EXCHANGE + [[T_ABORT]] + EXCHANGE * 2),
+    "garbage-after-the-handshake": tls_script(ops=HANDSHAKE + [t_write(b"ok"), [T_XMIT, 0],
+                                                               [T_GARBAGE, 5, 0x17, 3, 3, 0, 9, 0xAA]] + EXCHANGE * 2),
+    "garbage-first": tls_script(ops=[[T_GARBAGE, 7] + list(b"GET / HTTP/1.1\r\n")[:8]] + EXCHANGE * 2),
+    "client-byte-flipped": tls_script(ops=HANDSHAKE + [t_write(b"flip me"), [T_FLIP_IN, 30, 0, 0x40]] + EXCHANGE * 2),
+    "server-byte-flipped": tls_script(ops=EXCHANGE + [[T_XMIT, 0], [T_WAKE], [T_FLIP_OUT, 200, 0, 1], [T_CREAD, 0]]
+                                      + EXCHANGE * 2),
+    "reset-mid-stream": tls_script(ops=HANDSHAKE + [t_write(b"before"), [T_RECV_ERR, 2]] + EXCHANGE),
+    "broken-pipe-while-writing": tls_script(ops=HANDSHAKE + [[T_ROOM, 1], [T_BIG, 20, 0], [T_XMIT, 0], [T_WAKE],
+                                                                      [T_SEND_ERR, 2], [T_CREAD, 10], [T_WAKE]]),
+    "eintr-eagain": tls_script(ops=[[T_RECV_ERR, 0], [T_RECV_ERR, 1], [T_SEND_ERR, 0], [T_SEND_ERR, 1]]
+                               + HANDSHAKE + [t_write(b"retry"), [T_CLOSE]] + EXCHANGE * 2),
+    "handshake-timeout": tls_script(handshake=1, ops=[[T_XMIT, 40], [T_WAKE], [T_TIME, 10], [T_TIME, 20]]),
+    "idle-timeout-after-handshake": tls_script(idle=2, ops=HANDSHAKE + [t_write(b"hi")] + EXCHANGE
+                                               + [[T_TIME, 10], [T_TIME, 30]]),
+    "slow-client-with-min-rate": tls_script(idle=4, rate=2, ops=HANDSHAKE + [op for _ in range(10) for op in
+                                                                             (t_write(b"a"), [T_XMIT, 0], [T_WAKE],
+                                                                              [T_TIME, 30])]),
+})
+for name, data in tls_conn.items():
+    write("tls_conn", name, data)

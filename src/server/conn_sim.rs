@@ -5,7 +5,8 @@
 //! server promises. It panics when a promise is broken.
 //!
 //! Compiled only for the unit tests and the `conn` fuzz target
-//! (`fuzz/fuzz_targets/conn.rs`), never into the library.
+//! (`fuzz/fuzz_targets/conn.rs`), never into the library. Its TLS
+//! counterpart, for `tls_conn.rs`, is the submodule `tls`.
 //!
 //! The promises:
 //! - every byte sent back is the upper-cased byte received at the same
@@ -26,6 +27,9 @@
 //!   wake-up (or one, after a held-back reply went), and only then; a read
 //!   that follows a full one (or such a reply) is offered whole segments of
 //!   the size last told ([`read_len`]; the whole buffer while none is).
+
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::io;

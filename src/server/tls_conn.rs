@@ -100,6 +100,8 @@ struct Wire<S> {
     deadline: Deadline,
     /// A send waited for the client: the records it then takes earn credit.
     waited: bool,
+    /// A send or a read failed for good: the socket is not used again.
+    broken: bool,
 }
 
 /// Records made in one turn, in the loop's room until it is sent.
@@ -119,7 +121,13 @@ impl<S: Io> TlsConn<S> {
     ) -> Self {
         TlsConn {
             session: Box::new(session),
-            wire: Wire { sock, unsent: Vec::new(), deadline: Deadline::start(now, limits), waited: false },
+            wire: Wire {
+                sock,
+                unsent: Vec::new(),
+                deadline: Deadline::start(now, limits),
+                waited: false,
+                broken: false,
+            },
             waiting: Vec::new(),
             fed: 0,
             handshake_by: now.saturating_add(nanos(handshake)),
@@ -133,6 +141,12 @@ impl<S: Io> TlsConn<S> {
         &self.wire.sock
     }
 
+    /// The client's socket, for a simulation to drive.
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn sock_mut(&mut self) -> &mut S {
+        &mut self.wire.sock
+    }
+
     /// Gives the socket back, for the caller to close.
     pub(crate) fn into_sock(self) -> S {
         self.wire.sock
@@ -144,7 +158,7 @@ impl<S: Io> TlsConn<S> {
     }
 
     /// Bytes the connection holds of its own (records waiting either way).
-    #[cfg(any(test, fuzzing))]
+    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.waiting.capacity() + self.wire.unsent.capacity()
     }
@@ -387,6 +401,9 @@ impl<S: Io> TlsConn<S> {
     /// a close with it unread would send a reset, which can reach the
     /// client before the alert.
     fn fail(&mut self, sink: &mut [u8]) -> Outcome {
+        if self.wire.broken {
+            return Outcome::Fail;
+        }
         for _ in 0..READ_BUDGET {
             if !matches!(self.wire.sock.recv(sink), Ok(n) if n > 0) {
                 break;
@@ -403,7 +420,7 @@ impl<S: Io> Wire<S> {
     fn recv(&mut self, buf: &mut [u8], cx: &Ctx) -> Result<Option<usize>, ()> {
         loop {
             match self.sock.recv(buf) {
-                Ok(0) => return Err(()),
+                Ok(0) => return Err(()), // not broken: an alert may still go
                 Ok(n) => {
                     let n = n.min(buf.len());
                     self.deadline.progress(cx.now, n, cx.limits);
@@ -412,7 +429,10 @@ impl<S: Io> Wire<S> {
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => return Ok(None),
                     Some(libc::EINTR) => continue,
-                    _ => return Err(()),
+                    _ => {
+                        self.broken = true;
+                        return Err(());
+                    }
                 },
             }
         }
@@ -433,7 +453,10 @@ impl<S: Io> Wire<S> {
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => break true,
                     Some(libc::EINTR) => {}
-                    _ => break false,
+                    _ => {
+                        self.broken = true;
+                        break false;
+                    }
                 },
             }
         };
@@ -469,7 +492,10 @@ impl<S: Io> Wire<S> {
                         return true;
                     }
                     Some(libc::EINTR) => {}
-                    _ => return false,
+                    _ => {
+                        self.broken = true;
+                        return false;
+                    }
                 },
             }
         }
