@@ -64,6 +64,24 @@ enum Flow {
     Fail,
 }
 
+/// What one `recv()` found.
+enum Got {
+    Data(usize),
+    /// Nothing yet (`EAGAIN`).
+    Nothing,
+    /// The client's end of stream.
+    End,
+}
+
+/// How a turn ends once the client's end of stream was read: every whole
+/// record handled and still no `close_notify` is a request cut short.
+fn ended(got: Result<Got, ()>, flow: Flow) -> Flow {
+    match (got, flow) {
+        (Ok(Got::End), Flow::More) => Flow::Fail,
+        (_, flow) => flow,
+    }
+}
+
 /// What the record loop does after a state.
 enum Next {
     /// Ask rustls again.
@@ -259,15 +277,16 @@ impl<S: Io> TlsConn<S> {
         out: &mut Out,
         cx: &Ctx,
     ) -> (Flow, bool) {
-        let (filled, drained) = match self.wire.recv(&mut inbuf[*kept..], cx) {
-            Ok(Some(n)) => (*kept + n, *kept + n < inbuf.len()),
-            Ok(None) => (*kept, true),
+        let got = self.wire.recv(&mut inbuf[*kept..], cx);
+        let (filled, drained) = match got {
+            Ok(Got::Data(n)) => (*kept + n, *kept + n < inbuf.len()),
+            Ok(_) => (*kept, true),
             Err(()) => return (Flow::Fail, true),
         };
         let (flow, start) = self.records(&mut inbuf[..filled], plain, out, cx);
         inbuf.copy_within(start..filled, 0);
         *kept = filled - start;
-        (flow, drained)
+        (ended(got, flow), drained)
     }
 
     /// As [`turn_in`](Self::turn_in), in the connection's own bytes: a
@@ -276,9 +295,10 @@ impl<S: Io> TlsConn<S> {
         let mut own = std::mem::take(&mut self.waiting);
         let kept = own.len();
         own.resize(kept + MAX_RECORD, 0);
-        let (filled, drained) = match self.wire.recv(&mut own[kept..], cx) {
-            Ok(Some(n)) => (kept + n, n < MAX_RECORD),
-            Ok(None) => (kept, true),
+        let got = self.wire.recv(&mut own[kept..], cx);
+        let (filled, drained) = match got {
+            Ok(Got::Data(n)) => (kept + n, n < MAX_RECORD),
+            Ok(_) => (kept, true),
             Err(()) => return (Flow::Fail, true),
         };
         let (flow, start) = self.records(&mut own[..filled], plain, out, cx);
@@ -287,8 +307,9 @@ impl<S: Io> TlsConn<S> {
         if own.len() > MAX_WAITING {
             return (Flow::Fail, true);
         }
-        self.waiting = own;
-        (flow, drained)
+        // An emptied buffer is freed, not kept by an idle connection.
+        self.waiting = if own.is_empty() { Vec::new() } else { own };
+        (ended(got, flow), drained)
     }
 
     /// Hands the whole records of `data` to rustls, one at a time, and
@@ -300,6 +321,8 @@ impl<S: Io> TlsConn<S> {
         // `data[..start]` is discarded; `data[..fed]` is rustls's to see,
         // never less than it saw last: its handshake state points into it.
         let (mut start, mut fed) = (0, (*seen).min(data.len()));
+        // Bytes a record asks to discard beyond the state's own.
+        let mut extra = 0;
         let mut have = 0; // plaintext bytes in `plain`
         loop {
             let status = session.process_tls_records(&mut data[start..fed]);
@@ -321,6 +344,7 @@ impl<S: Io> TlsConn<S> {
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
                     let mut next = Next::Go;
                     while let Some(record) = traffic.next_record() {
+                        extra += record.as_ref().map_or(0, |r| r.discard);
                         // Records come one at a time: the plaintext fits.
                         let room = match record {
                             Ok(record) => plain.get_mut(have..have + record.payload.len()).map(|room| (room, record)),
@@ -367,11 +391,14 @@ impl<S: Io> TlsConn<S> {
                     *peer_closed = true;
                     Next::Go
                 }
-                Ok(ConnectionState::Closed) => Next::Stop(Flow::Closing),
+                Ok(ConnectionState::Closed) => {
+                    *closing = true;
+                    Next::Stop(Flow::Closing)
+                }
                 // Early data is not offered; a state yet to come is not known.
                 Ok(_) => Next::Stop(Flow::Fail),
             };
-            start += discard;
+            start += discard + std::mem::take(&mut extra);
             fed = fed.max(start);
             *seen = fed - start;
             match next {
@@ -414,20 +441,18 @@ impl<S: Io> TlsConn<S> {
 }
 
 impl<S: Io> Wire<S> {
-    /// One `recv()` into `buf`: `Some(n)` bytes, `None` when there is
-    /// nothing yet. The end of stream is an error: a TLS client ends with
-    /// `close_notify`, which is handled before the socket's end.
-    fn recv(&mut self, buf: &mut [u8], cx: &Ctx) -> Result<Option<usize>, ()> {
+    /// One `recv()` into `buf` (not empty).
+    fn recv(&mut self, buf: &mut [u8], cx: &Ctx) -> Result<Got, ()> {
         loop {
             match self.sock.recv(buf) {
-                Ok(0) => return Err(()), // not broken: an alert may still go
+                Ok(0) => return Ok(Got::End),
                 Ok(n) => {
                     let n = n.min(buf.len());
                     self.deadline.progress(cx.now, n, cx.limits);
-                    return Ok(Some(n));
+                    return Ok(Got::Data(n));
                 }
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Ok(None),
+                    Some(libc::EAGAIN) => return Ok(Got::Nothing),
                     Some(libc::EINTR) => continue,
                     _ => {
                         self.broken = true;
@@ -755,6 +780,56 @@ mod tests {
         assert_eq!(got.len(), big.len());
         assert!(got.iter().all(|&b| b == b'A'));
         assert!(matches!(client.reader().read(&mut [0u8; 1]), Ok(0)), "no close_notify from the server");
+    }
+
+    /// The client sends everything, its close_notify and its end of
+    /// stream at once, and reads slowly: the records read before the end
+    /// of stream are all answered, then ours closes.
+    #[test]
+    fn records_read_before_the_end_of_stream_are_all_answered() {
+        let (server, client_config) = configs();
+        let counters = Counters::default();
+        let limits = Limits::new(None, 0);
+        let cx = Ctx { counters: &counters, now: 0, limits: &limits };
+        let session = UnbufferedServerConnection::new(server).expect("server session");
+        let mut conn = TlsConn::new(Pipe::default(), session, 0, &limits, Duration::from_secs(10));
+        let name = ServerName::try_from("upcase.test").expect("name");
+        let mut client = ClientConnection::new(client_config, name).expect("client");
+        client.set_buffer_limit(None);
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = Vec::new();
+        client.writer().write_all(b"hi").expect("write");
+        assert_eq!(run(&mut conn, &mut client, &mut buf, &cx, &mut got), Outcome::Keep);
+
+        let big = vec![b'q'; 200 * 1024];
+        client.writer().write_all(&big).expect("write");
+        client.send_close_notify();
+        while client.wants_write() {
+            client.write_tls(&mut conn.wire.sock.from_client).expect("client write");
+        }
+        conn.wire.sock.client_done = true;
+        let mut outcome = Outcome::Keep;
+        for _ in 0..10_000 {
+            // The client takes a few kilobytes per wake-up.
+            conn.wire.sock.room = 7000;
+            outcome = conn.ready(&mut buf, &cx);
+            let bytes = std::mem::take(&mut conn.wire.sock.to_client);
+            let mut at = &bytes[..];
+            while !at.is_empty() {
+                client.read_tls(&mut at).expect("client read");
+                client.process_new_packets().expect("client TLS");
+            }
+            let mut chunk = [0u8; 16384];
+            while let Ok(n @ 1..) = client.reader().read(&mut chunk) {
+                got.extend_from_slice(&chunk[..n]);
+            }
+            if outcome != Outcome::Keep {
+                break;
+            }
+        }
+        assert_eq!(outcome, Outcome::Close, "{} of {} bytes answered", got.len(), 2 + big.len());
+        assert_eq!(got.len(), 2 + big.len());
+        assert!(got[2..].iter().all(|&b| b == b'Q'));
     }
 
     #[test]

@@ -65,7 +65,7 @@ const CLIENT_MAX: usize = 256 * 1024;
 /// what the measure over-counts (the record the client has begun to
 /// read). A server that reads on while its replies wait passes it well
 /// before the client's [`CLIENT_MAX`].
-pub const HELD_MAX: usize = 64 * 1024 + 2 * 16 * 1024 + 17 * 1024;
+pub(crate) const HELD_MAX: usize = 64 * 1024 + 2 * 16 * 1024 + 17 * 1024;
 
 /// What every run shares: the server's configuration (as
 /// `TlsServer::from_pem` makes it) and a client configuration for TLS 1.3
