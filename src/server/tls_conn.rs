@@ -225,7 +225,7 @@ impl<S: Io> TlsConn<S> {
             self.waiting = Vec::new();
         }
         let outcome = self.turns(inbuf, &mut kept, plain, room, cx);
-        if kept > 0 {
+        if kept > 0 && outcome == Outcome::Keep {
             self.waiting = inbuf[..kept].to_vec();
         }
         outcome

@@ -592,8 +592,10 @@ impl<'a> Sim<'a> {
         if sock.read_total > read || sock.sent_total > sent || sock.eof_reads > eofs {
             self.last_moved = self.now;
         }
-        // (A client that failed, or stopped reading, decrypts no more.)
-        if !self.client.failed && !self.deaf() {
+        // (A client that failed, or stopped reading, decrypts no more. A
+        // connection that ended holds nothing: what a failed one reads
+        // after the failure is dropped.)
+        if outcome == Outcome::Keep && !self.client.failed && !self.deaf() {
             let held = self.held();
             self.report.held_most = self.report.held_most.max(held);
             assert!(held <= HELD_MAX, "{held} bytes held for a client that does not read");
