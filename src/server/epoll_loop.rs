@@ -29,10 +29,43 @@ const EVENTS: usize = 256;
 /// is reused (see [`Token::Conn`]).
 struct Slot {
     generation: u32,
-    conn: Option<Conn<Client>>,
-    /// A TLS connection, in a server with TLS (where `conn` stays `None`).
+    entry: Entry,
+}
+
+/// What a slot holds: one kind of connection or none, so that a slot is
+/// as small as the larger kind.
+enum Entry {
+    Free,
+    Plain(Conn<Client>),
+    /// In a server with TLS, every connection is one.
     #[cfg(feature = "tls")]
-    tls: Option<TlsConn<Client>>,
+    Tls(TlsConn<Client>),
+}
+
+impl Slot {
+    fn plain(&mut self) -> Option<&mut Conn<Client>> {
+        match &mut self.entry {
+            Entry::Plain(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls(&mut self) -> Option<&mut TlsConn<Client>> {
+        match &mut self.entry {
+            Entry::Tls(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn expired(&self, now: u64, limits: &super::pace::Limits) -> bool {
+        match &self.entry {
+            Entry::Free => false,
+            Entry::Plain(conn) => conn.expired(now, limits),
+            #[cfg(feature = "tls")]
+            Entry::Tls(conn) => conn.expired(now, limits),
+        }
+    }
 }
 
 struct Loop<'a> {
@@ -166,15 +199,7 @@ impl Loop<'_> {
                 return;
             }
         };
-        let index = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot {
-                generation: 0,
-                conn: None,
-                #[cfg(feature = "tls")]
-                tls: None,
-            });
-            self.slots.len() - 1
-        });
+        let index = self.take_slot();
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         let token = Token::Conn { index: index as u32, generation: slot.generation };
@@ -183,7 +208,15 @@ impl Loop<'_> {
             self.retire(conn, End::Failed);
             return;
         }
-        slot.conn = Some(conn);
+        slot.entry = Entry::Plain(conn);
+    }
+
+    /// A free slot of the table, a new one if none is.
+    fn take_slot(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot { generation: 0, entry: Entry::Free });
+            self.slots.len() - 1
+        })
     }
 
     fn on_event(&mut self, index: usize, generation: u32, flags: u32) {
@@ -192,7 +225,7 @@ impl Loop<'_> {
             return self.on_tls_event(index, generation);
         }
         let slot = self.slots.get_mut(index).filter(|s| s.generation == generation);
-        let Some(conn) = slot.and_then(|s| s.conn.as_mut()) else {
+        let Some(conn) = slot.and_then(Slot::plain) else {
             return; // stale: the connection was closed in this batch
         };
         let cx = Ctx { counters: self.counters, now: self.clock.now(), limits: &self.shared.limits };
@@ -220,12 +253,8 @@ impl Loop<'_> {
     fn sweep(&mut self) {
         let now = self.clock.now();
         for index in 0..self.slots.len() {
-            if self.slots[index].conn.as_ref().is_some_and(|c| c.expired(now, &self.shared.limits)) {
+            if self.slots[index].expired(now, &self.shared.limits) {
                 self.close(index, End::Idle);
-            }
-            #[cfg(feature = "tls")]
-            if self.slots[index].tls.as_ref().is_some_and(|c| c.expired(now, &self.shared.limits)) {
-                self.close_tls(index, End::Idle);
             }
         }
     }
@@ -235,18 +264,24 @@ impl Loop<'_> {
     /// descriptor lives on (a `fork()`ed child of the host program), and
     /// its events would keep waking this loop for a slot that is gone.
     fn close(&mut self, index: usize, end: End) {
-        if let Some(conn) = self.slots[index].conn.take() {
-            let _ = self.epoll.delete(conn.sock.as_raw_fd());
-            if conn.wants_write() {
-                self.reclaim.released();
-            }
-            self.free.push(index);
-            self.retire(conn, end);
+        let (fd, wants_write) = match &self.slots[index].entry {
+            Entry::Free => return,
+            Entry::Plain(conn) => (conn.sock.as_raw_fd(), conn.wants_write()),
+            #[cfg(feature = "tls")]
+            Entry::Tls(conn) => (conn.sock().as_raw_fd(), conn.wants_write()),
+        };
+        let _ = self.epoll.delete(fd);
+        if wants_write {
+            self.reclaim.released();
         }
+        self.free.push(index);
+        self.shared.ended(self.counters, end);
+        // The socket is closed here, after its count.
+        self.slots[index].entry = Entry::Free;
     }
 
-    /// The end of an accepted connection, registered or not: counted
-    /// (see [`Shared::ended`]), then closed.
+    /// The end of an accepted connection never registered: counted (see
+    /// [`Shared::ended`]), then closed.
     fn retire(&self, conn: Conn<Client>, end: End) {
         self.shared.ended(self.counters, end);
         drop(conn);
@@ -255,8 +290,6 @@ impl Loop<'_> {
     fn close_all(&mut self) {
         for index in 0..self.slots.len() {
             self.close(index, End::Done);
-            #[cfg(feature = "tls")]
-            self.close_tls(index, End::Done);
         }
     }
 }
@@ -265,10 +298,7 @@ impl Loop<'_> {
 #[cfg(feature = "tls")]
 impl Loop<'_> {
     fn register_tls(&mut self, conn: TlsConn<Client>) {
-        let index = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot { generation: 0, conn: None, tls: None });
-            self.slots.len() - 1
-        });
+        let index = self.take_slot();
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         let token = Token::Conn { index: index as u32, generation: slot.generation };
@@ -278,12 +308,12 @@ impl Loop<'_> {
             drop(conn);
             return;
         }
-        slot.tls = Some(conn);
+        slot.entry = Entry::Tls(conn);
     }
 
     fn on_tls_event(&mut self, index: usize, generation: u32) {
         let slot = self.slots.get_mut(index).filter(|s| s.generation == generation);
-        let Some(conn) = slot.and_then(|s| s.tls.as_mut()) else {
+        let Some(conn) = slot.and_then(Slot::tls) else {
             return; // stale: the connection was closed in this batch
         };
         let cx = Ctx { counters: self.counters, now: self.clock.now(), limits: &self.shared.limits };
@@ -298,21 +328,8 @@ impl Loop<'_> {
         }
         match outcome {
             Outcome::Keep => {}
-            Outcome::Close => self.close_tls(index, End::Done),
-            Outcome::Fail => self.close_tls(index, End::Failed),
-        }
-    }
-
-    /// As [`close`](Self::close), for a TLS connection.
-    fn close_tls(&mut self, index: usize, end: End) {
-        if let Some(conn) = self.slots[index].tls.take() {
-            let _ = self.epoll.delete(conn.sock().as_raw_fd());
-            if conn.wants_write() {
-                self.reclaim.released();
-            }
-            self.free.push(index);
-            self.shared.ended(self.counters, end);
-            drop(conn);
+            Outcome::Close => self.close(index, End::Done),
+            Outcome::Fail => self.close(index, End::Failed),
         }
     }
 }
