@@ -10,6 +10,7 @@
 //! server's address: any other datagram is ignored, and counted.
 
 use std::fmt;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -274,7 +275,7 @@ fn connect_one(addr: &SockAddr, options: &Options) -> Result<OwnedFd> {
 /// are read. Returns the reply.
 fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, options: &Options) -> Result<Vec<u8>> {
     let what = || format!("exchange with {peer}");
-    let mut reply: Vec<u8> = Vec::with_capacity(data.len());
+    let mut reply = Reply::new(data.len(), half_close);
     let mut sent = 0usize;
     let mut shut = !half_close;
     if half_close && data.is_empty() {
@@ -282,9 +283,9 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, option
         shut = true;
     }
     loop {
-        let want_more = if half_close { true } else { reply.len() < data.len() };
+        let want_more = if half_close { true } else { reply.bytes.len() < data.len() };
         if !want_more && sent == data.len() {
-            return Ok(reply);
+            return Ok(reply.bytes);
         }
         let mut events = libc::POLLIN;
         if sent < data.len() {
@@ -304,40 +305,11 @@ fn exchange(fd: &OwnedFd, peer: &SockAddr, data: &[u8], half_close: bool, option
             }
         }
         if rev & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0 {
-            let old = reply.len();
-            let room = if half_close { CHUNK } else { data.len() - old };
-            if room == 0 {
-                continue;
-            }
-            reply.resize(old + room, 0);
-            let res = sys::recv(fd.as_fd(), &mut reply[old..]);
-            match res {
-                Ok(0) => {
-                    reply.truncate(old);
-                    if half_close && sent == data.len() {
-                        if reply.len() != data.len() {
-                            return Err(short_or_long(what(), &reply, data.len()));
-                        }
-                        return Ok(reply);
-                    }
-                    return Err(Error::own(
-                        ERR_SHORT_REPLY,
-                        what(),
-                        format!("connection closed after {} of {} reply bytes", old, data.len()),
-                    ));
-                }
-                Ok(n) => {
-                    reply.truncate(old + n);
-                    if half_close && reply.len() > data.len() {
-                        return Err(short_or_long(what(), &reply, data.len()));
-                    }
-                }
-                Err(e) => {
-                    reply.truncate(old);
-                    if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
-                        return Err(Error::os(what(), e));
-                    }
-                }
+            match reply.read(&what, |room| sys::recv(fd.as_fd(), room))? {
+                Took::Full | Took::Got => {}
+                Took::Ended => return reply.end(sent == data.len(), what(), "connection closed"),
+                Took::Failed(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) => {}
+                Took::Failed(e) => return Err(Error::os(what(), e)),
             }
         }
     }
@@ -350,6 +322,65 @@ fn shut_write(fd: &OwnedFd, what: &dyn Fn() -> String) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(Error::errno(what(), libc::ECONNRESET)),
         Err(e) => Err(Error::os(what(), e)),
+    }
+}
+
+/// A reply as it comes in, to a request of `want` bytes: read to the end
+/// of stream with `half_close`, else exactly `want` bytes.
+struct Reply {
+    bytes: Vec<u8>,
+    want: usize,
+    half_close: bool,
+}
+
+/// What one read of a reply did.
+enum Took {
+    /// The reply has all the bytes it can take: nothing was read.
+    Full,
+    /// Bytes came.
+    Got,
+    /// The end of the stream.
+    Ended,
+    Failed(io::Error),
+}
+
+impl Reply {
+    fn new(want: usize, half_close: bool) -> Reply {
+        Reply { bytes: Vec::with_capacity(want), want, half_close }
+    }
+
+    /// One `read` into the room after the bytes so far. More bytes than
+    /// the request had are an error.
+    fn read(&mut self, what: &dyn Fn() -> String, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> Result<Took> {
+        let old = self.bytes.len();
+        let room = if self.half_close { CHUNK } else { self.want - old };
+        if room == 0 {
+            return Ok(Took::Full);
+        }
+        self.bytes.resize(old + room, 0);
+        let res = read(&mut self.bytes[old..]);
+        self.bytes.truncate(old + *res.as_ref().unwrap_or(&0));
+        match res {
+            Ok(0) => Ok(Took::Ended),
+            Ok(_) if self.half_close && self.bytes.len() > self.want => {
+                Err(short_or_long(what(), &self.bytes, self.want))
+            }
+            Ok(_) => Ok(Took::Got),
+            Err(e) => Ok(Took::Failed(e)),
+        }
+    }
+
+    /// The server ended its stream (`ended` says how): the reply, if the
+    /// whole request was sent and it has as many bytes.
+    fn end(self, all_sent: bool, what: String, ended: &str) -> Result<Vec<u8>> {
+        if !(self.half_close && all_sent) {
+            let detail = format!("{ended} after {} of {} reply bytes", self.bytes.len(), self.want);
+            return Err(Error::own(ERR_SHORT_REPLY, what, detail));
+        }
+        if self.bytes.len() != self.want {
+            return Err(short_or_long(what, &self.bytes, self.want));
+        }
+        Ok(self.bytes)
     }
 }
 
@@ -448,7 +479,7 @@ fn exchange_tls(
     use std::io::{ErrorKind, Read, Write};
 
     let what = || format!("TLS exchange with {peer}");
-    let mut reply: Vec<u8> = Vec::with_capacity(data.len());
+    let mut reply = Reply::new(data.len(), half_close);
     let mut put = 0usize;
     let mut closed = !half_close;
     let mut eof = false;
@@ -464,57 +495,20 @@ fn exchange_tls(
         }
         // The reply bytes rustls has decrypted.
         loop {
-            let old = reply.len();
-            let room = if half_close { CHUNK } else { data.len() - old };
-            if room == 0 {
-                break;
-            }
-            reply.resize(old + room, 0);
-            let res = session.reader().read(&mut reply[old..]);
-            match res {
-                Ok(0) => {
-                    reply.truncate(old);
-                    // The server's close_notify: the reply is complete.
-                    if half_close && put == data.len() {
-                        if reply.len() != data.len() {
-                            return Err(short_or_long(what(), &reply, data.len()));
-                        }
-                        return Ok(reply);
-                    }
-                    return Err(Error::own(
-                        ERR_SHORT_REPLY,
-                        what(),
-                        format!("server ended TLS after {} of {} reply bytes", old, data.len()),
-                    ));
+            match reply.read(&what, |room| session.reader().read(room))? {
+                Took::Got => {}
+                Took::Full => break,
+                // The server's close_notify.
+                Took::Ended => return reply.end(put == data.len(), what(), "server ended TLS"),
+                Took::Failed(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Took::Failed(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                    return reply.end(false, what(), "connection closed without TLS close_notify")
                 }
-                Ok(n) => {
-                    reply.truncate(old + n);
-                    if half_close && reply.len() > data.len() {
-                        return Err(short_or_long(what(), &reply, data.len()));
-                    }
-                }
-                Err(e) => {
-                    reply.truncate(old);
-                    if e.kind() == ErrorKind::WouldBlock {
-                        break;
-                    }
-                    if e.kind() == ErrorKind::UnexpectedEof {
-                        return Err(Error::own(
-                            ERR_SHORT_REPLY,
-                            what(),
-                            format!(
-                                "connection closed without TLS close_notify after {} of {} reply bytes",
-                                old,
-                                data.len()
-                            ),
-                        ));
-                    }
-                    return Err(Error::os(what(), e));
-                }
+                Took::Failed(e) => return Err(Error::os(what(), e)),
             }
         }
-        if !half_close && reply.len() == data.len() && put == data.len() && !session.wants_write() {
-            return Ok(reply);
+        if !half_close && reply.bytes.len() == data.len() && put == data.len() && !session.wants_write() {
+            return Ok(reply.bytes);
         }
         if eof {
             return Err(Error::own(ERR_SHORT_REPLY, what(), "connection closed without TLS close_notify"));
