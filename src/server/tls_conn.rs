@@ -690,6 +690,17 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
+    /// A connection accepted at `at`, and a client of it.
+    fn pair(limits: &Limits, at: u64, handshake: Duration) -> (TlsConn<Pipe>, ClientConnection) {
+        let (server, client_config) = configs();
+        let session = UnbufferedServerConnection::new(server).expect("server session");
+        let conn = TlsConn::new(Pipe::default(), session, at, limits, handshake);
+        let name = ServerName::try_from("upcase.test").expect("name");
+        let mut client = ClientConnection::new(client_config, name).expect("client");
+        client.set_buffer_limit(None);
+        (conn, client)
+    }
+
     /// Moves records both ways until neither side has anything to move;
     /// the reply's bytes go to `got`.
     fn run(
@@ -732,15 +743,10 @@ mod tests {
 
     #[test]
     fn an_idle_connection_holds_no_buffer_and_a_slow_client_a_bounded_one() {
-        let (server, client_config) = configs();
         let counters = Counters::default();
         let limits = Limits::new(None, 0);
         let cx = Ctx { counters: &counters, now: 0, limits: &limits };
-        let session = UnbufferedServerConnection::new(server).expect("server session");
-        let mut conn = TlsConn::new(Pipe::default(), session, 0, &limits, Duration::from_secs(10));
-        let name = ServerName::try_from("upcase.test").expect("name");
-        let mut client = ClientConnection::new(client_config, name).expect("client");
-        client.set_buffer_limit(None);
+        let (mut conn, mut client) = pair(&limits, 0, Duration::from_secs(10));
         let mut buf = vec![0u8; CHUNK];
 
         client.writer().write_all(b"hello").expect("write");
@@ -787,15 +793,10 @@ mod tests {
     /// of stream are all answered, then ours closes.
     #[test]
     fn records_read_before_the_end_of_stream_are_all_answered() {
-        let (server, client_config) = configs();
         let counters = Counters::default();
         let limits = Limits::new(None, 0);
         let cx = Ctx { counters: &counters, now: 0, limits: &limits };
-        let session = UnbufferedServerConnection::new(server).expect("server session");
-        let mut conn = TlsConn::new(Pipe::default(), session, 0, &limits, Duration::from_secs(10));
-        let name = ServerName::try_from("upcase.test").expect("name");
-        let mut client = ClientConnection::new(client_config, name).expect("client");
-        client.set_buffer_limit(None);
+        let (mut conn, mut client) = pair(&limits, 0, Duration::from_secs(10));
         let mut buf = vec![0u8; CHUNK];
         let mut got = Vec::new();
         client.writer().write_all(b"hi").expect("write");
@@ -834,13 +835,11 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_an_alert() {
-        let (server, _) = configs();
         let counters = Counters::default();
         let limits = Limits::new(None, 0);
         let cx = Ctx { counters: &counters, now: 0, limits: &limits };
-        let session = UnbufferedServerConnection::new(server).expect("server session");
-        let mut conn =
-            TlsConn::new(Pipe { room: usize::MAX, ..Pipe::default() }, session, 0, &limits, Duration::from_secs(1));
+        let (mut conn, _) = pair(&limits, 0, Duration::from_secs(1));
+        conn.wire.sock.room = usize::MAX;
         conn.wire.sock.from_client.extend_from_slice(b"HELLO, are you TLS?\n");
         let mut buf = vec![0u8; CHUNK];
         assert_eq!(conn.ready(&mut buf, &cx), Outcome::Fail);
@@ -851,10 +850,8 @@ mod tests {
 
     #[test]
     fn the_handshake_has_a_deadline_and_then_the_idle_timeout_rules() {
-        let (server, _) = configs();
         let limits = Limits::new(None, 0);
-        let session = UnbufferedServerConnection::new(server).expect("server session");
-        let conn = TlsConn::new(Pipe::default(), session, 5, &limits, Duration::from_nanos(100));
+        let (conn, _) = pair(&limits, 5, Duration::from_nanos(100));
         assert_eq!(conn.deadline(&limits), Some(105));
         assert!(!conn.expired(104, &limits));
         assert!(conn.expired(105, &limits));
