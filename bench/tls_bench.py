@@ -60,6 +60,11 @@ LOAD = {
     "persistent": ["persistent", "--connections", "32", "--size", "64"],
 }
 UPCASE = "upcase"
+# The upcase server without TLS under the same load: what TCP alone costs
+# (a floor of its own, not an anchor). Handshake modes share the full one's.
+TCP_ALONE = "TCP alone (upcase, no TLS)"
+TCP_LOAD = {"full": ["oneshot", "--clients", "8", "--threads", "2", "--size", "32"]}
+TCP_MODE = {"full": "full", "resumed": "full", "full-rsa": "full", "persistent": "persistent", "stream": "stream"}
 # The issue's targets: server CPU per operation against the best anchor
 # (and the floor), throughput >= the best anchor's, RSS per idle connection.
 CPU_GOAL = {"full": 0.85, "resumed": 0.85, "full-rsa": 0.9, "persistent": 0.85, "stream": 0.75}
@@ -91,6 +96,7 @@ def servers():
         out["upcase (1 loop)"] = (lambda c, k, a, p, up=up: up + ["--threads", "1", "--tls-cert", c, "--tls-key", k,
                                                                   "0", HOST],
                                   [m for m in MODES if m != "hold"], what)
+        out[TCP_ALONE] = (lambda c, k, a, p, up=up: up + ["0", HOST], ["full", "persistent", "stream"], what)
     if TOKIO.exists():
         out["tokio-rustls"] = (lambda c, k, a, p: [str(TOKIO), "--tls-cert", c, "--tls-key", k, "0", HOST], MODES,
                                "target/release/tokio-server")
@@ -210,7 +216,7 @@ def start(name, spec, certs, mode):
 
 def run_one(name, spec, certs, mode, args):
     srv = start(name, spec, certs, mode)
-    tls = ["--tls-ca", f"{certs}/ca.pem", "--tls-name", "localhost"]
+    tls = [] if name == TCP_ALONE else ["--tls-ca", f"{certs}/ca.pem", "--tls-name", "localhost"]
     held = {}
     try:
         time.sleep(0.2)
@@ -223,7 +229,7 @@ def run_one(name, spec, certs, mode, args):
         rss0 = plain.rss_kib(pid)
         cpu0 = server_cpu(pid)
         if mode in LOAD:
-            lg_mode, *extra = LOAD[mode]
+            lg_mode, *extra = TCP_LOAD.get(mode, LOAD[mode]) if name == TCP_ALONE else LOAD[mode]
             r = plain.loadgen(lg_mode, srv.port, args.tls_seconds, extra + tls)
         elif mode == "stream":
             r = plain.loadgen("stream", srv.port, 300, ["--bytes", str(args.tls_stream_bytes)] + tls)
@@ -283,6 +289,12 @@ def is_upcase(name):
     return name.startswith(UPCASE)
 
 
+def tcp_alone(rows, mode):
+    """Server CPU per operation of TCP alone for `mode`, or None."""
+    r = next((x for x in rows if x["server"] == TCP_ALONE and x["mode"] == TCP_MODE.get(mode)), None)
+    return r.get("cpu_per_op") if r else None
+
+
 def report(rows, fl, meta):
     f, fmt, ratio = fl or {}, plain.fmt, plain.ratio
     lines = [f"Latest TLS run: {meta['date']}, {meta['machine']}, {meta['seconds']} s, "
@@ -290,13 +302,15 @@ def report(rows, fl, meta):
     lines += ["### TLS targets (ratios within this run)", "",
               "Server CPU per operation against the best anchor of the same mode (the anchor with the",
               "least), and throughput against the anchor with the most. \"met\" is yes when an upcase",
-              "configuration meets every goal of the row.", "",
-              "| mode | goal | upcase CPU/op | best anchor | CPU vs best | vs floor | throughput vs best | met |",
-              "|---|---|---:|---|---:|---:|---:|---|"]
+              "configuration meets every goal of the row. \"vs floor + TCP\" compares with the crypto floor",
+              "plus what TCP alone costs the same server under the same load (the row TCP alone).", "",
+              "| mode | goal | upcase CPU/op | best anchor | CPU vs best | vs floor | vs floor + TCP | "
+              "throughput vs best | met |",
+              "|---|---|---:|---|---:|---:|---:|---:|---|"]
     for mode in [m for m in MODES if m != "hold"]:
         mrows = [r for r in rows if r["mode"] == mode and r.get("cpu_per_op") and not r["errors"]
                  and not r["bad_replies"]]
-        anchors = [r for r in mrows if not is_upcase(r["server"])]
+        anchors = [r for r in mrows if not is_upcase(r["server"]) and r["server"] != TCP_ALONE]
         ours = [r for r in mrows if is_upcase(r["server"])]
         if not ours or not anchors:
             continue
@@ -306,17 +320,20 @@ def report(rows, fl, meta):
         cpu_r = ratio(us["cpu_per_op"], best["cpu_per_op"])
         rate_r = max((ratio(r["rate"], fastest["rate"]) or 0) for r in ours)
         floor_r = ratio(us["cpu_per_op"], f.get(mode))
+        tcp = tcp_alone(rows, mode)
+        tcp_r = ratio(us["cpu_per_op"], (f.get(mode) or 0) + tcp) if tcp else None
         goal = f"CPU <= {CPU_GOAL[mode]}x best" + (f", <= {FLOOR_GOAL[mode]}x floor" if mode in FLOOR_GOAL else "") \
             + ", throughput >= 1.0x"
         ok = cpu_r <= CPU_GOAL[mode] and rate_r >= 1.0 and (mode not in FLOOR_GOAL or floor_r <= FLOOR_GOAL[mode])
         unit = us["cpu_unit"]
         lines.append(f"| {mode} | {goal} | {fmt(us['cpu_per_op'], 2 if unit == 's' else 1)} {unit} ({us['server']}) | "
                      f"{best['server']} {fmt(best['cpu_per_op'], 2 if unit == 's' else 1)} {unit} | {cpu_r:.2f}x | "
-                     f"{f'{floor_r:.2f}x' if floor_r else '-'} | {rate_r:.2f}x | {'yes' if ok else 'no'} |")
+                     f"{f'{floor_r:.2f}x' if floor_r else '-'} | {f'{tcp_r:.2f}x' if tcp_r else '-'} | "
+                     f"{rate_r:.2f}x | {'yes' if ok else 'no'} |")
     hold = [r for r in rows if r["mode"] == "hold" and is_upcase(r["server"]) and r.get("rss_per_conn_kib") is not None]
     if hold:
         v = min(r["rss_per_conn_kib"] for r in hold)
-        lines.append(f"| hold | RSS per idle connection <= {RSS_GOAL_KIB:g} KiB | {v:.1f} KiB | | | | | "
+        lines.append(f"| hold | RSS per idle connection <= {RSS_GOAL_KIB:g} KiB | {v:.1f} KiB | | | | | | "
                      f"{'yes' if v <= RSS_GOAL_KIB else 'no'} |")
     lines.append("")
     if f:
@@ -327,6 +344,14 @@ def report(rows, fl, meta):
                   f"full handshake {f['full']:.1f} µs (1 sign + 1 X25519), resumed {f['resumed']:.1f} µs (1 X25519), "
                   f"RSA full {f['full-rsa']:.1f} µs (1 RSA sign + 1 X25519), stream {f['stream']:.2f} s per GiB each "
                   "way (GCM open + seal of 2 GiB).", ""]
+    tcp = {m: tcp_alone(rows, m) for m in ("full", "persistent", "stream")}
+    if any(tcp.values()):
+        def cell(m, digits, unit):
+            return "-" if tcp[m] is None else f"{tcp[m]:.{digits}f} {unit}"
+        lines += ["### Floor: TCP alone", "",
+                  "The upcase server without TLS, under the same load (plaintext oneshot for the handshake modes): "
+                  f"{cell('full', 1, 'µs')} per connection, {cell('persistent', 1, 'µs')} per 64-byte request, "
+                  f"{cell('stream', 2, 's')} per GiB each way. A TLS server pays this as well as its crypto.", ""]
     names = list(dict.fromkeys(r["server"] for r in rows))
     label = {"full": "full handshake, ECDSA P-256", "resumed": "resumed handshake", "full-rsa": "full handshake, RSA-2048",
              "persistent": "persistent, per 64-byte request", "stream": "stream, per GiB each way",
