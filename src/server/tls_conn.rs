@@ -33,17 +33,19 @@ use super::pace::{nanos, Deadline, Limits};
 use super::Counters;
 use crate::upper::upper_into;
 
-/// The loop's chunk for a TLS server: room for a few records each way,
-/// so that one `recv` and one `send` move several.
-pub(crate) const CHUNK: usize = 128 * 1024;
-/// Room in the loop's chunk for received records.
-const IN_ROOM: usize = 48 * 1024;
+/// The loop's chunk for a TLS server: room for several records each
+/// way, so that one `recv` and one `send` move several.
+pub(crate) const CHUNK: usize = 2 * IN_ROOM + PLAIN_ROOM + MAX_RECORD;
+/// Room in the loop's chunk for received records: the most one turn
+/// reads, and so about the most a client that does not read makes the
+/// connection hold.
+pub(crate) const IN_ROOM: usize = 96 * 1024;
 /// Room for one record's plaintext.
 const PLAIN_ROOM: usize = 16 * 1024;
 /// Record header: content type, version, length.
 const HEADER: usize = 5;
 /// The largest record on the wire (TLS 1.2's limit; 1.3's is lower).
-const MAX_RECORD: usize = HEADER + 16 * 1024 + 2048;
+pub(crate) const MAX_RECORD: usize = HEADER + 16 * 1024 + 2048;
 /// The least chunk a connection works with: room for whole records in
 /// and out.
 const MIN_CHUNK: usize = IN_ROOM + PLAIN_ROOM + MAX_RECORD;

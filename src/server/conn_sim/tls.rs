@@ -48,7 +48,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 use super::{fatal, upper, Script};
 use crate::server::conn::{Ctx, Io, Outcome};
 use crate::server::pace::Limits;
-use crate::server::tls_conn::TlsConn;
+use crate::server::tls_conn::{self, TlsConn};
 use crate::server::Counters;
 use crate::tls::TlsServer;
 
@@ -60,12 +60,11 @@ pub const NAME: &str = "upcase.test";
 const CLIENT_MAX: usize = 256 * 1024;
 
 /// Most plaintext the server may hold for a client that does not read,
-/// as the simulator measures it: one read of rustls's largest record
-/// buffer (64 KiB in a handshake) and the records it decrypts to, plus
-/// what the measure over-counts (the record the client has begun to
-/// read). A server that reads on while its replies wait passes it well
-/// before the client's [`CLIENT_MAX`].
-pub(crate) const HELD_MAX: usize = 64 * 1024 + 2 * 16 * 1024 + 17 * 1024;
+/// as the simulator measures it: one turn's read and the replies it
+/// makes, a record not yet whole, and what the measure over-counts (the
+/// record the client has begun to read). A server that reads on while
+/// its replies wait passes it well before the client's [`CLIENT_MAX`].
+pub(crate) const HELD_MAX: usize = tls_conn::IN_ROOM + 2 * tls_conn::MAX_RECORD;
 
 /// What every run shares: the server's configuration (as
 /// `TlsServer::from_pem` makes it) and a client configuration for TLS 1.3
