@@ -291,7 +291,8 @@ def is_upcase(name):
 
 def tcp_alone(rows, mode):
     """Server CPU per operation of TCP alone for `mode`, or None."""
-    r = next((x for x in rows if x["server"] == TCP_ALONE and x["mode"] == TCP_MODE.get(mode)), None)
+    r = next((x for x in rows if x["server"] == TCP_ALONE and x["mode"] == TCP_MODE.get(mode)
+              and not x["errors"] and not x["bad_replies"]), None)
     return r.get("cpu_per_op") if r else None
 
 
@@ -303,7 +304,8 @@ def report(rows, fl, meta):
               "Server CPU per operation against the best anchor of the same mode (the anchor with the",
               "least), and throughput against the anchor with the most. \"met\" is yes when an upcase",
               "configuration meets every goal of the row. \"vs floor + TCP\" compares with the crypto floor",
-              "plus what TCP alone costs the same server under the same load (the row TCP alone).", "",
+              "plus what TCP alone costs the same server under the same load (the column TCP alone; persistent",
+              "has no crypto floor, so TCP alone is all of it).", "",
               "| mode | goal | upcase CPU/op | best anchor | CPU vs best | vs floor | vs floor + TCP | "
               "throughput vs best | met |",
               "|---|---|---:|---|---:|---:|---:|---:|---|"]
@@ -321,7 +323,8 @@ def report(rows, fl, meta):
         rate_r = max((ratio(r["rate"], fastest["rate"]) or 0) for r in ours)
         floor_r = ratio(us["cpu_per_op"], f.get(mode))
         tcp = tcp_alone(rows, mode)
-        tcp_r = ratio(us["cpu_per_op"], (f.get(mode) or 0) + tcp) if tcp else None
+        crypto = 0 if mode == "persistent" else f.get(mode)
+        tcp_r = ratio(us["cpu_per_op"], crypto + tcp) if tcp and crypto is not None else None
         goal = f"CPU <= {CPU_GOAL[mode]}x best" + (f", <= {FLOOR_GOAL[mode]}x floor" if mode in FLOOR_GOAL else "") \
             + ", throughput >= 1.0x"
         ok = cpu_r <= CPU_GOAL[mode] and rate_r >= 1.0 and (mode not in FLOOR_GOAL or floor_r <= FLOOR_GOAL[mode])
@@ -398,7 +401,7 @@ def report(rows, fl, meta):
                 continue
             unit = r.get("cpu_unit", "")
             cpu = r.get("cpu_per_op")
-            fr = ratio(cpu, f.get(mode))
+            fr = ratio(cpu, f.get(mode)) if r["server"] != TCP_ALONE else None
             kinds = f"{fmt(r.get('full'))} / {fmt(r.get('hrr'))} / {fmt(r.get('resumed'))}"
             lines.append(f"| {mode} | {r['server']} | {fmt(r.get('rate'))} {r.get('rate_unit', '')} | "
                          f"{fmt(cpu, 2 if unit == 's' else 1)} {unit} | {f'{fr:.2f}x' if fr else '-'} | "
@@ -456,7 +459,7 @@ def measure(args):
                               f"errors {row['errors']}, bad {row['bad_replies']}")
                     if row["bad_replies"]:
                         problems.append(f"TLS {mode}, {name}: {row['bad_replies']} wrong replies")
-                    if is_upcase(name) and row["errors"]:
+                    if (is_upcase(name) or name == TCP_ALONE) and row["errors"]:
                         problems.append(f"TLS {mode}, {name}: {row['errors']} errors {row['error_kinds']}")
                     if mode == "stream" and not row.get("verified"):
                         problems.append(f"TLS stream, {name}: not every byte came back")

@@ -341,6 +341,7 @@ enum Took {
     Got,
     /// The end of the stream.
     Ended,
+    /// The read failed; the caller says what the error means.
     Failed(io::Error),
 }
 
@@ -349,8 +350,8 @@ impl Reply {
         Reply { bytes: Vec::with_capacity(want), want, half_close }
     }
 
-    /// One `read` into the room after the bytes so far. More bytes than
-    /// the request had are an error.
+    /// One `read` into the room after the bytes so far. With
+    /// `half_close`, more bytes than the request had are an error.
     fn read(&mut self, what: &dyn Fn() -> String, read: impl FnOnce(&mut [u8]) -> io::Result<usize>) -> Result<Took> {
         let old = self.bytes.len();
         let room = if self.half_close { CHUNK } else { self.want - old };

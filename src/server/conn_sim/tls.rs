@@ -592,9 +592,9 @@ impl<'a> Sim<'a> {
             self.last_moved = self.now;
         }
         // (A client that failed, or stopped reading, decrypts no more. A
-        // connection that ended holds nothing: what a failed one reads
-        // after the failure is dropped.)
-        if outcome == Outcome::Keep && !self.client.failed && !self.deaf() {
+        // failed connection holds nothing: what it reads after the failure
+        // is dropped.)
+        if outcome != Outcome::Fail && !self.client.failed && !self.deaf() {
             let held = self.held();
             self.report.held_most = self.report.held_most.max(held);
             assert!(held <= HELD_MAX, "{held} bytes held for a client that does not read");
