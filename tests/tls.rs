@@ -449,7 +449,8 @@ fn a_tls_client_that_does_not_read_is_not_read_from_and_holds_no_one_up() {
     assert!(t.elapsed() < Duration::from_secs(2));
     let st = s.stats();
     assert!(st.bytes_in < handed as u64, "{st:?}");
-    assert_eq!(st.connections_active, 1);
+    // The other client's connection ends just after its reply; ours stays.
+    assert!(eventually(Duration::from_secs(5), || s.stats().connections_active == 1), "{:?}", s.stats());
 }
 
 /// A rustls client configuration trusting the test CA, for `versions`.
