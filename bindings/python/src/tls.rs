@@ -655,6 +655,21 @@ impl TlsSocket {
         }
     }
 
+    /// cipher() -> (name, version, secret bits) of the cipher suite in
+    /// use, or None before the handshake. The name is IANA's, which for
+    /// TLS 1.3 is also the one the ssl module gives.
+    fn cipher(&self) -> Option<(String, &'static str, u32)> {
+        let version = self.version()?;
+        let guard = self.session.lock().ok()?;
+        let name = guard.as_ref()?.negotiated_cipher_suite()?.suite().as_str()?;
+        let name = match name.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => name.to_string(),
+        };
+        let bits = if name.contains("AES_128") { 128 } else { 256 };
+        Some((name, version, bits))
+    }
+
     /// accept() -> (TLSSocket, address): the next connection, its
     /// handshake done unless do_handshake_on_connect was False.
     fn accept<'py>(slf: PyRef<'py, Self>) -> PyResult<(Bound<'py, TlsSocket>, Bound<'py, PyTuple>)> {

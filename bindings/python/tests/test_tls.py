@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
@@ -413,6 +413,7 @@ class TlsSocketServer:
         self.sock.settimeout(0.2)
         self.stop = threading.Event()
         self.served: List[str] = []
+        self.ciphers: List[Any] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -431,6 +432,7 @@ class TlsSocketServer:
                             break
                         conn.sendall(data.upper())
                     self.served.append(conn.version() or "")
+                    self.ciphers.append(conn.cipher())
                 except OSError:
                     pass
 
@@ -465,7 +467,9 @@ def test_wrap_socket_makes_tls_programs_of_the_slide_programs(pki):
         assert read_to_end(wrapped) == b"SEND AND SENDALL"
         wrapped.close()
         assert wrapped.fileno() == -1
+        assert wrapped.cipher() is None
         # Python's ssl as the client of a TLSSocket server, TLS 1.2 and 1.3.
+        python_ciphers = []
         for version, v in VERSIONS.items():
             sslctx = ssl.create_default_context(cafile=pki.ca)
             sslctx.maximum_version = v
@@ -474,11 +478,24 @@ def test_wrap_socket_makes_tls_programs_of_the_slide_programs(pki):
                     s.sendall(b"from python's ssl")
                     assert s.recv(100) == b"FROM PYTHON'S SSL"
                     assert s.version() == version
+                    python_ciphers.append(s.cipher())
                     s.unwrap()
         deadline = time.monotonic() + 5
         while len(server.served) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.served == ["TLSv1.3", "TLSv1.3", "TLSv1.2", "TLSv1.3"]
+        # The same suite as Python's ssl saw: the same name for TLS 1.3
+        # (TLS 1.2's are IANA's here, OpenSSL's there), version and bits.
+        ours = server.ciphers[2:]
+        assert [(c[1], c[2]) for c in ours] == [(c[1], c[2]) for c in python_ciphers]
+        for mine, theirs in zip(ours, python_ciphers):
+            if mine[1] == "TLSv1.3":
+                assert mine[0] == theirs[0]
+            else:
+                # TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 is OpenSSL's
+                # ECDHE-ECDSA-AES256-GCM-SHA384 (its ChaCha20 name has no hash).
+                iana = re.sub("[_-]", "", mine[0].removeprefix("TLS_").replace("WITH_", ""))
+                assert iana.startswith(theirs[0].replace("-", "")), (mine, theirs)
 
 
 def test_wrap_socket_wraps_an_accepted_connection_as_the_ssl_docs_do(pki):
