@@ -7,7 +7,7 @@
 //! in through `admission.rs`. The loop makes no system call of its own
 //! except through `sys` and the connection's socket.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Instant;
 
 use super::admission::{accept_one, Accepted, Client};
@@ -42,24 +42,20 @@ enum Entry {
     Tls(TlsConn<Client>),
 }
 
-impl Slot {
-    fn plain(&mut self) -> Option<&mut Conn<Client>> {
-        match &mut self.entry {
-            Entry::Plain(conn) => Some(conn),
-            _ => None,
-        }
-    }
-
-    #[cfg(feature = "tls")]
-    fn tls(&mut self) -> Option<&mut TlsConn<Client>> {
-        match &mut self.entry {
-            Entry::Tls(conn) => Some(conn),
-            _ => None,
+impl Entry {
+    /// The connection's socket and whether it waits to write; `None` for
+    /// a free slot.
+    fn state(&self) -> Option<(RawFd, bool)> {
+        match self {
+            Entry::Free => None,
+            Entry::Plain(conn) => Some((conn.sock.as_raw_fd(), conn.wants_write())),
+            #[cfg(feature = "tls")]
+            Entry::Tls(conn) => Some((conn.sock().as_raw_fd(), conn.wants_write())),
         }
     }
 
     fn expired(&self, now: u64, limits: &super::pace::Limits) -> bool {
-        match &self.entry {
+        match self {
             Entry::Free => false,
             Entry::Plain(conn) => conn.expired(now, limits),
             #[cfg(feature = "tls")]
@@ -185,10 +181,10 @@ impl Loop<'_> {
     /// second `accept4` in a row would mostly find the queue empty.
     fn accept(&mut self) {
         let cx = Ctx { counters: self.counters, now: self.clock.now(), limits: &self.shared.limits };
-        let conn = match accept_one(self.shared, &mut self.buf, &cx) {
-            Accepted::Conn(conn) => conn,
+        let entry = match accept_one(self.shared, &mut self.buf, &cx) {
+            Accepted::Conn(conn) => Entry::Plain(conn),
             #[cfg(feature = "tls")]
-            Accepted::Tls(conn) => return self.register_tls(conn),
+            Accepted::Tls(conn) => Entry::Tls(conn),
             Accepted::Next | Accepted::Empty => return,
             Accepted::Exhausted => {
                 // Stop watching the listener for a moment instead of
@@ -199,16 +195,23 @@ impl Loop<'_> {
                 return;
             }
         };
+        self.register(entry);
+    }
+
+    /// Puts an accepted connection in a slot and watches it; one that
+    /// epoll refuses is counted as failed and closed.
+    fn register(&mut self, entry: Entry) {
+        let Some((fd, wants_write)) = entry.state() else { return };
         let index = self.take_slot();
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         let token = Token::Conn { index: index as u32, generation: slot.generation };
-        if self.epoll.add(conn.sock.as_raw_fd(), interest(&conn), token.to_u64()).is_err() {
+        if self.epoll.add(fd, interest(wants_write), token.to_u64()).is_err() {
             self.free.push(index);
-            self.retire(conn, End::Failed);
-            return;
+            self.shared.ended(self.counters, End::Failed);
+            return; // the socket is closed with `entry`, after its count
         }
-        slot.entry = Entry::Plain(conn);
+        slot.entry = entry;
     }
 
     /// A free slot of the table, a new one if none is.
@@ -220,25 +223,32 @@ impl Loop<'_> {
     }
 
     fn on_event(&mut self, index: usize, generation: u32, flags: u32) {
-        #[cfg(feature = "tls")]
-        if self.shared.config.tls.is_some() {
-            return self.on_tls_event(index, generation);
-        }
-        let slot = self.slots.get_mut(index).filter(|s| s.generation == generation);
-        let Some(conn) = slot.and_then(Slot::plain) else {
-            return; // stale: the connection was closed in this batch
+        // A stale event (the connection was closed in this batch) finds
+        // another generation or a free slot.
+        let Some(slot) = self.slots.get_mut(index).filter(|s| s.generation == generation) else {
+            return;
+        };
+        let Some((fd, wanted_write)) = slot.entry.state() else {
+            return;
         };
         let cx = Ctx { counters: self.counters, now: self.clock.now(), limits: &self.shared.limits };
-        let before = interest(conn);
-        let readable = flags & (IN | ERR | HUP) != 0;
-        let writable = flags & (OUT | ERR | HUP) != 0;
-        let mut outcome = conn.ready(readable, writable, &mut self.buf, &cx);
+        let mut outcome = match &mut slot.entry {
+            Entry::Free => return,
+            Entry::Plain(conn) => {
+                let readable = flags & (IN | ERR | HUP) != 0;
+                let writable = flags & (OUT | ERR | HUP) != 0;
+                conn.ready(readable, writable, &mut self.buf, &cx)
+            }
+            #[cfg(feature = "tls")]
+            Entry::Tls(conn) => conn.ready(&mut self.buf, &cx),
+        };
         // Watch for input or for room to write, whichever the state now
         // needs; unchanged, epoll is left alone.
+        let wants_write = slot.entry.state().is_some_and(|(_, w)| w);
         let token = Token::Conn { index: index as u32, generation };
         if outcome == Outcome::Keep
-            && interest(conn) != before
-            && self.epoll.modify(conn.sock.as_raw_fd(), interest(conn), token.to_u64()).is_err()
+            && wants_write != wanted_write
+            && self.epoll.modify(fd, interest(wants_write), token.to_u64()).is_err()
         {
             outcome = Outcome::Fail;
         }
@@ -253,7 +263,7 @@ impl Loop<'_> {
     fn sweep(&mut self) {
         let now = self.clock.now();
         for index in 0..self.slots.len() {
-            if self.slots[index].expired(now, &self.shared.limits) {
+            if self.slots[index].entry.expired(now, &self.shared.limits) {
                 self.close(index, End::Idle);
             }
         }
@@ -264,11 +274,8 @@ impl Loop<'_> {
     /// descriptor lives on (a `fork()`ed child of the host program), and
     /// its events would keep waking this loop for a slot that is gone.
     fn close(&mut self, index: usize, end: End) {
-        let (fd, wants_write) = match &self.slots[index].entry {
-            Entry::Free => return,
-            Entry::Plain(conn) => (conn.sock.as_raw_fd(), conn.wants_write()),
-            #[cfg(feature = "tls")]
-            Entry::Tls(conn) => (conn.sock().as_raw_fd(), conn.wants_write()),
+        let Some((fd, wants_write)) = self.slots[index].entry.state() else {
+            return;
         };
         let _ = self.epoll.delete(fd);
         if wants_write {
@@ -280,66 +287,10 @@ impl Loop<'_> {
         self.slots[index].entry = Entry::Free;
     }
 
-    /// The end of an accepted connection never registered: counted (see
-    /// [`Shared::ended`]), then closed.
-    fn retire(&self, conn: Conn<Client>, end: End) {
-        self.shared.ended(self.counters, end);
-        drop(conn);
-    }
-
     fn close_all(&mut self) {
         for index in 0..self.slots.len() {
             self.close(index, End::Done);
         }
-    }
-}
-
-/// The TLS connections: the same table, their own state machine.
-#[cfg(feature = "tls")]
-impl Loop<'_> {
-    fn register_tls(&mut self, conn: TlsConn<Client>) {
-        let index = self.take_slot();
-        let slot = &mut self.slots[index];
-        slot.generation = slot.generation.wrapping_add(1);
-        let token = Token::Conn { index: index as u32, generation: slot.generation };
-        if self.epoll.add(conn.sock().as_raw_fd(), tls_interest(&conn), token.to_u64()).is_err() {
-            self.free.push(index);
-            self.shared.ended(self.counters, End::Failed);
-            drop(conn);
-            return;
-        }
-        slot.entry = Entry::Tls(conn);
-    }
-
-    fn on_tls_event(&mut self, index: usize, generation: u32) {
-        let slot = self.slots.get_mut(index).filter(|s| s.generation == generation);
-        let Some(conn) = slot.and_then(Slot::tls) else {
-            return; // stale: the connection was closed in this batch
-        };
-        let cx = Ctx { counters: self.counters, now: self.clock.now(), limits: &self.shared.limits };
-        let before = tls_interest(conn);
-        let mut outcome = conn.ready(&mut self.buf, &cx);
-        let token = Token::Conn { index: index as u32, generation };
-        if outcome == Outcome::Keep
-            && tls_interest(conn) != before
-            && self.epoll.modify(conn.sock().as_raw_fd(), tls_interest(conn), token.to_u64()).is_err()
-        {
-            outcome = Outcome::Fail;
-        }
-        match outcome {
-            Outcome::Keep => {}
-            Outcome::Close => self.close(index, End::Done),
-            Outcome::Fail => self.close(index, End::Failed),
-        }
-    }
-}
-
-#[cfg(feature = "tls")]
-fn tls_interest(conn: &TlsConn<Client>) -> u32 {
-    if conn.wants_write() {
-        OUT
-    } else {
-        IN
     }
 }
 
@@ -354,9 +305,10 @@ fn sweep_period(config: &super::Config) -> Option<std::time::Duration> {
     config.idle_timeout
 }
 
-/// The epoll interest a connection's state needs.
-fn interest(conn: &Conn<Client>) -> u32 {
-    if conn.wants_write() {
+/// The epoll interest a connection's state needs: room to write while
+/// it has bytes waiting to go, else input.
+fn interest(wants_write: bool) -> u32 {
+    if wants_write {
         OUT
     } else {
         IN
