@@ -103,6 +103,19 @@ fn fatal(code: i32) -> bool {
     !matches!(code, libc::EAGAIN | libc::EINTR)
 }
 
+/// What one `recv` takes from the bytes the kernel holds: as many as fit
+/// in `buf`, and at most `recv_max` (0: no limit).
+fn take_inbound(inbound: &mut VecDeque<u8>, buf: &mut [u8], recv_max: usize) -> usize {
+    let mut n = inbound.len().min(buf.len());
+    if recv_max > 0 {
+        n = n.min(recv_max);
+    }
+    for (slot, byte) in buf.iter_mut().zip(inbound.drain(..n)) {
+        *slot = byte;
+    }
+    n
+}
+
 impl Io for FakeSocket {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         assert!(!self.must_not_read, "read while a reply was pending (back-pressure broken)");
@@ -126,13 +139,7 @@ impl Io for FakeSocket {
         if self.inbound.is_empty() {
             return if self.eof { Ok(0) } else { Err(io::Error::from_raw_os_error(libc::EAGAIN)) };
         }
-        let mut n = self.inbound.len().min(buf.len());
-        if self.recv_max > 0 {
-            n = n.min(self.recv_max);
-        }
-        for (slot, byte) in buf.iter_mut().zip(self.inbound.drain(..n)) {
-            *slot = byte;
-        }
+        let n = take_inbound(&mut self.inbound, buf, self.recv_max);
         self.read_total += n;
         self.data_reads += 1;
         self.asked = false;

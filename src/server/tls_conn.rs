@@ -725,22 +725,28 @@ mod tests {
             if bytes.is_empty() && !client.wants_write() {
                 break;
             }
-            let mut at = &bytes[..];
-            while !at.is_empty() {
-                client.read_tls(&mut at).expect("client read");
-                client.process_new_packets().expect("client TLS");
-                let mut chunk = [0u8; 16384];
-                loop {
-                    match client.reader().read(&mut chunk) {
-                        Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
-                        Ok(_) => break,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => panic!("client: {e}"),
-                    }
+            take(client, &bytes, got);
+        }
+        outcome
+    }
+
+    /// The client takes `bytes` from the server; what it decrypts goes to
+    /// `got`.
+    fn take(client: &mut ClientConnection, bytes: &[u8], got: &mut Vec<u8>) {
+        let mut at = bytes;
+        while !at.is_empty() {
+            client.read_tls(&mut at).expect("client read");
+            client.process_new_packets().expect("client TLS");
+            let mut chunk = [0u8; 16384];
+            loop {
+                match client.reader().read(&mut chunk) {
+                    Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                    Ok(_) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client: {e}"),
                 }
             }
         }
-        outcome
     }
 
     #[test]
@@ -817,15 +823,7 @@ mod tests {
             conn.wire.sock.room = 7000;
             outcome = conn.ready(&mut buf, &cx);
             let bytes = std::mem::take(&mut conn.wire.sock.to_client);
-            let mut at = &bytes[..];
-            while !at.is_empty() {
-                client.read_tls(&mut at).expect("client read");
-                client.process_new_packets().expect("client TLS");
-            }
-            let mut chunk = [0u8; 16384];
-            while let Ok(n @ 1..) = client.reader().read(&mut chunk) {
-                got.extend_from_slice(&chunk[..n]);
-            }
+            take(&mut client, &bytes, &mut got);
             if outcome != Outcome::Keep {
                 break;
             }

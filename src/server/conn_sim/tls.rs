@@ -45,7 +45,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 
-use super::{fatal, upper, Script};
+use super::{fatal, take_inbound, upper, Script};
 use crate::server::conn::{Ctx, Io, Outcome};
 use crate::server::pace::Limits;
 use crate::server::tls_conn::{self, TlsConn};
@@ -166,13 +166,7 @@ impl Io for Wire {
             self.eof_reads += usize::from(self.eof);
             return if self.eof { Ok(0) } else { Err(io::Error::from_raw_os_error(libc::EAGAIN)) };
         }
-        let mut n = self.inbound.len().min(buf.len());
-        if self.recv_max > 0 {
-            n = n.min(self.recv_max);
-        }
-        for (slot, byte) in buf.iter_mut().zip(self.inbound.drain(..n)) {
-            *slot = byte;
-        }
+        let n = take_inbound(&mut self.inbound, buf, self.recv_max);
         self.read_total += n;
         Ok(n)
     }
